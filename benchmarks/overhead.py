@@ -1,0 +1,170 @@
+"""Per-trial and per-report overhead of lightning_maggy's local backend, against Optuna.
+
+The workload is a trivial function trial: it reports 9 steps and returns. Both frameworks run it
+with 2 worker processes:
+
+* lightning_maggy: ``search(fn, ..., optimizer="random", workers=2)`` (driver server + 2 local
+  workers over the signed zmq protocol, journal on disk);
+* Optuna: 2 processes sharing one ``JournalStorage`` file, each calling ``study.optimize`` with
+  ``trial.report`` + ``trial.should_prune`` per step (the equivalent pruning round trip).
+
+Throughput counts only the trial phase (from the first trial's start to the last trial's end), so
+that process start-up is not counted for either side; start-up is printed separately. Report
+latency is the round trip of one ``reporter.broadcast`` (report -> server decision), measured in
+the workers. Figures are ratios from one run, since the machine is noisy.
+
+Run: ``python benchmarks/overhead.py [--trials 600]`` (needs ``pip install optuna``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import multiprocessing as mp
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+STEPS = 9
+
+
+def _maggy_objective_factory(lat_dir: str):
+    def objective(hparams, reporter):
+        path = os.path.join(lat_dir, f"lat-{os.getpid()}.txt")
+        samples = []
+        value = 0.0
+        for step in range(STEPS):
+            value = hparams["x"] * (step + 1)
+            t0 = time.perf_counter()
+            reporter.broadcast(value, step)
+            samples.append(time.perf_counter() - t0)
+        with open(path, "a") as fh:
+            fh.write("\n".join(f"{s:.9f}" for s in samples) + "\n")
+        return value
+
+    return objective
+
+
+def bench_maggy(trials: int, workdir: str) -> dict:
+    import lightning_maggy as lm
+
+    lat_dir = os.path.join(workdir, "maggy-lat")
+    os.makedirs(lat_dir)
+    space = lm.Searchspace(x=lm.Double(0.0, 1.0))
+    t0 = time.time()
+    result = lm.search(
+        _maggy_objective_factory(lat_dir),
+        space,
+        metric="score",
+        max_epochs=STEPS,
+        optimizer="random",
+        num_trials=trials,
+        workers=2,
+        seed=0,
+        exp_dir=os.path.join(workdir, "maggy-exp"),
+        verbose=False,
+    )
+    wall = time.time() - t0
+    starts = [t.started for t in result.trials if t.started]
+    ends = [t.finished for t in result.trials if t.finished]
+    phase = max(ends) - min(starts)
+    lat = []
+    for path in glob.glob(os.path.join(lat_dir, "*.txt")):
+        lat += [float(x) for x in open(path).read().split()]
+    lat.sort()
+    completed = result.counts()["COMPLETED"]
+    return {
+        "trials": completed,
+        "trials_per_s": completed / phase,
+        "wall_s": wall,
+        "startup_s": min(starts) - t0,
+        "report_p50_ms": 1000 * lat[len(lat) // 2],
+        "report_p99_ms": 1000 * lat[int(len(lat) * 0.99)],
+        "reports": len(lat),
+    }
+
+
+def _optuna_worker(storage_path: str, study_name: str, n: int, out: str) -> None:
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = JournalStorage(JournalFileBackend(storage_path))
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    lat: list[float] = []
+
+    def objective(trial):
+        x = trial.suggest_float("x", 0.0, 1.0)
+        value = 0.0
+        for step in range(STEPS):
+            value = x * (step + 1)
+            t0 = time.perf_counter()
+            trial.report(value, step)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+            lat.append(time.perf_counter() - t0)
+        return value
+
+    t0 = time.time()
+    study.optimize(objective, n_trials=n)
+    with open(out, "w") as fh:
+        json.dump({"start": t0, "end": time.time(), "lat": lat}, fh)
+
+
+def bench_optuna(trials: int, workdir: str) -> dict:
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    path = os.path.join(workdir, "optuna.log")
+    storage = JournalStorage(JournalFileBackend(path))
+    optuna.create_study(study_name="bench", storage=storage, direction="maximize",
+                        pruner=optuna.pruners.MedianPruner())
+    ctx = mp.get_context("spawn")
+    outs = [os.path.join(workdir, f"optuna-{i}.json") for i in range(2)]
+    t0 = time.time()
+    procs = [ctx.Process(target=_optuna_worker, args=(path, "bench", trials // 2, o)) for o in outs]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+    wall = time.time() - t0
+    data = [json.load(open(o)) for o in outs]
+    phase = max(d["end"] for d in data) - min(d["start"] for d in data)
+    lat = sorted(x for d in data for x in d["lat"])
+    study = optuna.load_study(study_name="bench", storage=storage)
+    n = len(study.trials)
+    return {
+        "trials": n,
+        "trials_per_s": n / phase,
+        "wall_s": wall,
+        "report_p50_ms": 1000 * lat[len(lat) // 2],
+        "report_p99_ms": 1000 * lat[int(len(lat) * 0.99)],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--trials", type=int, default=600)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        os.makedirs(os.path.join(tmp, "m"))
+        os.makedirs(os.path.join(tmp, "o"))
+        maggy = bench_maggy(args.trials, os.path.join(tmp, "m"))
+        optuna_ = bench_optuna(args.trials, os.path.join(tmp, "o"))
+    print(f"trivial trials ({STEPS} reports each), 2 workers, {args.trials} trials, python {sys.version.split()[0]}")
+    print(f"{'':<18}{'trials/s':>10}{'report p50 ms':>15}{'report p99 ms':>15}{'wall s':>9}")
+    for name, r in (("lightning_maggy", maggy), ("optuna journal", optuna_)):
+        print(f"{name:<18}{r['trials_per_s']:>10.1f}{r['report_p50_ms']:>15.3f}{r['report_p99_ms']:>15.3f}{r['wall_s']:>9.1f}")
+    print(f"lightning_maggy start-up before the first trial: {maggy['startup_s']:.2f} s")
+    ratio = maggy["trials_per_s"] / optuna_["trials_per_s"]
+    print(f"ratio lightning_maggy/optuna trials per second: {ratio:.1f}x (target >= 2x)")
+    print(f"lightning_maggy report p50 {maggy['report_p50_ms']:.3f} ms (target < 1 ms)")
+
+
+if __name__ == "__main__":
+    main()

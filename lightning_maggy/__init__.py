@@ -1,0 +1,77 @@
+"""lightning_maggy: asynchronous, distributed hyperparameter search for PyTorch Lightning.
+
+The public surface is ``__all__``. Names that need torch or Lightning (``search``,
+``MaggyCallback``, ...) are imported on first use, so that the pure parts -- search spaces,
+optimizers, early-stop rules -- import without them.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from lightning_maggy.earlystop import AbstractEarlyStop, MedianStoppingRule, NoEarlyStop
+from lightning_maggy.exceptions import (
+    ConfigurationError,
+    EarlyStopException,
+    ExperimentError,
+    MaggyError,
+    MetricNotFoundError,
+    SearchspaceError,
+)
+from lightning_maggy.optimizers import ASHA, IDLE, AbstractOptimizer, GridSearch, RandomSearch
+from lightning_maggy.searchspace import Categorical, Discrete, Double, Integer, Searchspace
+from lightning_maggy.trial import Decision, Trial, TrialState
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "search": "lightning_maggy.experiment",
+    "SearchResult": "lightning_maggy.experiment",
+    "MaggyCallback": "lightning_maggy.lightning.callback",
+    "Reporter": "lightning_maggy.lightning.context",
+    "current_trial": "lightning_maggy.lightning.context",
+}
+
+__all__ = [
+    "ASHA",
+    "IDLE",
+    "AbstractEarlyStop",
+    "AbstractOptimizer",
+    "Categorical",
+    "ConfigurationError",
+    "Decision",
+    "Discrete",
+    "Double",
+    "EarlyStopException",
+    "ExperimentError",
+    "GridSearch",
+    "Integer",
+    "MaggyCallback",
+    "MaggyError",
+    "MedianStoppingRule",
+    "MetricNotFoundError",
+    "NoEarlyStop",
+    "RandomSearch",
+    "Reporter",
+    "SearchResult",
+    "Searchspace",
+    "SearchspaceError",
+    "Trial",
+    "TrialState",
+    "__version__",
+    "current_trial",
+    "search",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'lightning_maggy' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

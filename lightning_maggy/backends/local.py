@@ -1,0 +1,197 @@
+"""The embedded default backend: long-lived worker processes on this machine.
+
+Workers come from a forkserver that has already imported torch and Lightning (Linux, macOS),
+so a worker starts in milliseconds instead of paying the import again; elsewhere they are
+spawned. Never a plain fork of the driver, which holds threads and sockets. The user's classes
+and functions travel cloudpickled over the process-start channel, so classes defined in a
+notebook or in ``__main__`` work; nothing is ever unpickled from the network.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing as mp
+import os
+import signal
+import sys
+import time
+import types
+from collections.abc import Iterator
+from multiprocessing.context import BaseContext
+from typing import Any
+
+from lightning_maggy.backends.base import Backend
+from lightning_maggy.exceptions import BackendError
+from lightning_maggy.lightning.worker import WorkerLaunch
+
+__all__ = ["LocalBackend", "prewarm"]
+
+PRELOAD = ["torch", "pytorch_lightning"]
+_ctx: BaseContext | None = None
+
+
+def _context() -> BaseContext:
+    """The multiprocessing context workers start from (created once per driver process)."""
+    global _ctx
+    if _ctx is None:
+        if "forkserver" in mp.get_all_start_methods() and os.environ.get("LIGHTNING_MAGGY_START_METHOD") != "spawn":
+            ctx = mp.get_context("forkserver")
+            ctx.set_forkserver_preload(PRELOAD + (["lightning.pytorch"] if "lightning" in sys.modules else []))
+        else:
+            ctx = mp.get_context("spawn")
+        _ctx = ctx
+    return _ctx
+
+
+def prewarm() -> None:
+    """Starts the forkserver now, so that it imports torch and Lightning while the user's script
+    does the same; the first trial then starts about one import after the script, not two."""
+    ctx = _context()
+    if ctx.get_start_method() == "forkserver":
+        from multiprocessing import forkserver
+
+        forkserver.ensure_running()
+
+
+@contextlib.contextmanager
+def _without_main_module() -> Iterator[None]:
+    """Hides ``__main__`` while a worker starts, so that multiprocessing does not re-run the
+    user's script in the worker: everything the worker needs, classes defined in ``__main__``
+    included, travels cloudpickled by value. Scripts therefore need no ``if __name__ ==
+    "__main__":`` guard, and notebooks work."""
+    main = sys.modules.get("__main__")
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        if main is not None:
+            sys.modules["__main__"] = main
+
+
+def _worker_entry(
+    blob: bytes, worker_id: int, devices: str | None, num_threads: int | None, driver_pid: int
+) -> None:
+    """The first code a worker process runs."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
+    if devices is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = devices
+    import cloudpickle
+
+    # The process-start channel only: these bytes come from our own driver, never a socket.
+    launch: WorkerLaunch = cloudpickle.loads(blob)
+    if num_threads:
+        launch.num_threads = num_threads
+
+    def still_wanted() -> bool:
+        try:
+            os.kill(driver_pid, 0)
+        except OSError:
+            return False
+        return True
+
+    from lightning_maggy.lightning.worker import run_worker
+
+    run_worker(launch, worker_id, still_wanted=still_wanted)
+
+
+def _gpu_count() -> int:
+    try:
+        import torch
+
+        return torch.cuda.device_count() if torch.cuda.is_available() else 0
+    except ImportError:
+        return 0
+
+
+class LocalBackend(Backend):
+    """``workers`` processes on this machine.
+
+    Args:
+        max_restarts: how many times a worker that died is restarted before the study ends.
+        gpus_per_worker: GPUs each worker sees (via CUDA_VISIBLE_DEVICES); 0 for none. The
+            default gives each worker one GPU, round-robin, when GPUs are present (several
+            workers then share a GPU when there are more workers than GPUs).
+    """
+
+    name = "local"
+
+    def __init__(self, max_restarts: int = 3, gpus_per_worker: int | None = None) -> None:
+        super().__init__()
+        self.max_restarts = max_restarts
+        self.gpus_per_worker = gpus_per_worker
+        self._procs: dict[int, Any] = {}
+        self._restarts = 0
+        self._blob = b""
+        self._devices: dict[int, str | None] = {}
+        self._threads: int | None = None
+
+    def _start(self, launch: WorkerLaunch, num_workers: int) -> None:
+        import cloudpickle
+
+        try:
+            self._blob = cloudpickle.dumps(launch)
+        except Exception as err:
+            raise BackendError(
+                f"could not serialize the search's module/datamodule/function for the workers "
+                f"({type(err).__name__}: {err}). Objects holding open files, locks or sockets "
+                "cannot be shipped; create them inside your module or datamodule instead."
+            ) from err
+        gpus = _gpu_count() if self.gpus_per_worker != 0 else 0
+        per = self.gpus_per_worker or 1
+        for wid in range(num_workers):
+            if gpus:
+                first = (wid * per) % gpus
+                self._devices[wid] = ",".join(str((first + i) % gpus) for i in range(per))
+            else:
+                self._devices[wid] = None
+        cpus = os.cpu_count() or 1
+        self._threads = launch.num_threads or max(1, cpus // max(1, num_workers))
+        for wid in range(num_workers):
+            self._spawn(wid)
+
+    def _spawn(self, wid: int) -> None:
+        proc = _context().Process(
+            target=_worker_entry,
+            args=(self._blob, wid, self._devices.get(wid), self._threads, os.getpid()),
+            name=f"maggy-worker-{wid}",
+            daemon=True,
+        )
+        with _without_main_module():
+            proc.start()
+        self._procs[wid] = proc
+
+    def _poll_lost(self) -> list[tuple[int, str]]:
+        lost = []
+        for wid, proc in list(self._procs.items()):
+            if proc.is_alive():
+                continue
+            code = proc.exitcode
+            if code == 0:  # told done, or left on its own after the driver went away
+                continue
+            lost.append((wid, f"worker {wid} (pid {proc.pid}) exited with code {code}"))
+            if self._restarts >= self.max_restarts:
+                del self._procs[wid]
+                if not any(p.is_alive() for p in self._procs.values()):
+                    raise BackendError(
+                        f"all local workers are gone; the last, worker {wid}, exited with code "
+                        f"{code} after {self._restarts} restarts. Its output is above or in its "
+                        "trial's output.log."
+                    )
+                continue
+            self._restarts += 1
+            self._spawn(wid)
+        return lost
+
+    def _stop(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        for proc in self._procs.values():
+            proc.join(max(0.0, min(2.0, deadline - time.monotonic())))
+        for proc in self._procs.values():
+            if proc.is_alive():
+                proc.terminate()
+        for proc in self._procs.values():
+            proc.join(max(0.1, deadline - time.monotonic()))
+            if proc.is_alive():
+                proc.kill()
+                proc.join(1.0)
+        self._procs.clear()

@@ -1,0 +1,1 @@
+"""The driver side: the controller, the journal and the experiment record."""

@@ -1,0 +1,455 @@
+"""The controller: the only place where an optimizer, an early-stop rule, the trial records and
+the workers' messages meet.
+
+It is a message handler with no I/O of its own besides the journal: :meth:`Controller.handle`
+takes one validated message and returns the messages to send (to that worker, or to workers
+that were parked waiting for work); :meth:`Controller.tick` handles time (heartbeat and search
+timeouts). :meth:`Controller.serve` runs both over a transport.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+import math
+import time
+import traceback
+from collections.abc import Callable, Iterable
+from types import MappingProxyType
+from typing import Any
+
+from lightning_maggy.driver.journal import Journal, history_with
+from lightning_maggy.earlystop.base import AbstractEarlyStop, NoEarlyStop
+from lightning_maggy.exceptions import BackendError
+from lightning_maggy.optimizers.base import IDLE, AbstractOptimizer
+from lightning_maggy.searchspace import Searchspace
+from lightning_maggy.trial import Decision, Trial, TrialState
+
+__all__ = ["Controller", "StopReason"]
+
+log = logging.getLogger(__name__)
+
+Outgoing = list[tuple[bytes, dict[str, Any]]]
+
+#: Exceptions raised in a worker that mean the experiment itself is misconfigured: every trial
+#: would fail the same way, so the first one ends the search with its message.
+FATAL_ERROR_TYPES = frozenset({"MetricNotFoundError", "ConfigurationError", "SearchspaceError"})
+
+
+class StopReason:
+    FINISHED = "finished"
+    TIMEOUT = "timeout"
+    ABORTED = "aborted"
+    INTERRUPTED = "interrupted"
+
+
+@dataclasses.dataclass
+class _Worker:
+    worker_id: int
+    peer: bytes
+    last_seen: float
+    trial_id: str | None = None
+    last_finished: Trial | None = None
+    parked: bool = False
+
+
+class Controller:
+    """Drives one experiment.
+
+    Args:
+        optimizer: decides what to run (wired here to a read-only view of the trials).
+        earlystop: decides which running trials to stop.
+        searchspace / direction / max_epochs / num_trials / seed: the experiment's settings.
+        timeout: wall-clock budget in seconds; after it no new trial starts and running trials
+            are stopped at their next report.
+        max_failures: the experiment is aborted when this many trials have failed.
+        max_retries: a trial whose worker is lost is re-queued at most this many times.
+        heartbeat_timeout: a worker silent for this long while it holds a trial is lost.
+        journal: where every state change is recorded.
+        on_trial_end: called with each trial that reaches a finished or paused state.
+        clock: monotonic clock (tests pass a fake one).
+    """
+
+    def __init__(
+        self,
+        *,
+        optimizer: AbstractOptimizer,
+        searchspace: Searchspace,
+        direction: str,
+        max_epochs: int,
+        num_trials: int | None,
+        journal: Journal,
+        earlystop: AbstractEarlyStop | None = None,
+        timeout: float | None = None,
+        max_failures: int = 3,
+        max_retries: int = 3,
+        heartbeat_timeout: float = 120.0,
+        seed: int | None = None,
+        on_trial_end: Callable[[Trial], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.trials: dict[str, Trial] = {}
+        self.view = MappingProxyType(self.trials)
+        self.optimizer = optimizer
+        self.earlystop = earlystop or NoEarlyStop()
+        self.direction = direction
+        self.max_epochs = max_epochs
+        self.num_trials = num_trials
+        self.timeout = timeout
+        self.max_failures = max_failures
+        self.max_retries = max_retries
+        self.heartbeat_timeout = heartbeat_timeout
+        self.journal = journal
+        self.on_trial_end = on_trial_end
+        self.clock = clock
+        self.started_at = clock()
+        self.workers: dict[int, _Worker] = {}
+        self.stop_reason: str | None = None
+        self.abort_message: str | None = None
+        self.failures = 0
+        self.duplicates = 0
+        self.timed_out = False
+        self._requeue: collections.deque[str] = collections.deque()
+        self._decisions: dict[str, Decision] = {}
+        self._exhausted = False
+        self._finalized = False
+        optimizer.setup(
+            searchspace,
+            num_trials=num_trials,
+            direction=direction,
+            max_epochs=max_epochs,
+            trials=self.view,
+            seed=seed,
+        )
+
+    # -- public -------------------------------------------------------------------------------
+    @property
+    def finished(self) -> bool:
+        return self.stop_reason is not None
+
+    def handle(self, peer: bytes, msg: dict[str, Any]) -> Outgoing:
+        """Applies one validated message; returns the replies to send."""
+        wid = msg["worker_id"]
+        now = self.clock()
+        worker = self.workers.get(wid)
+        if worker is None:
+            worker = self.workers[wid] = _Worker(wid, peer, now)
+        worker.peer, worker.last_seen = peer, now
+        kind = msg["type"]
+        if kind == "heartbeat":
+            return []
+        if kind == "register":
+            out: Outgoing = []
+            if worker.trial_id is not None:  # a restarted worker: its old trial was lost
+                self._lose(worker.trial_id, f"worker {wid} restarted")
+                worker.trial_id = None
+                out += self._wake_parked(exclude=wid)
+            return [(peer, {"type": "welcome", "worker_id": wid}), *out]
+        if kind == "report":
+            return [(peer, self._on_report(worker, msg))]
+        if kind == "final":
+            self._on_final(worker, msg)
+            return self._serve(worker) + self._wake_parked(exclude=wid)
+        if kind == "get":
+            return self._serve(worker)
+        log.warning("ignoring message of type %r from worker %s", kind, wid)
+        return []
+
+    def tick(self) -> Outgoing:
+        """Applies the passage of time: the search timeout and lost (silent) workers."""
+        out: Outgoing = []
+        now = self.clock()
+        if self.timeout is not None and not self.timed_out and now - self.started_at >= self.timeout:
+            self.timed_out = True
+            self.journal.append("timeout", seconds=self.timeout)
+            out += self._wake_parked()
+        for worker in self.workers.values():
+            if worker.trial_id is not None and now - worker.last_seen > self.heartbeat_timeout:
+                self._lose(worker.trial_id, f"worker {worker.worker_id} silent for {now - worker.last_seen:.0f} s")
+                worker.trial_id = None
+                out += self._wake_parked()
+        return out + self._finish_if_done()
+
+    def worker_lost(self, worker_id: int, reason: str) -> Outgoing:
+        """Called by a backend that saw a worker die; its trial is re-queued."""
+        worker = self.workers.get(worker_id)
+        if worker is None or worker.trial_id is None:
+            return []
+        self._lose(worker.trial_id, reason)
+        worker.trial_id = None
+        worker.parked = False
+        return self._wake_parked() + self._finish_if_done()
+
+    def abort(self, message: str, reason: str = StopReason.ABORTED) -> Outgoing:
+        """Ends the experiment now: running trials are recorded as STOPPED, workers told done."""
+        if self.finished:
+            return []
+        self.abort_message = message
+        for trial in list(self.trials.values()):
+            if trial.state in (TrialState.RUNNING, TrialState.LOST, TrialState.PENDING):
+                self._update(trial.evolve(state=TrialState.STOPPED, finished=time.time(), error=message))
+        self._requeue.clear()
+        return self._finish(reason)
+
+    def serve(self, transport: Any, backend: Any = None, tick_interval: float = 0.25) -> None:
+        """Runs the experiment over ``transport`` until it finishes.
+
+        Args:
+            transport: a :class:`~lightning_maggy.transport.base.ServerTransport`.
+            backend: optional; its ``poll_lost()`` returns ``(worker_id, reason)`` pairs of
+                workers that died, and may raise BackendError when no worker can run.
+        """
+        next_tick = 0.0
+        while not self.finished:
+            item = transport.recv(timeout=0.05)
+            out: Outgoing = []
+            if item is not None:
+                out += self.handle(*item)
+            if self.clock() >= next_tick:
+                next_tick = self.clock() + tick_interval
+                if backend is not None:
+                    try:
+                        for wid, reason in backend.poll_lost():
+                            out += self.worker_lost(wid, reason)
+                    except BackendError as err:
+                        out += self.abort(str(err))
+                out += self.tick()
+            for peer, message in out:
+                transport.send(peer, message)
+        self.journal.append("transport", dropped_messages=transport.dropped)
+
+    def elapsed(self) -> float:
+        return self.clock() - self.started_at
+
+    # -- reports ------------------------------------------------------------------------------
+    def _on_report(self, worker: _Worker, msg: dict[str, Any]) -> dict[str, Any]:
+        tid = msg["trial_id"]
+        trial = self.trials.get(tid)
+        if trial is None or worker.trial_id != tid or trial.state is not TrialState.RUNNING:
+            # A stale report (the trial was lost/stopped meanwhile): tell the worker to drop it.
+            return {"type": "decision", "decision": Decision.STOP.value}
+        epoch, value = msg["epoch"], float(msg["value"])
+        if epoch < 0:
+            return {"type": "decision", "decision": Decision.CONTINUE.value}
+        trial = trial.evolve(history=history_with(trial.history, epoch, value))
+        self.trials[tid] = trial
+        decision = self._decide(trial)
+        previous = self._decisions.get(tid)
+        if previous in (Decision.STOP, Decision.PAUSE):
+            decision = previous
+        if decision is not Decision.CONTINUE:
+            self._decisions[tid] = decision
+        self.journal.report(tid, epoch, value, decision.value)
+        return {"type": "decision", "decision": decision.value}
+
+    def _decide(self, trial: Trial) -> Decision:
+        if self.timed_out or self.finished:
+            return Decision.STOP
+        decision = self.optimizer.on_report(trial)
+        if decision is Decision.CONTINUE and not isinstance(self.earlystop, NoEarlyStop):
+            finalized = [
+                t for t in self.trials.values()
+                if t.state in (TrialState.COMPLETED, TrialState.STOPPED, TrialState.PAUSED)
+            ]
+            if trial.trial_id in self.earlystop.earlystop_check({trial.trial_id: trial}, finalized, self.direction):
+                decision = Decision.STOP
+        return decision
+
+    # -- trial ends ---------------------------------------------------------------------------
+    def _on_final(self, worker: _Worker, msg: dict[str, Any]) -> None:
+        tid = msg["trial_id"]
+        trial = self.trials.get(tid)
+        if trial is None or worker.trial_id != tid or trial.state is not TrialState.RUNNING:
+            return  # stale: the trial was already re-queued or ended
+        worker.trial_id = None
+        decision = self._decisions.pop(tid, None)
+        status = msg["status"]
+        metric = msg.get("metric")
+        changes: dict[str, Any] = {"finished": time.time(), "worker": worker.worker_id}
+        if status == "failed":
+            state = TrialState.FAILED
+            changes["error"] = msg.get("error") or "failed without an error message"
+        elif decision is Decision.STOP or self.timed_out:
+            state = TrialState.STOPPED
+        elif decision is Decision.PAUSE:
+            state = TrialState.PAUSED
+        elif status == "stopped":
+            state = TrialState.STOPPED
+        elif trial.history and len(trial.history) >= trial.budget and trial.budget < self.max_epochs:
+            state = TrialState.PAUSED
+        else:
+            state = TrialState.COMPLETED
+        changes["final_metric"] = _final_metric(metric, trial.history)
+        trial = trial.evolve(state=state, **changes)
+        self._update(trial)
+        worker.last_finished = trial
+        if state is TrialState.FAILED:
+            self.failures += 1
+            first_line = (changes["error"].strip().splitlines() or ["?"])[-1]
+            if msg.get("error_type") in FATAL_ERROR_TYPES:
+                self.abort(f"trial {tid} failed with an error every trial would hit: {changes['error'].strip()}")
+            elif self.failures >= self.max_failures:
+                self.abort(
+                    f"{self.failures} trials failed (max_failures={self.max_failures}); the last one, "
+                    f"{tid}, with: {first_line}. Each trial's traceback is in its record and its "
+                    "output.log. Fix the error, or raise max_failures to tolerate more failures."
+                )
+
+    def _lose(self, tid: str, reason: str) -> None:
+        trial = self.trials[tid]
+        if trial.state is not TrialState.RUNNING:
+            return
+        self._decisions.pop(tid, None)
+        if trial.retries >= self.max_retries:
+            lost = trial.evolve(
+                state=TrialState.FAILED,
+                finished=time.time(),
+                error=f"lost {trial.retries + 1} times (max_retries={self.max_retries}); last: {reason}",
+            )
+            self._update(lost)
+            self.failures += 1
+            return
+        self._update(trial.evolve(state=TrialState.LOST, retries=trial.retries + 1, worker=None, error=reason))
+        self._requeue.append(tid)
+
+    # -- handing out work ----------------------------------------------------------------------
+    def _serve(self, worker: _Worker) -> Outgoing:
+        if self.finished:
+            return [(worker.peer, {"type": "done"})]
+        nxt = self._next_trial(worker)
+        if isinstance(nxt, Trial):
+            worker.parked = False
+            return [(worker.peer, self._start(worker, nxt))]
+        worker.parked = True
+        return self._finish_if_done()
+
+    def _wake_parked(self, exclude: int | None = None) -> Outgoing:
+        out: Outgoing = []
+        for worker in self.workers.values():
+            if worker.parked and worker.worker_id != exclude and not self.finished:
+                out += self._serve(worker)
+        return out + self._finish_if_done()
+
+    def _next_trial(self, worker: _Worker) -> Trial | object | None:
+        if self._requeue:
+            return self.trials[self._requeue.popleft()]
+        if self.timed_out or self._exhausted:
+            return None
+        for _ in range(50):
+            try:
+                suggestion = self.optimizer.get_suggestion(worker.last_finished)
+            except Exception:  # a custom optimizer's bug ends the search with its traceback
+                self.abort(f"the optimizer raised in get_suggestion():\n{traceback.format_exc()}")
+                return None
+            if suggestion is IDLE:
+                return IDLE
+            if suggestion is None:
+                self._exhausted = True
+                return None
+            if not isinstance(suggestion, Trial):
+                self.abort(
+                    f"{type(self.optimizer).__name__}.get_suggestion() returned {suggestion!r}; "
+                    "expected a Trial, IDLE or None."
+                )
+                return None
+            existing = self.trials.get(suggestion.trial_id)
+            if existing is None:
+                return suggestion
+            if existing.state is TrialState.PAUSED and suggestion.budget > existing.budget:
+                return existing.evolve(budget=suggestion.budget)
+            self.duplicates += 1
+        return IDLE if self._running() else None
+
+    def _start(self, worker: _Worker, trial: Trial) -> dict[str, Any]:
+        now = time.time()
+        resume = trial.trial_id in self.trials and bool(trial.history)
+        trial = trial.evolve(
+            state=TrialState.RUNNING,
+            worker=worker.worker_id,
+            created=trial.created or now,
+            started=trial.started or now,
+            error=None,
+            finished=None,
+        )
+        self._update(trial)
+        worker.trial_id = trial.trial_id
+        return {
+            "type": "trial",
+            "trial": {
+                "trial_id": trial.trial_id,
+                "config": dict(trial.config),
+                "budget": trial.budget,
+                "epochs_done": len(trial.history),
+                "resume": resume,
+                "component": trial.component,
+                "retries": trial.retries,
+            },
+        }
+
+    # -- bookkeeping ---------------------------------------------------------------------------
+    def _update(self, trial: Trial) -> None:
+        self.trials[trial.trial_id] = trial
+        self.journal.trial(trial)
+        if trial.state.finished or trial.state is TrialState.PAUSED:
+            if self.on_trial_end is not None:
+                self.on_trial_end(trial)
+
+    def _running(self) -> bool:
+        return bool(self._requeue) or any(t.state is TrialState.RUNNING for t in self.trials.values())
+
+    def _finish_if_done(self) -> Outgoing:
+        if self.finished or self._running():
+            return []
+        if self.timed_out:
+            return self._finish(StopReason.TIMEOUT)
+        if self._exhausted:
+            return self._finish(StopReason.FINISHED)
+        return []
+
+    def _finish(self, reason: str) -> Outgoing:
+        self.stop_reason = reason
+        if not self._finalized:
+            self._finalized = True
+            for trial in list(self.trials.values()):
+                if trial.state is TrialState.PAUSED:  # never promoted: ended at its rung
+                    self._update(trial.evolve(state=TrialState.STOPPED))
+            try:
+                self.optimizer.finalize_experiment(list(self.trials.values()))
+            except Exception:  # the record matters more than a custom hook's bug
+                log.exception("finalize_experiment() raised")
+            self.journal.append(
+                "experiment_end",
+                reason=reason,
+                message=self.abort_message,
+                duplicate_suggestions=self.duplicates,
+            )
+        return [(w.peer, {"type": "done"}) for w in self.workers.values() if w.parked]
+
+    def counts(self) -> dict[str, int]:
+        c = collections.Counter(t.state.value for t in self.trials.values())
+        return {s.value: c.get(s.value, 0) for s in TrialState}
+
+    def best(self) -> Trial | None:
+        return best_trial(self.trials.values(), self.direction)
+
+
+def _final_metric(metric: float | None, history: Iterable[float]) -> float | None:
+    if metric is not None and not (isinstance(metric, float) and math.isnan(metric)):
+        return float(metric)
+    for value in reversed(tuple(history)):
+        if not math.isnan(value):
+            return float(value)
+    return None
+
+
+def best_trial(trials: Iterable[Trial], direction: str) -> Trial | None:
+    """The trial with the best final metric (NaN and failed trials excluded)."""
+    scored = [
+        t for t in trials
+        if t.final_metric is not None and not math.isnan(t.final_metric) and t.state is not TrialState.FAILED
+    ]
+    if not scored:
+        return None
+    key = (lambda t: t.final_metric) if direction == "max" else (lambda t: -t.final_metric)  # type: ignore[operator]
+    return max(scored, key=key)

@@ -1,0 +1,94 @@
+"""The experiment journal: an append-only JSON-lines file, the source of truth of a search.
+
+Every trial state change is appended and fsync'd before the controller answers the worker;
+metric reports are appended and flushed (they survive a driver crash, and a power loss costs at
+most the reports since the last state change, which a resumed trial re-runs from its checkpoint).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from lightning_maggy.trial import Trial
+
+__all__ = ["Journal", "history_with", "read_journal", "replay"]
+
+JOURNAL_NAME = "journal.jsonl"
+
+
+class Journal:
+    """Appends events to ``exp_dir/journal.jsonl``."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        self._lock = threading.Lock()
+
+    def append(self, event: str, durable: bool = True, **fields: Any) -> None:
+        record = {"event": event, "time": time.time(), **fields}
+        line = json.dumps(record, separators=(",", ":"), allow_nan=True, default=str)
+        with self._lock:
+            if self._file.closed:
+                return
+            self._file.write(line + "\n")
+            self._file.flush()
+            if durable:
+                os.fsync(self._file.fileno())
+
+    def trial(self, trial: Trial, **extra: Any) -> None:
+        """Records a trial's new state (a full snapshot of the record)."""
+        self.append("trial", trial=trial.to_dict(), **extra)
+
+    def report(self, trial_id: str, epoch: int, value: float, decision: str) -> None:
+        self.append("report", durable=False, trial_id=trial_id, epoch=epoch, value=value, decision=decision)
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._file.closed:
+                self._file.flush()
+                os.fsync(self._file.fileno())
+                self._file.close()
+
+
+def read_journal(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
+    """Yields the journal's events; a torn last line (a crash mid-write) is skipped."""
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                yield json.loads(line)
+            except ValueError:
+                continue
+
+
+def replay(path: str | os.PathLike[str]) -> dict[str, Trial]:
+    """Rebuilds every trial's latest record from the journal (snapshots plus later reports)."""
+    trials: dict[str, Trial] = {}
+    for event in read_journal(path):
+        if event.get("event") == "trial":
+            t = Trial.from_dict(event["trial"])
+            trials[t.trial_id] = t
+        elif event.get("event") == "report" and event.get("trial_id") in trials:
+            t = trials[event["trial_id"]]
+            trials[t.trial_id] = t.evolve(history=history_with(t.history, int(event["epoch"]), float(event["value"])))
+    return trials
+
+
+def history_with(history: tuple[float, ...], epoch: int, value: float) -> tuple[float, ...]:
+    """``history`` with ``history[epoch] = value``; skipped epochs are filled with NaN."""
+    values = list(history)
+    if epoch < len(values):
+        values[epoch] = value
+    else:
+        values.extend([float("nan")] * (epoch - len(values)))
+        values.append(value)
+    return tuple(values)

@@ -1,0 +1,121 @@
+"""The median stopping rule.
+
+Golovin et al., "Google Vizier: A Service for Black-Box Optimization", KDD 2017: stop a trial at
+step t if its best value so far is worse than the median of the running averages of the
+finished trials at step t.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import statistics
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from lightning_maggy.earlystop.base import AbstractEarlyStop
+from lightning_maggy.exceptions import ConfigurationError
+from lightning_maggy.trial import Trial, TrialState
+
+__all__ = ["MedianStoppingRule", "best_so_far", "median_of_running_averages", "running_average"]
+
+_DIRECTIONS = ("max", "min")
+
+
+def running_average(history: Sequence[float], t: int) -> float:
+    """The mean of ``history[: t + 1]`` (the values of steps 0..t).
+
+    Raises:
+        ValueError: if ``t`` is negative or ``history`` has fewer than ``t + 1`` values.
+    """
+    if t < 0 or len(history) < t + 1:
+        raise ValueError(f"running_average: step t={t} needs at least t + 1 values, got {len(history)}.")
+    return math.fsum(float(v) for v in history[: t + 1]) / (t + 1)
+
+
+def median_of_running_averages(histories: Iterable[Sequence[float]], t: int) -> tuple[float, int]:
+    """The median of the running averages at step ``t`` of every history with at least ``t + 1``
+    values, and how many histories counted. NaN averages are left out. Returns ``(nan, 0)`` if
+    none counted."""
+    averages = [running_average(h, t) for h in histories if len(h) >= t + 1]
+    averages = [a for a in averages if a == a]
+    if not averages:
+        return math.nan, 0
+    return float(statistics.median(averages)), len(averages)
+
+
+def best_so_far(history: Sequence[float], t: int, direction: str) -> float:
+    """The best of ``history[: t + 1]`` in ``direction`` ("max" or "min"), ignoring NaN; NaN if
+    every value is NaN."""
+    values = [float(v) for v in history[: t + 1] if v == v]
+    if not values:
+        return math.nan
+    return max(values) if direction == "max" else min(values)
+
+
+def _check_int(name: str, value: Any, minimum: int, meaning: str) -> None:
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < minimum:
+        raise ConfigurationError(
+            f"MedianStoppingRule({name}={value!r}): {name} must be an int >= {minimum} ({meaning}); "
+            f"e.g. MedianStoppingRule({name}={max(minimum, 1)})."
+        )
+
+
+class MedianStoppingRule(AbstractEarlyStop):
+    """Stops a running trial whose best value so far is worse than the median of the finished
+    trials' running averages at the same step.
+
+    At step t (the trial has reported ``t + 1`` values, ``t = len(history) - 1``) the rule
+    compares the trial's best value over ``history[: t + 1]`` with the median, over the finished
+    trials that have at least ``t + 1`` values, of ``mean(history[: t + 1])``. It decides only if
+    at least ``min_trials`` finished trials count, ``t + 1 >= grace_period`` and
+    ``(t + 1) % interval == 0``. A trial whose values so far are all NaN is stopped once a
+    median exists.
+
+    Args:
+        min_trials: finished trials needed at step t before any decision (int >= 1).
+        interval: decide only every ``interval`` steps (int >= 1).
+        grace_period: never stop before a trial reported this many values (int >= 1).
+    """
+
+    def __init__(self, min_trials: int = 3, interval: int = 1, grace_period: int = 1) -> None:
+        _check_int("min_trials", min_trials, 1, "finished trials needed before stopping any")
+        _check_int("interval", interval, 1, "steps between two decisions")
+        _check_int("grace_period", grace_period, 1, "values a trial reports before it may stop")
+        self.min_trials = int(min_trials)
+        self.interval = int(interval)
+        self.grace_period = int(grace_period)
+
+    def __repr__(self) -> str:
+        return (
+            f"MedianStoppingRule(min_trials={self.min_trials}, interval={self.interval}, "
+            f"grace_period={self.grace_period})"
+        )
+
+    def should_stop(self, history: Sequence[float], finalized: Sequence[Sequence[float]], direction: str) -> bool:
+        """The decision for one trial's ``history`` against the finished trials' histories."""
+        steps = len(history)
+        if steps == 0 or steps < self.grace_period or steps % self.interval != 0:
+            return False
+        t = steps - 1
+        median, counted = median_of_running_averages(finalized, t)
+        if counted < self.min_trials:
+            return False
+        best = best_so_far(history, t, direction)
+        if best != best:
+            return True
+        return best < median if direction == "max" else best > median
+
+    def earlystop_check(
+        self,
+        to_check: Mapping[str, Trial],
+        finalized_trials: Sequence[Trial],
+        direction: str,
+    ) -> list[str]:
+        """The ids in ``to_check`` (in its order) to stop now; see the class docstring."""
+        if direction not in _DIRECTIONS:
+            raise ConfigurationError(f"direction={direction!r} must be one of {list(_DIRECTIONS)}.")
+        finalized = [t.history for t in finalized_trials if t.state is not TrialState.FAILED]
+        return [
+            tid for tid, trial in to_check.items() if self.should_stop(trial.history, finalized, direction)
+        ]

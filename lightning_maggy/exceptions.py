@@ -1,0 +1,52 @@
+"""One exception tree for lightning_maggy.
+
+Every error this package raises on purpose derives from :class:`MaggyError`, so callers can
+catch the whole family with one ``except``. Errors about bad arguments also derive from
+:class:`ValueError` / :class:`TypeError`, so code written against the standard library's
+conventions keeps working.
+"""
+
+from __future__ import annotations
+
+
+class MaggyError(Exception):
+    """Base class of every error raised by lightning_maggy."""
+
+
+class SearchspaceError(MaggyError, ValueError):
+    """A search space or hyperparameter declaration is invalid."""
+
+
+class ConfigurationError(MaggyError, ValueError):
+    """An argument of ``search()`` or of a component is invalid; raised before any worker starts."""
+
+
+class MetricNotFoundError(MaggyError, KeyError):
+    """The metric a search optimizes was not logged by the LightningModule."""
+
+    def __str__(self) -> str:  # KeyError would otherwise quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class EarlyStopException(MaggyError):
+    """Raised inside a function trial by ``reporter.broadcast`` when the server stops the trial.
+
+    The original Maggy contract: let it propagate (lightning_maggy catches it and records the
+    trial as STOPPED with the metric of the last report).
+    """
+
+    def __init__(self, metric: float | None = None, message: str = "trial stopped early") -> None:
+        super().__init__(message)
+        self.metric = metric
+
+
+class ProtocolError(MaggyError):
+    """A message on the wire was unsigned, malformed, oversized or of an unknown version."""
+
+
+class BackendError(MaggyError):
+    """Workers could not be started, or were lost beyond recovery."""
+
+
+class ExperimentError(MaggyError):
+    """The experiment as a whole failed (for example too many failed trials)."""

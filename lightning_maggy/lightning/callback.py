@@ -1,0 +1,77 @@
+"""``MaggyCallback``: the thin adapter between a Lightning Trainer and the optimization server.
+
+Hook fires -> read the metric -> report it -> act on the reply (``trainer.should_stop``). It
+holds no search logic. Under DDP only global rank 0 talks to the server and the decision is
+broadcast through ``trainer.strategy``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+from lightning_maggy.exceptions import MetricNotFoundError
+from lightning_maggy.lightning.context import current_trial
+from lightning_maggy.lightning.namespace import available_namespaces
+from lightning_maggy.trial import Decision
+
+__all__ = ["MaggyCallback"]
+
+# A subclass of both namespaces' Callback, so a Trainer from either accepts it.
+_BASES: tuple[type, ...] = tuple(ns.Callback for ns in available_namespaces()) or (object,)
+
+
+class MaggyCallback(*_BASES):  # type: ignore[misc]
+    """Reports ``metric`` to the search after every validation epoch and obeys the answer.
+
+    Inside a search, the server answers CONTINUE, STOP (early stop) or PAUSE (an ASHA rung is
+    reached; the trial may later resume from its checkpoint); STOP and PAUSE set
+    ``trainer.should_stop``. Outside a search the callback does nothing but warn once, so the
+    same training script runs standalone.
+
+    Args:
+        metric: the name logged with ``self.log(...)`` in validation, e.g. ``"val_acc"``.
+    """
+
+    def __init__(self, metric: str) -> None:
+        super().__init__()
+        if not isinstance(metric, str) or not metric:
+            raise ValueError(f"MaggyCallback(metric={metric!r}): metric must be a non-empty str, e.g. 'val_acc'.")
+        self.metric = metric
+        self._warned = False
+
+    @property
+    def state_key(self) -> str:
+        return f"MaggyCallback[metric={self.metric}]"
+
+    def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
+        if trainer.sanity_checking or getattr(trainer.state.fn, "value", trainer.state.fn) != "fit":
+            return
+        ctx = current_trial()
+        if ctx is None:
+            if not self._warned:
+                self._warned = True
+                warnings.warn(
+                    "MaggyCallback is not running inside a lightning_maggy search, so it does "
+                    "nothing; run the module through lightning_maggy.search(...) to optimize it.",
+                    stacklevel=2,
+                )
+            return
+        value = self._read_metric(trainer)
+        decision = ctx.report(trainer.current_epoch, value).value if trainer.is_global_zero else None
+        decision = trainer.strategy.broadcast(decision, src=0)
+        if decision in (Decision.STOP.value, Decision.PAUSE.value):
+            trainer.should_stop = True
+
+    def _read_metric(self, trainer: Any) -> float:
+        metrics = trainer.callback_metrics
+        if self.metric not in metrics:
+            available = sorted(metrics)
+            raise MetricNotFoundError(
+                f"MaggyCallback is conditioned on metric {self.metric!r}, which is not available. "
+                f"Available metrics are: {available}. Log it in validation_step or "
+                f"on_validation_epoch_end with self.log({self.metric!r}, value), or pass one of "
+                "the available names as metric=."
+            )
+        value = metrics[self.metric]
+        return float(value.item() if hasattr(value, "item") else value)

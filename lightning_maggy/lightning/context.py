@@ -1,0 +1,147 @@
+"""The worker-side view of the trial being run: who to report to, and what the server said.
+
+A worker sets the current :class:`TrialContext` while it runs a trial; :class:`MaggyCallback`
+and :class:`Reporter` read it. Outside a search there is none, and both do nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from lightning_maggy.exceptions import EarlyStopException
+from lightning_maggy.trial import Decision
+
+__all__ = ["Reporter", "TrialContext", "current_trial"]
+
+_current: TrialContext | None = None
+_lock = threading.Lock()
+
+
+class TrialContext:
+    """What a worker knows about the trial it runs.
+
+    Attributes:
+        trial_id, config, budget: the assignment (train until ``budget`` epochs in total).
+        epochs_done: epochs already recorded by the server (a resumed trial starts there).
+        resume: whether the trial continues from a checkpoint.
+        trial_dir: this trial's folder in the experiment directory.
+        ckpt_path: the checkpoint to resume from, or None.
+        last_decision: the server's answer to the latest report.
+    """
+
+    def __init__(
+        self,
+        *,
+        client: Any,
+        worker_id: int,
+        trial: Mapping[str, Any],
+        trial_dir: str,
+        metric: str,
+        direction: str,
+    ) -> None:
+        self._client = client
+        self.worker_id = worker_id
+        self.trial_id: str = trial["trial_id"]
+        self.config: dict[str, Any] = dict(trial["config"])
+        self.budget: int = int(trial["budget"])
+        self.epochs_done: int = int(trial.get("epochs_done", 0))
+        self.resume: bool = bool(trial.get("resume", False))
+        self.component: str | None = trial.get("component")
+        self.trial_dir = trial_dir
+        self.metric = metric
+        self.direction = direction
+        self.last_decision = Decision.CONTINUE
+        self.last_value: float | None = None
+        self._metrics_file: Any = None
+        last = os.path.join(trial_dir, "checkpoints", "last.ckpt")
+        self.ckpt_path: str | None = last if os.path.exists(last) else None
+
+    def report(self, epoch: int, value: float) -> Decision:
+        """Sends one metric report and returns the server's decision."""
+        with _lock:
+            reply = self._client.request(
+                {
+                    "type": "report",
+                    "worker_id": self.worker_id,
+                    "trial_id": self.trial_id,
+                    "epoch": int(epoch),
+                    "value": float(value),
+                },
+                timeout=600.0,
+            )
+        self.last_value = float(value)
+        self.last_decision = Decision(reply["decision"])
+        self._append_metrics(epoch, value)
+        return self.last_decision
+
+    def _append_metrics(self, epoch: int, value: float) -> None:
+        """One row per report in ``trial_dir/metrics.csv`` (kept across resumes)."""
+        if self._metrics_file is None:
+            path = os.path.join(self.trial_dir, "metrics.csv")
+            new = not os.path.exists(path)
+            self._metrics_file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+            if new:
+                self._metrics_file.write(f"epoch,{self.metric},decision\n")
+        self._metrics_file.write(f"{int(epoch)},{float(value)!r},{self.last_decision.value}\n")
+        self._metrics_file.flush()
+
+    def close(self) -> None:
+        if self._metrics_file is not None:
+            self._metrics_file.close()
+            self._metrics_file = None
+
+
+def current_trial() -> TrialContext | None:
+    """The trial this process is running for a search, or None outside a search.
+
+    A user-written train function (``search(train_fn, ...)``) can read ``budget``, ``trial_dir``
+    and ``ckpt_path`` from it to size its Trainer and resume promoted trials.
+    """
+    return _current
+
+
+def _set_current(ctx: TrialContext | None) -> None:
+    global _current
+    _current = ctx
+
+
+class Reporter:
+    """Handed to a function trial, ``fn(hparams, reporter)``: the original Maggy's contract.
+
+    Call :meth:`broadcast` with the metric after every step (epoch); it raises
+    :class:`~lightning_maggy.exceptions.EarlyStopException` when the server stops (or pauses)
+    the trial. Let it propagate; the trial is recorded with the last reported metric.
+    """
+
+    def __init__(self, ctx: TrialContext) -> None:
+        self._ctx = ctx
+        self._next_step = ctx.epochs_done if ctx.resume else 0
+
+    @property
+    def budget(self) -> int:
+        """Steps this trial may run in total (ASHA's rung budget, or ``max_epochs``)."""
+        return self._ctx.budget
+
+    @property
+    def trial_id(self) -> str:
+        return self._ctx.trial_id
+
+    @property
+    def start_step(self) -> int:
+        """The first step to run: a promoted function trial may skip the steps already recorded."""
+        return self._ctx.epochs_done if self._ctx.resume else 0
+
+    def broadcast(self, metric: float, step: int | None = None) -> None:
+        """Reports ``metric`` at ``step`` (default: one past the previous step)."""
+        step = self._next_step if step is None else int(step)
+        self._next_step = step + 1
+        decision = self._ctx.report(step, float(metric))
+        if decision is not Decision.CONTINUE:
+            raise EarlyStopException(float(metric), f"trial {self.trial_id} told to {decision.value} at step {step}")
+
+    def log(self, message: str) -> None:
+        """Writes a line to this trial's output.log."""
+        print(message, flush=True)

@@ -1,0 +1,98 @@
+"""Builds one trial's module, datamodule and Trainer."""
+
+from __future__ import annotations
+
+import inspect
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from lightning_maggy.exceptions import ConfigurationError
+from lightning_maggy.lightning.namespace import is_datamodule_class, namespace_of
+
+__all__ = ["build_datamodule", "build_module", "build_trainer", "module_call_style"]
+
+#: Trainer arguments a search controls itself; users set them through ``search()``.
+RESERVED_TRAINER_KWARGS = ("max_epochs", "min_epochs", "max_steps", "ckpt_path")
+
+
+def _accepted(fn: Callable[..., Any]) -> tuple[set[str], bool]:
+    """The keyword names ``fn`` accepts, and whether it takes ``**kwargs``."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return set(), True
+    names = {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    var_kw = any(p.kind is p.VAR_KEYWORD for p in params)
+    return names, var_kw
+
+
+def module_call_style(module_cls: type, names: list[str]) -> str:
+    """How to pass hyperparameters to ``module_cls``: "kwargs" (``cls(**hparams)``) or "hparams"
+    (``cls(hparams=...)``). Raises ConfigurationError when neither fits."""
+    accepted, var_kw = _accepted(module_cls.__init__)
+    accepted.discard("self")
+    if var_kw or set(names) <= accepted:
+        return "kwargs"
+    if "hparams" in accepted:
+        return "hparams"
+    missing = sorted(set(names) - accepted)
+    raise ConfigurationError(
+        f"{module_cls.__name__}.__init__ does not accept the hyperparameter(s) {missing}; it "
+        f"accepts {sorted(accepted)}. Add them as keyword arguments (e.g. def __init__(self, "
+        f"{', '.join(f'{m}=...' for m in missing)}, ...)), or take them all as one "
+        "`hparams` argument, or rename the search space's entries."
+    )
+
+
+def build_module(module_cls: type, config: Mapping[str, Any]) -> Any:
+    if module_call_style(module_cls, list(config)) == "kwargs":
+        return module_cls(**config)
+    return module_cls(hparams=dict(config))
+
+
+def build_datamodule(datamodule: Any, config: Mapping[str, Any]) -> Any:
+    """An instance is used as is; a LightningDataModule class is built with the hyperparameters
+    its ``__init__`` accepts; any other callable is called with the hyperparameters."""
+    if datamodule is None:
+        return None
+    if is_datamodule_class(datamodule):
+        accepted, var_kw = _accepted(datamodule.__init__)
+        kwargs = {k: v for k, v in config.items() if var_kw or k in accepted}
+        return datamodule(**kwargs)
+    if isinstance(datamodule, type) or not callable(datamodule):
+        return datamodule
+    return datamodule(dict(config))
+
+
+def build_trainer(
+    module: Any,
+    *,
+    trial_dir: str,
+    budget: int,
+    callbacks: list[Any],
+    trainer_kwargs: Mapping[str, Any] | None = None,
+) -> Any:
+    """A Trainer of the module's Lightning namespace: ``budget`` epochs, checkpoints and logs in
+    ``trial_dir``, quiet console; ``trainer_kwargs`` override the defaults, and their callbacks
+    are added to ours."""
+    ns = namespace_of(module)
+    kwargs = dict(trainer_kwargs or {})
+    user_callbacks = list(kwargs.pop("callbacks", None) or [])
+    checkpoint = ns.callbacks.ModelCheckpoint(
+        dirpath=os.path.join(trial_dir, "checkpoints"),
+        save_last=True,
+        save_top_k=0,
+        enable_version_counter=False,
+    )
+    defaults: dict[str, Any] = {
+        "default_root_dir": trial_dir,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        # Appends event files when a promoted trial resumes; metrics.csv is written by the worker.
+        "logger": ns.loggers.TensorBoardLogger(trial_dir, name="", version="tensorboard", default_hp_metric=False),
+    }
+    defaults.update(kwargs)
+    defaults["max_epochs"] = budget
+    defaults["callbacks"] = [*callbacks, *user_callbacks, checkpoint]
+    return ns.Trainer(**defaults)

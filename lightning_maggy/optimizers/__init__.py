@@ -1,0 +1,71 @@
+"""Optimizers: pure decision objects that choose which configuration to train next.
+
+Use one by name (``get_optimizer("asha")``) or pass an instance. Write your own by subclassing
+:class:`AbstractOptimizer`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lightning_maggy.exceptions import ConfigurationError
+from lightning_maggy.optimizers.asha import ASHA
+from lightning_maggy.optimizers.base import IDLE, AbstractOptimizer, Idle
+from lightning_maggy.optimizers.grid_search import GridSearch
+from lightning_maggy.optimizers.random_search import RandomSearch
+
+__all__ = ["ASHA", "IDLE", "AbstractOptimizer", "GridSearch", "Idle", "RandomSearch", "get_optimizer"]
+
+#: Names accepted by :func:`get_optimizer` (the original Maggy's names are aliases).
+_OPTIMIZERS: dict[str, type[AbstractOptimizer]] = {
+    "random": RandomSearch,
+    "randomsearch": RandomSearch,
+    "grid": GridSearch,
+    "gridsearch": GridSearch,
+    "asha": ASHA,
+}
+_PRIMARY = ("random", "grid", "asha")
+_PLANNED = ("hyperband", "gp", "tpe", "bohb")
+
+
+def get_optimizer(name_or_obj: str | AbstractOptimizer | type[AbstractOptimizer], **kwargs: Any) -> AbstractOptimizer:
+    """The optimizer that ``name_or_obj`` names.
+
+    Args:
+        name_or_obj: "random", "grid" or "asha" (case-insensitive; "randomsearch" and
+            "gridsearch" also work), an :class:`AbstractOptimizer` instance (returned as is), or
+            an :class:`AbstractOptimizer` subclass (instantiated with ``kwargs``).
+        **kwargs: constructor arguments, e.g. ``get_optimizer("asha", reduction_factor=2)``.
+
+    Raises:
+        ConfigurationError: for an unknown name or object, or arguments the optimizer rejects.
+    """
+    if isinstance(name_or_obj, AbstractOptimizer):
+        if kwargs:
+            raise ConfigurationError(
+                f"get_optimizer({name_or_obj!r}, {', '.join(kwargs)}=...): keyword arguments are "
+                "only used with a name or a class; configure the instance directly instead."
+            )
+        return name_or_obj
+    if isinstance(name_or_obj, type) and issubclass(name_or_obj, AbstractOptimizer):
+        return _instantiate(name_or_obj, name_or_obj.__name__, kwargs)
+    if isinstance(name_or_obj, str):
+        key = name_or_obj.strip().lower()
+        if key in _OPTIMIZERS:
+            return _instantiate(_OPTIMIZERS[key], repr(name_or_obj), kwargs)
+        if key in _PLANNED:
+            raise ConfigurationError(
+                f"Optimizer {name_or_obj!r} is not available yet in lightning_maggy; choose one of "
+                f"{list(_PRIMARY)}, or pass an AbstractOptimizer instance or subclass."
+            )
+    raise ConfigurationError(
+        f"Unknown optimizer {name_or_obj!r}; choose one of {list(_PRIMARY)}, or pass "
+        f"an AbstractOptimizer instance or subclass. (Planned, not available yet: {list(_PLANNED)}.)"
+    )
+
+
+def _instantiate(cls: type[AbstractOptimizer], label: str, kwargs: dict[str, Any]) -> AbstractOptimizer:
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:
+        raise ConfigurationError(f"Optimizer {label}: cannot create {cls.__name__}(**{kwargs!r}): {exc}") from exc

@@ -1,0 +1,245 @@
+"""Asynchronous successive halving (ASHA).
+
+Li, Jamieson, Rostamizadeh, Gonina, Hardt, Recht, Talwalkar: "A System for Massively Parallel
+Hyperparameter Tuning", MLSys 2020, arXiv:1810.05934 (Algorithm 2).
+
+The rung arithmetic (:func:`rung_budgets`) and the promotion rule (:func:`promotable`) are small
+pure functions; :class:`ASHA` only reads the trial records to build the rungs and composes them
+with a config sampler (a :data:`~lightning_maggy.optimizers.random_search.Suggester`).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any
+
+from lightning_maggy.exceptions import ConfigurationError
+from lightning_maggy.optimizers.base import IDLE, AbstractOptimizer, SuggestionResult
+from lightning_maggy.optimizers.random_search import DRAWS_KEY, ConfigDrawer, Suggester
+from lightning_maggy.trial import Decision, Trial, TrialState
+
+__all__ = ["ASHA", "promotable", "rung_budgets", "rung_results"]
+
+_DIRECTIONS = ("max", "min")
+
+
+def _check_reduction_factor(value: Any, where: str) -> None:
+    if (
+        not isinstance(value, numbers.Real)
+        or isinstance(value, bool)
+        or not math.isfinite(float(value))
+        or value < 2
+    ):
+        raise ConfigurationError(
+            f"{where}: reduction_factor={value!r} must be a number >= 2 (the paper's eta: each "
+            "rung keeps the top 1/eta of its trials); e.g. reduction_factor=3."
+        )
+
+
+def _check_positive_int(name: str, value: Any, where: str, example: str) -> None:
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
+        raise ConfigurationError(f"{where}: {name}={value!r} must be an int >= 1 (epochs); e.g. {example}.")
+
+
+def rung_budgets(resource_min: int, reduction_factor: float, resource_max: int) -> list[int]:
+    """The budget (epochs) of every rung: ``r * eta**k`` for every k with ``r * eta**k < R``
+    (rounded down), then ``R`` itself as the top rung.
+
+    Examples: ``rung_budgets(1, 3, 27) == [1, 3, 9, 27]``, ``rung_budgets(1, 3, 10) ==
+    [1, 3, 9, 10]``, ``rung_budgets(5, 3, 5) == [5]``.
+
+    Args:
+        resource_min: r, the budget of the bottom rung (int >= 1).
+        reduction_factor: eta (>= 2).
+        resource_max: R, the budget of the top rung (int >= r).
+
+    Raises:
+        ConfigurationError: if an argument breaks its rule.
+    """
+    where = f"rung_budgets({resource_min!r}, {reduction_factor!r}, {resource_max!r})"
+    _check_positive_int("resource_min", resource_min, where, "resource_min=1")
+    _check_reduction_factor(reduction_factor, where)
+    _check_positive_int("resource_max", resource_max, where, "resource_max=27")
+    if resource_max < resource_min:
+        raise ConfigurationError(
+            f"{where}: resource_max={resource_max} must be >= resource_min={resource_min}."
+        )
+    budgets: list[int] = []
+    k = 0
+    while True:
+        budget = int(math.floor(resource_min * reduction_factor**k + 1e-9))
+        if budget >= resource_max:
+            break
+        budgets.append(budget)
+        k += 1
+    budgets.append(int(resource_max))
+    return budgets
+
+
+def _sort_key(value: float, direction: str) -> tuple[bool, float]:
+    is_nan = value != value
+    return (is_nan, 0.0 if is_nan else (-value if direction == "max" else value))
+
+
+def promotable(
+    rung_results: Mapping[str, float] | Sequence[tuple[str, float]],
+    promoted_ids: Collection[str],
+    reduction_factor: float,
+    direction: str,
+) -> list[str]:
+    """The ids that may be promoted out of one rung, best first.
+
+    A trial is promotable if it is among the top ``floor(n / eta)`` of the rung by value in
+    ``direction`` (n counts every trial that reached the rung, promoted ones included) and has
+    not been promoted yet. Ties are broken by trial id so the answer does not depend on record
+    order; NaN values rank last and are never promoted.
+
+    Args:
+        rung_results: trial_id -> the trial's value at this rung (mapping or pairs).
+        promoted_ids: ids already promoted out of this rung.
+        reduction_factor: eta.
+        direction: "max" or "min".
+    """
+    if direction not in _DIRECTIONS:
+        raise ConfigurationError(f"direction={direction!r} must be one of {list(_DIRECTIONS)}.")
+    items = list(rung_results.items()) if isinstance(rung_results, Mapping) else list(rung_results)
+    n_top = int(math.floor(len(items) / reduction_factor))
+    if n_top <= 0:
+        return []
+    ranked = sorted(items, key=lambda item: (_sort_key(float(item[1]), direction), item[0]))
+    promoted = set(promoted_ids)
+    return [tid for tid, value in ranked[:n_top] if value == value and tid not in promoted]
+
+
+def rung_results(trials: Mapping[str, Trial], budget: int) -> dict[str, float]:
+    """trial_id -> value at the rung of ``budget`` epochs (``history[budget - 1]``) of every trial
+    that reached it (``len(history) >= budget``)."""
+    return {tid: float(t.history[budget - 1]) for tid, t in trials.items() if len(t.history) >= budget}
+
+
+class ASHA(AbstractOptimizer):
+    """Asynchronous successive halving (Li et al. 2018, arXiv:1810.05934, Algorithm 2).
+
+    Trials start on the bottom rung with ``r`` epochs. Whenever a worker is free, ASHA looks at
+    the rungs from the second highest down: a trial paused at rung k that is in the top
+    ``1/eta`` of rung k is promoted, i.e. resumed from its checkpoint up to the next rung's
+    budget; if none is, a new configuration starts at the bottom rung. Trials are paused when
+    they reach their rung (:meth:`on_report` returns ``Decision.PAUSE``).
+
+    The rungs are derived from the trial records alone: a trial *is in* rung k when
+    ``len(history) >= budgets[k]`` (its value there is ``history[budgets[k] - 1]``) and *was
+    promoted* from rung k when ``budget > budgets[k]``.
+
+    Args:
+        reduction_factor: eta, the paper's reduction factor (a number >= 2): the top 1/eta of
+            each rung is promoted and rung budgets grow by a factor eta.
+        resource_min: r, the paper's minimum resource: epochs of the bottom rung (int >= 1).
+        resource_max: R, the paper's maximum resource: epochs of the top rung. None: the
+            experiment's ``max_epochs``. Must not exceed ``max_epochs``.
+        seed: seed of the optimizer's generator; None takes the experiment's seed.
+        suggester: the config sampler for new trials, ``(searchspace, rng, trials) -> config``
+            (default: random sampling), so a model-based sampler can be composed with the rungs.
+        max_retries: extra draws per new trial when a drawn configuration is already known.
+
+    Rung budgets are ``r * eta**k`` while below R, then R: r=1, eta=3, R=27 gives
+    [1, 3, 9, 27]; R=10 gives [1, 3, 9, 10].
+    """
+
+    uses_rungs = True
+
+    def __init__(
+        self,
+        reduction_factor: float = 3,
+        resource_min: int = 1,
+        resource_max: int | None = None,
+        seed: int | None = None,
+        *,
+        suggester: Suggester | None = None,
+        max_retries: int = 100,
+    ) -> None:
+        _check_reduction_factor(reduction_factor, "ASHA")
+        _check_positive_int("resource_min", resource_min, "ASHA", "ASHA(resource_min=1)")
+        if resource_max is not None:
+            _check_positive_int("resource_max", resource_max, "ASHA", "ASHA(resource_max=27)")
+            if resource_max < resource_min:
+                raise ConfigurationError(
+                    f"ASHA: resource_max={resource_max} must be >= resource_min={resource_min} "
+                    "(the top rung cannot train less than the bottom one); raise resource_max or "
+                    "lower resource_min."
+                )
+        super().__init__(seed=seed)
+        self.reduction_factor = reduction_factor
+        self.resource_min = int(resource_min)
+        self.resource_max = None if resource_max is None else int(resource_max)
+        self._drawer = ConfigDrawer(suggester=suggester, max_retries=max_retries)
+        self.budgets: list[int] = []
+
+    @property
+    def max_resource(self) -> int:
+        """R: ``resource_max``, or the experiment's ``max_epochs``."""
+        return self.resource_max if self.resource_max is not None else self.max_epochs
+
+    def validate(self) -> None:
+        R = self.max_resource
+        source = "resource_max" if self.resource_max is not None else "max_epochs (resource_max=None)"
+        if R < self.resource_min:
+            raise ConfigurationError(
+                f"ASHA: resource_min={self.resource_min} must be <= {source}={R}: the bottom rung "
+                f"cannot train more epochs than the top one. Lower resource_min or raise "
+                f"{'resource_max' if self.resource_max is not None else 'max_epochs'}."
+            )
+        if self.resource_max is not None and self.resource_max > self.max_epochs:
+            raise ConfigurationError(
+                f"ASHA: resource_max={self.resource_max} must be <= max_epochs={self.max_epochs} "
+                "(a trial never trains longer than max_epochs); lower resource_max, raise "
+                "max_epochs, or pass resource_max=None to use max_epochs."
+            )
+
+    def initialize(self) -> None:
+        self.budgets = rung_budgets(self.resource_min, self.reduction_factor, self.max_resource)
+        self._drawer.draws = 0
+
+    # -- decisions ---------------------------------------------------------------------------
+    def _promotion(self) -> Trial | None:
+        """The best trial paused at a rung that may be promoted, evolved to the next budget."""
+        for k in range(len(self.budgets) - 2, -1, -1):
+            budget = self.budgets[k]
+            results = rung_results(self.trials, budget)
+            promoted = [tid for tid in results if self.trials[tid].budget > budget]
+            for tid in promotable(results, promoted, self.reduction_factor, self.direction):
+                trial = self.trials[tid]
+                if trial.state is TrialState.PAUSED and trial.budget == budget:
+                    return trial.evolve(budget=self.budgets[k + 1])
+        return None
+
+    def get_suggestion(self, trial: Trial | None = None) -> SuggestionResult:
+        del trial
+        promotion = self._promotion()
+        if promotion is not None:
+            return promotion
+        if self._budget_left():
+            config = self._drawer.draw(self.searchspace, self.rng, self.trials)
+            if config is not None:
+                return self.create_trial(config, budget=self.budgets[0], info=self._drawer.info())
+        # Running trials may still reach a rung and make a paused trial promotable.
+        return IDLE if self._active() else None
+
+    def on_report(self, trial: Trial) -> Decision:
+        """PAUSE when the trial reached its budget and that budget is below the top rung."""
+        if len(trial.history) >= trial.budget and trial.budget < self.max_resource:
+            return Decision.PAUSE
+        return Decision.CONTINUE
+
+    def finalize_experiment(self, trials: list[Trial]) -> None:
+        del trials
+
+    # -- persistence ------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), DRAWS_KEY: self._drawer.draws}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        super().load_state_dict(state)
+        if DRAWS_KEY in state:
+            self._drawer.draws = int(state[DRAWS_KEY])

@@ -1,0 +1,75 @@
+"""pyzmq transport: a ROUTER socket on the driver, one DEALER socket per worker."""
+
+from __future__ import annotations
+
+import uuid
+
+import zmq
+
+from lightning_maggy.transport.base import ClientTransport, ServerTransport
+from lightning_maggy.transport.messages import MAX_MESSAGE_BYTES
+
+__all__ = ["ZmqClient", "ZmqServer"]
+
+
+class ZmqServer(ServerTransport):
+    """Binds a ROUTER socket to ``host`` on a free port."""
+
+    def __init__(self, key: bytes, host: str = "127.0.0.1", port: int | None = None) -> None:
+        super().__init__(key)
+        self._ctx = zmq.Context()
+        self._sock = self._ctx.socket(zmq.ROUTER)
+        self._sock.setsockopt(zmq.LINGER, 0)
+        # A memory guard: zmq drops far-oversized messages (and that peer) before we read them;
+        # those between MAX_MESSAGE_BYTES and this cap are read, dropped and counted by us.
+        self._sock.setsockopt(zmq.MAXMSGSIZE, 16 * MAX_MESSAGE_BYTES)
+        self._sock.setsockopt(zmq.ROUTER_MANDATORY, 0)
+        bind_host = "*" if host in ("0.0.0.0", "*") else host
+        if port is None:
+            port = self._sock.bind_to_random_port(f"tcp://{bind_host}")
+        else:
+            self._sock.bind(f"tcp://{bind_host}:{port}")
+        self._address = f"tcp://{host}:{port}"
+        self._poller = zmq.Poller()
+        self._poller.register(self._sock, zmq.POLLIN)
+
+    @property
+    def address(self) -> str:
+        return self._address
+
+    def _recv_frames(self, timeout: float) -> tuple[bytes, list[bytes]] | None:
+        if not self._sock.poll(int(timeout * 1000), zmq.POLLIN):
+            return None
+        frames = self._sock.recv_multipart(copy=True)
+        return frames[0], frames[1:]
+
+    def _send_frames(self, peer: bytes, frames: list[bytes]) -> None:
+        self._sock.send_multipart([peer, *frames])
+
+    def close(self) -> None:
+        self._sock.close(0)
+        self._ctx.term()
+
+
+class ZmqClient(ClientTransport):
+    """Connects a DEALER socket to the server's address."""
+
+    def __init__(self, address: str, key: bytes, identity: str | None = None) -> None:
+        super().__init__(key)
+        self._ctx = zmq.Context()
+        self._sock = self._ctx.socket(zmq.DEALER)
+        self._sock.setsockopt(zmq.LINGER, 1000)
+        self._sock.setsockopt(zmq.IDENTITY, (identity or uuid.uuid4().hex).encode())
+        self._sock.connect(address)
+
+    def _send_frames(self, frames: list[bytes]) -> None:
+        self._sock.send_multipart(frames)
+
+    def _recv_frames(self, timeout: float) -> list[bytes] | None:
+        if not self._sock.poll(int(timeout * 1000), zmq.POLLIN):
+            return None
+        return self._sock.recv_multipart()
+
+    def close(self) -> None:
+        self._sock.close()
+        self._ctx.term()

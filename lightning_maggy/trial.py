@@ -1,0 +1,140 @@
+"""Trial records: immutable snapshots of one configuration's life in a search.
+
+A :class:`Trial` never changes; the controller replaces it with an updated copy
+(:func:`dataclasses.replace`) on every state change and appends the change to the journal.
+Optimizers and early-stop rules receive these records and nothing else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["Decision", "Trial", "TrialState", "trial_id_for"]
+
+
+class TrialState(str, enum.Enum):
+    """Where a trial is in its life."""
+
+    PENDING = "PENDING"  # suggested, not handed to a worker yet (or re-queued)
+    RUNNING = "RUNNING"
+    PAUSED = "PAUSED"  # reached its budget (an ASHA rung); may be promoted and resumed
+    COMPLETED = "COMPLETED"  # trained its full budget
+    STOPPED = "STOPPED"  # stopped early by the early-stop rule or never promoted
+    FAILED = "FAILED"  # user code raised, or lost more often than the retry limit
+    LOST = "LOST"  # its worker vanished; re-queued to resume from its checkpoint
+
+    @property
+    def finished(self) -> bool:
+        return self in (TrialState.COMPLETED, TrialState.STOPPED, TrialState.FAILED)
+
+
+class Decision(str, enum.Enum):
+    """The server's answer to one metric report."""
+
+    CONTINUE = "continue"
+    STOP = "stop"  # early stop: the trial is finished
+    PAUSE = "pause"  # rung reached: checkpoint and hand the worker back; may be resumed later
+
+
+def _canonical(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def trial_id_for(config: Mapping[str, Any], component: str | None = None) -> str:
+    """A deterministic id from the configuration (and ablation component), so that the same
+    configuration always gets the same id and duplicates are detected."""
+    payload = _canonical({"config": dict(config), "component": component})
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+@dataclasses.dataclass(frozen=True)
+class Trial:
+    """One configuration under evaluation.
+
+    Attributes:
+        trial_id: deterministic id (see :func:`trial_id_for`).
+        config: the hyperparameters, passed to the module as keyword arguments.
+        state: the :class:`TrialState`.
+        budget: epochs this trial may train in total in its current assignment.
+        history: metric per epoch, ``history[e]`` is the value reported after epoch ``e``.
+        final_metric: the trial's result (its best value in the search's direction for
+            Lightning trials, the return value for function trials).
+        error: the traceback text of a FAILED trial.
+        component: the ablation component left out, if any.
+        info: free-form JSON-able data an optimizer attaches (e.g. ASHA's bracket).
+        retries: times this trial was lost and re-queued.
+        worker: the worker that runs or ran it.
+        created / started / finished: UNIX timestamps.
+    """
+
+    trial_id: str
+    config: Mapping[str, Any]
+    state: TrialState = TrialState.PENDING
+    budget: int = 0
+    history: tuple[float, ...] = ()
+    final_metric: float | None = None
+    error: str | None = None
+    component: str | None = None
+    info: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    retries: int = 0
+    worker: int | None = None
+    created: float | None = None
+    started: float | None = None
+    finished: float | None = None
+
+    @classmethod
+    def create(
+        cls,
+        config: Mapping[str, Any],
+        budget: int = 0,
+        component: str | None = None,
+        info: Mapping[str, Any] | None = None,
+    ) -> Trial:
+        return cls(
+            trial_id=trial_id_for(config, component),
+            config=dict(config),
+            budget=int(budget),
+            component=component,
+            info=dict(info or {}),
+        )
+
+    @property
+    def epochs_done(self) -> int:
+        return len(self.history)
+
+    @property
+    def duration(self) -> float | None:
+        if self.started is None or self.finished is None:
+            return None
+        return self.finished - self.started
+
+    def best(self, direction: str) -> float | None:
+        """The best reported value in ``direction`` ("max" or "min"), or None."""
+        values = [v for v in self.history if v == v]  # drop NaN
+        if not values:
+            return None
+        return max(values) if direction == "max" else min(values)
+
+    def evolve(self, **changes: Any) -> Trial:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        d["state"] = self.state.value
+        d["history"] = list(self.history)
+        d["config"] = dict(self.config)
+        d["info"] = dict(self.info)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Trial:
+        fields = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: v for k, v in data.items() if k in fields}
+        kwargs["state"] = TrialState(kwargs.get("state", "PENDING"))
+        kwargs["history"] = tuple(float(v) for v in kwargs.get("history", ()))
+        return cls(**kwargs)

@@ -1,0 +1,86 @@
+"""Optimizers and early-stop rules are pure: they import no torch, Lightning, Spark, zmq, sockets,
+files or clocks, and use no global random state."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+PURE_DIRS = [REPO / "lightning_maggy" / "optimizers", REPO / "lightning_maggy" / "earlystop"]
+HEAVY = ["torch", "lightning", "pytorch_lightning", "pyspark", "zmq"]
+FORBIDDEN = set(HEAVY) | {
+    "socket", "time", "datetime", "os", "io", "pathlib", "shutil", "tempfile", "random", "pickle",
+    "subprocess", "threading", "multiprocessing", "asyncio", "urllib", "http", "requests",
+}
+
+SCRIPT = textwrap.dedent(
+    f"""
+    import importlib.abc
+    import sys
+
+    BLOCKED = {HEAVY!r}
+
+    class Blocker(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in BLOCKED:
+                raise ImportError(f"import of {{name}} is blocked in this test")
+            return None
+
+    sys.meta_path.insert(0, Blocker())
+
+    import lightning_maggy.earlystop as earlystop
+    import lightning_maggy.optimizers as optimizers
+    from lightning_maggy.searchspace import Double, Searchspace
+    from lightning_maggy.trial import Trial, TrialState
+
+    space = Searchspace(x=Double(0.0, 1.0))
+    for name in ("random", "grid", "asha"):
+        opt = optimizers.get_optimizer(name)
+        trials = {{}}
+        opt.setup(space, num_trials=2, direction="max", max_epochs=3, trials=trials, seed=0)
+        suggestion = opt.get_suggestion(None)
+        assert isinstance(suggestion, Trial), suggestion
+        trials[suggestion.trial_id] = suggestion.evolve(state=TrialState.RUNNING, history=(0.5,))
+        opt.on_report(trials[suggestion.trial_id])
+    rule = earlystop.get_earlystop("median")
+    finished = [Trial(trial_id=str(i), config={{}}, state=TrialState.COMPLETED, history=(1.0, 2.0)) for i in range(3)]
+    assert rule.earlystop_check({{"r": Trial(trial_id="r", config={{}}, history=(0.0,))}}, finished, "max") == ["r"]
+    loaded = sorted(m for m in BLOCKED if m in sys.modules)
+    assert not loaded, loaded
+    print("PURE-OK")
+    """
+)
+
+
+def test_subpackages_import_and_run_with_heavy_dependencies_blocked() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", SCRIPT], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "PURE-OK" in result.stdout
+
+
+def _imported_roots(path: Path) -> set[str]:
+    roots = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            roots.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            roots.add(node.module.split(".")[0])
+    return roots
+
+
+@pytest.mark.parametrize(
+    "path", sorted(p for d in PURE_DIRS for p in d.glob("*.py")), ids=lambda p: f"{p.parent.name}/{p.name}"
+)
+def test_modules_import_nothing_impure(path: Path) -> None:
+    bad = _imported_roots(path) & FORBIDDEN
+    assert not bad, f"{path.name} imports {sorted(bad)}; optimizers and early-stop rules must stay pure"
+    source = path.read_text()
+    assert "np.random.seed" not in source and "np.random.rand" not in source, "use self.rng, not global np.random"

@@ -1,0 +1,64 @@
+"""Tiny real Lightning models and data for the tests (CPU, seconds per trial)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+
+def make_blobs(n: int = 256, features: int = 8, classes: int = 3, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gaussian blobs: learnable in a couple of epochs by a small MLP."""
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(0, 2.0, size=(classes, features))
+    y = rng.integers(0, classes, size=n)
+    x = centers[y] + rng.normal(0, 1.0, size=(n, features))
+    return torch.tensor(x, dtype=torch.float32), torch.tensor(y, dtype=torch.long)
+
+
+class BlobsDataModule(pl.LightningDataModule):
+    def __init__(self, batch_size: int = 32, n: int = 256) -> None:
+        super().__init__()
+        self.batch_size = batch_size
+        self.n = n
+
+    def setup(self, stage: str | None = None) -> None:
+        x, y = make_blobs(self.n)
+        split = int(0.75 * len(x))
+        self.train = TensorDataset(x[:split], y[:split])
+        self.val = TensorDataset(x[split:], y[split:])
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(self.train, batch_size=self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.val, batch_size=128)
+
+
+class TinyClassifier(pl.LightningModule):
+    def __init__(self, lr: float = 0.01, hidden: int = 16, fail: bool = False, log_metric: bool = True) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.net = nn.Sequential(nn.Linear(8, hidden), nn.ReLU(), nn.Linear(hidden, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def training_step(self, batch, batch_idx):
+        if self.hparams.fail:
+            raise RuntimeError("this configuration always fails")
+        x, y = batch
+        return nn.functional.cross_entropy(self(x), y)
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        logits = self(x)
+        acc = (logits.argmax(-1) == y).float().mean()
+        if self.hparams.log_metric:
+            self.log("val_acc", acc, on_epoch=True)
+        self.log("val_loss", nn.functional.cross_entropy(logits, y), on_epoch=True)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=self.hparams.lr)

@@ -360,6 +360,7 @@ def search(
         direction=direction,
         datamodule=datamodule,
         trainer_kwargs=trainer_kwargs or None,
+        seed=seed,
     )
     launch = WorkerLaunch(address=server.address, key=key, exp_dir=str(exp_path), task=task)
     try:

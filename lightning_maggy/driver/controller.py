@@ -140,6 +140,7 @@ class Controller:
         if kind == "heartbeat":
             return []
         if kind == "register":
+            self.journal.append("worker", worker_id=wid, pid=msg["pid"], host=msg["host"])
             out: Outgoing = []
             if worker.trial_id is not None:  # a restarted worker: its old trial was lost
                 self._lose(worker.trial_id, f"worker {wid} restarted")

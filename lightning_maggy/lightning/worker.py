@@ -38,6 +38,8 @@ class TrialTask:
         datamodule: instance, class or callable(hparams), or None.
         metric / direction: what is optimized.
         trainer_kwargs: extra Trainer arguments for "module" trials.
+        seed: the search's seed; each trial is seeded from it and its id, so a trial trains the
+            same way wherever it runs.
     """
 
     kind: str
@@ -46,6 +48,7 @@ class TrialTask:
     direction: str
     datamodule: Any = None
     trainer_kwargs: Mapping[str, Any] | None = None
+    seed: int | None = None
 
 
 @dataclasses.dataclass
@@ -137,7 +140,30 @@ def run_trial(task: TrialTask, ctx: TrialContext) -> dict[str, Any]:
     return {"status": status, "metric": metric, "error": None, "error_type": None}
 
 
+def trial_seed(seed: int, trial_id: str) -> int:
+    """The seed of one trial: stable across runs, backends and resumes."""
+    return (seed * 1_000_003 + int(trial_id[:8], 16)) % (2**31 - 1)
+
+
+def _seed(task: TrialTask, ctx: TrialContext) -> None:
+    if task.seed is None:
+        return
+    import random
+
+    value = trial_seed(task.seed, ctx.trial_id)
+    random.seed(value)
+    try:
+        import numpy as np
+
+        np.random.seed(value)
+    except ImportError:
+        pass
+    if "torch" in sys.modules:
+        sys.modules["torch"].manual_seed(value)
+
+
 def _run(task: TrialTask, ctx: TrialContext) -> Any:
+    _seed(task, ctx)
     if task.kind == "function":
         return task.target(dict(ctx.config), Reporter(ctx))
     if task.kind == "train_fn":

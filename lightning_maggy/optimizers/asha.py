@@ -199,7 +199,7 @@ class ASHA(AbstractOptimizer):
 
     def initialize(self) -> None:
         self.budgets = rung_budgets(self.resource_min, self.reduction_factor, self.max_resource)
-        self._drawer.draws = 0
+        self._drawer.reset()
 
     # -- decisions ---------------------------------------------------------------------------
     def _promotion(self) -> Trial | None:
@@ -242,4 +242,4 @@ class ASHA(AbstractOptimizer):
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         super().load_state_dict(state)
         if DRAWS_KEY in state:
-            self._drawer.draws = int(state[DRAWS_KEY])
+            self._drawer.restore(int(state[DRAWS_KEY]))

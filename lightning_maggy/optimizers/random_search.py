@@ -116,7 +116,12 @@ class ConfigDrawer:
             )
         self.suggester: Suggester = suggester if suggester is not None else random_suggester
         self.max_retries = max_retries
+        self.reset()
+
+    def reset(self) -> None:
+        """Forgets all draws (a fresh optimizer); the next draw first catches up with the records."""
         self.draws = 0
+        self._synced = False
 
     def _draw_one(
         self, searchspace: Searchspace, rng: np.random.Generator, trials: Mapping[str, Trial]
@@ -125,14 +130,22 @@ class ConfigDrawer:
         self.draws += 1
         return config
 
+    def restore(self, draws: int) -> None:
+        """Sets the draw count from a saved state; the records may still move it forward."""
+        self.draws = draws
+        self._synced = False
+
     def catch_up(
         self, searchspace: Searchspace, rng: np.random.Generator, trials: Mapping[str, Trial]
     ) -> None:
         """Replays the draws recorded in ``trials`` that this drawer has not made yet (after the
         optimizer was rebuilt from the records), so that ``rng`` is where the original's was."""
+        if self._synced:  # after the first catch-up, every draw is this drawer's own
+            return
         target = _recorded_draws(trials)
         while self.draws < target:
             self._draw_one(searchspace, rng, trials)
+        self._synced = True
 
     def draw(
         self, searchspace: Searchspace, rng: np.random.Generator, trials: Mapping[str, Trial]
@@ -182,7 +195,7 @@ class RandomSearch(AbstractOptimizer):
         self._drawer = ConfigDrawer(max_retries=max_retries)
 
     def initialize(self) -> None:
-        self._drawer.draws = 0
+        self._drawer.reset()
 
     def get_suggestion(self, trial: Trial | None = None) -> SuggestionResult:
         del trial
@@ -202,4 +215,5 @@ class RandomSearch(AbstractOptimizer):
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         super().load_state_dict(state)
         if DRAWS_KEY in state:
-            self._drawer.draws = int(state[DRAWS_KEY])
+            self._drawer.restore(int(state[DRAWS_KEY]))
+

@@ -38,9 +38,12 @@ class ZmqServer(ServerTransport):
         return self._address
 
     def _recv_frames(self, timeout: float) -> tuple[bytes, list[bytes]] | None:
-        if not self._sock.poll(int(timeout * 1000), zmq.POLLIN):
-            return None
-        frames = self._sock.recv_multipart(copy=True)
+        try:  # under load a message is usually waiting: skip the poll
+            frames = self._sock.recv_multipart(zmq.NOBLOCK)
+        except zmq.Again:
+            if not self._sock.poll(int(timeout * 1000), zmq.POLLIN):
+                return None
+            frames = self._sock.recv_multipart()
         return frames[0], frames[1:]
 
     def _send_frames(self, peer: bytes, frames: list[bytes]) -> None:

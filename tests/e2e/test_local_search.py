@@ -1,0 +1,219 @@
+"""End-to-end searches on the local backend: real worker processes, real sockets, real Lightning."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+from tiny_models import BlobsDataModule, TinyClassifier
+
+import lightning_maggy as lm
+from lightning_maggy.driver.journal import read_journal, replay
+
+pytestmark = pytest.mark.slow
+
+
+def _reports(exp_dir: str) -> dict[str, list[int]]:
+    """trial_id -> the epochs its workers reported, in order, from the journal."""
+    out: dict[str, list[int]] = {}
+    for ev in read_journal(Path(exp_dir) / "journal.jsonl"):
+        if ev["event"] == "report":
+            out.setdefault(ev["trial_id"], []).append(ev["epoch"])
+    return out
+
+
+def test_two_worker_asha_search_resumes_promoted_trials_from_checkpoints(tmp_path):
+    space = lm.Searchspace(lr=lm.Double(1e-3, 0.5, log=True), hidden=lm.Integer(4, 32))
+    result = lm.search(
+        TinyClassifier,
+        space,
+        datamodule=BlobsDataModule,
+        metric="val_acc",
+        direction="max",
+        optimizer=lm.ASHA(reduction_factor=3, resource_min=1),
+        num_trials=9,
+        max_epochs=9,
+        workers=2,
+        seed=1,
+        exp_dir=tmp_path / "exp",
+        verbose=False,
+    )
+    assert result.stop_reason == "finished"
+    assert len(result.trials) == 9
+    assert all(t.state in (lm.TrialState.COMPLETED, lm.TrialState.STOPPED) for t in result.trials)
+    space.validate(result.best_config)
+    assert 0.0 <= result.best_metric <= 1.0
+
+    # ASHA rungs 1, 3, 9: with 9 trials, 3 reach rung 1 (3 epochs) and 1 reaches 9 epochs.
+    epochs = sorted(t.epochs_done for t in result.trials)
+    assert epochs.count(1) == 6 and epochs.count(3) == 2 and epochs.count(9) == 1
+    best_full = [t for t in result.trials if t.epochs_done == 9]
+    assert best_full[0].state is lm.TrialState.COMPLETED
+
+    # Promoted trials resumed from their rung checkpoint: every epoch was trained (and reported)
+    # exactly once, and the history has one value per epoch.
+    reports = _reports(result.exp_dir)
+    for t in result.trials:
+        assert reports[t.trial_id] == list(range(t.epochs_done)), t
+        assert len(t.history) == t.epochs_done
+        ckpt = torch.load(Path(result.exp_dir) / "trials" / t.trial_id / "checkpoints" / "last.ckpt",
+                          weights_only=False)
+        # 192 training samples in batches of 32: 6 optimizer steps per epoch, none repeated.
+        assert ckpt["global_step"] == 6 * t.epochs_done
+
+    # The experiment directory is laid out as documented, and the journal rebuilds the record.
+    exp = Path(result.exp_dir)
+    for name in ("experiment.json", "journal.jsonl", "result.json", "trials.csv", "tensorboard"):
+        assert (exp / name).exists(), name
+    for t in result.trials:
+        d = exp / "trials" / t.trial_id
+        assert json.loads((d / "hparams.json").read_text())["config"] == dict(t.config)
+        assert (d / "output.log").exists() and (d / "metrics.csv").exists()
+        assert any((d / "tensorboard").iterdir())
+    saved = json.loads((exp / "result.json").read_text())
+    assert saved["best_trial_id"] == result.best_trial.trial_id
+    replayed = replay(exp / "journal.jsonl")
+    assert {k: (v.state, v.history) for k, v in replayed.items()} == {
+        t.trial_id: (t.state, t.history) for t in result.trials
+    }
+    df = result.to_pandas()
+    assert len(df) == 9 and "config/lr" in df.columns
+
+
+def test_failing_trials_are_recorded_and_the_search_goes_on(tmp_path):
+    space = lm.Searchspace(lr=lm.Double(0.01, 0.1), fail=lm.Categorical([False, True]))
+    result = lm.search(
+        TinyClassifier,
+        space,
+        datamodule=BlobsDataModule,
+        metric="val_acc",
+        optimizer="grid",
+        num_trials=4,
+        max_epochs=1,
+        workers=2,
+        max_failures=3,
+        exp_dir=tmp_path / "exp",
+        verbose=False,
+        seed=0,
+    )
+    states = Counter(t.state for t in result.trials)
+    assert states[lm.TrialState.FAILED] == 2 and states[lm.TrialState.COMPLETED] == 2
+    for t in result.trials:
+        if t.state is lm.TrialState.FAILED:
+            assert t.config["fail"] is True
+            assert "this configuration always fails" in t.error and "Traceback" in t.error
+            log = (Path(result.exp_dir) / "trials" / t.trial_id / "output.log").read_text()
+            assert "this configuration always fails" in log
+    assert result.best_config["fail"] is False
+
+
+def test_missing_metric_stops_the_search_with_the_available_metrics(tmp_path):
+    space = lm.Searchspace(lr=lm.Double(0.01, 0.1))
+    with pytest.raises(lm.ExperimentError) as info:
+        lm.search(
+            TinyClassifier,
+            space,
+            datamodule=BlobsDataModule,
+            metric="val_f1",
+            optimizer="random",
+            num_trials=6,
+            max_epochs=2,
+            workers=2,
+            exp_dir=tmp_path / "exp",
+            verbose=False,
+        )
+    message = str(info.value)
+    assert "'val_f1'" in message and "not available" in message
+    assert "val_acc" in message and "val_loss" in message
+    result = info.value.result
+    assert result.stop_reason == "aborted"
+    assert sum(t.state is lm.TrialState.FAILED for t in result.trials) >= 1
+    assert len(result.trials) < 6  # it did not try every configuration
+
+
+def _function_trial(hparams, reporter):
+    value = 0.0
+    for step in range(reporter.start_step, reporter.budget):
+        value = hparams["x"] * (step + 1)
+        reporter.broadcast(value, step)
+    return value
+
+
+def test_function_trials_with_median_early_stopping(tmp_path):
+    space = lm.Searchspace(x=lm.Double(0.0, 1.0))
+    result = lm.search(
+        _function_trial,
+        space,
+        metric="score",
+        optimizer="random",
+        early_stop=lm.MedianStoppingRule(min_trials=3),
+        num_trials=30,
+        max_epochs=5,
+        workers=2,
+        seed=3,
+        exp_dir=tmp_path / "exp",
+        verbose=False,
+    )
+    assert len(result.trials) == 30
+    stopped = [t for t in result.trials if t.state is lm.TrialState.STOPPED]
+    completed = [t for t in result.trials if t.state is lm.TrialState.COMPLETED]
+    assert stopped and completed
+    for t in completed:
+        assert t.final_metric == pytest.approx(5 * t.config["x"])
+    # A stopped trial was worse than the median of the finished trials when it stopped.
+    assert max(t.config["x"] for t in stopped) < max(t.config["x"] for t in completed)
+    assert result.best_config["x"] == max(t.config["x"] for t in completed)
+
+
+def _slow_trial(hparams, reporter):
+    import time
+
+    for step in range(100):
+        time.sleep(0.1)
+        reporter.broadcast(hparams["x"], step)
+    return hparams["x"]
+
+
+def test_timeout_stops_running_trials_and_records_them(tmp_path):
+    result = lm.search(
+        _slow_trial,
+        lm.Searchspace(x=lm.Double(0.0, 1.0)),
+        metric="score",
+        optimizer="random",
+        timeout=3,
+        max_epochs=100,
+        workers=2,
+        exp_dir=tmp_path / "exp",
+        verbose=False,
+    )
+    assert result.stop_reason == "timeout"
+    assert result.trials and all(t.state is lm.TrialState.STOPPED for t in result.trials)
+    assert all(0 < len(t.history) < 100 for t in result.trials)
+    assert not any(math.isnan(v) for t in result.trials for v in t.history)
+
+
+def test_bad_input_is_rejected_before_any_worker_starts(tmp_path):
+    space = lm.Searchspace(lr=lm.Double(0.01, 0.1), depth=lm.Integer(1, 3))
+    exp = tmp_path / "exp"
+    with pytest.raises(lm.ConfigurationError, match=r"does not accept the hyperparameter\(s\) \['depth'\]"):
+        lm.search(TinyClassifier, space, datamodule=BlobsDataModule, metric="val_acc",
+                  max_epochs=1, num_trials=1, exp_dir=exp)
+    with pytest.raises(lm.ConfigurationError, match="needs a budget"):
+        lm.search(TinyClassifier, lm.Searchspace(lr=lm.Double(0.01, 0.1)), datamodule=BlobsDataModule,
+                  metric="val_acc", max_epochs=1, exp_dir=exp)
+    with pytest.raises(lm.ConfigurationError, match="pass the class"):
+        lm.search(TinyClassifier(), lm.Searchspace(lr=lm.Double(0.01, 0.1)), metric="val_acc",
+                  max_epochs=1, num_trials=1, exp_dir=exp)
+    with pytest.raises(lm.ConfigurationError, match="max_epochs"):
+        lm.search(TinyClassifier, lm.Searchspace(lr=lm.Double(0.01, 0.1)), datamodule=BlobsDataModule,
+                  metric="val_acc", max_epochs=1, num_trials=1, exp_dir=exp,
+                  trainer_kwargs={"max_epochs": 5})
+    with pytest.raises(lm.ConfigurationError, match="direction"):
+        lm.search(TinyClassifier, lm.Searchspace(lr=lm.Double(0.01, 0.1)), datamodule=BlobsDataModule,
+                  metric="val_acc", max_epochs=1, num_trials=1, exp_dir=exp, direction="up")
+    assert not exp.exists() or not os.listdir(exp)

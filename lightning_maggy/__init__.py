@@ -31,6 +31,7 @@ _LAZY = {
     "MaggyCallback": "lightning_maggy.lightning.callback",
     "Reporter": "lightning_maggy.lightning.context",
     "current_trial": "lightning_maggy.lightning.context",
+    "prewarm": "lightning_maggy.backends.local",
 }
 
 __all__ = [
@@ -61,6 +62,7 @@ __all__ = [
     "TrialState",
     "__version__",
     "current_trial",
+    "prewarm",
     "search",
 ]
 

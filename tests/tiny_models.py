@@ -38,7 +38,9 @@ class BlobsDataModule(pl.LightningDataModule):
 
 
 class TinyClassifier(pl.LightningModule):
-    def __init__(self, lr: float = 0.01, hidden: int = 16, fail: bool = False, log_metric: bool = True) -> None:
+    def __init__(
+        self, lr: float = 0.01, hidden: int = 16, fail: bool = False, log_metric: bool = True, epoch_sleep: float = 0.0
+    ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.net = nn.Sequential(nn.Linear(8, hidden), nn.ReLU(), nn.Linear(hidden, 3))
@@ -59,6 +61,12 @@ class TinyClassifier(pl.LightningModule):
         if self.hparams.log_metric:
             self.log("val_acc", acc, on_epoch=True)
         self.log("val_loss", nn.functional.cross_entropy(logits, y), on_epoch=True)
+
+    def on_train_epoch_end(self) -> None:
+        if self.hparams.epoch_sleep:
+            import time
+
+            time.sleep(self.hparams.epoch_sleep)
 
     def configure_optimizers(self):
         return torch.optim.SGD(self.parameters(), lr=self.hparams.lr)

@@ -135,10 +135,11 @@ class Controller:
         worker = self.workers.get(wid)
         if worker is None:
             worker = self.workers[wid] = _Worker(wid, peer, now)
-        worker.peer, worker.last_seen = peer, now
+        worker.last_seen = now
         kind = msg["type"]
-        if kind == "heartbeat":
+        if kind == "heartbeat":  # sent from the worker's own heartbeat socket: replies never go there
             return []
+        worker.peer = peer
         if kind == "register":
             self.journal.append("worker", worker_id=wid, pid=msg["pid"], host=msg["host"])
             out: Outgoing = []
@@ -150,8 +151,8 @@ class Controller:
         if kind == "report":
             return [(peer, self._on_report(worker, msg))]
         if kind == "final":
-            self._on_final(worker, msg)
-            return self._serve(worker) + self._wake_parked(exclude=wid)
+            out = self._on_final(worker, msg)  # an abort's "done" to the parked workers
+            return out + self._serve(worker) + self._wake_parked(exclude=wid)
         if kind == "get":
             return self._serve(worker)
         log.warning("ignoring message of type %r from worker %s", kind, wid)
@@ -258,11 +259,11 @@ class Controller:
         return decision
 
     # -- trial ends ---------------------------------------------------------------------------
-    def _on_final(self, worker: _Worker, msg: dict[str, Any]) -> None:
+    def _on_final(self, worker: _Worker, msg: dict[str, Any]) -> Outgoing:
         tid = msg["trial_id"]
         trial = self.trials.get(tid)
         if trial is None or worker.trial_id != tid or trial.state is not TrialState.RUNNING:
-            return  # stale: the trial was already re-queued or ended
+            return []  # stale: the trial was already re-queued or ended
         worker.trial_id = None
         decision = self._decisions.pop(tid, None)
         status = msg["status"]
@@ -289,13 +290,14 @@ class Controller:
             self.failures += 1
             first_line = (changes["error"].strip().splitlines() or ["?"])[-1]
             if msg.get("error_type") in FATAL_ERROR_TYPES:
-                self.abort(f"trial {tid} failed with an error every trial would hit: {changes['error'].strip()}")
+                return self.abort(f"trial {tid} failed with an error every trial would hit: {changes['error'].strip()}")
             elif self.failures >= self.max_failures:
-                self.abort(
+                return self.abort(
                     f"{self.failures} trials failed (max_failures={self.max_failures}); the last one, "
                     f"{tid}, with: {first_line}. Each trial's traceback is in its record and its "
                     "output.log. Fix the error, or raise max_failures to tolerate more failures."
                 )
+        return []
 
     def _lose(self, tid: str, reason: str) -> None:
         trial = self.trials[tid]
@@ -323,6 +325,8 @@ class Controller:
             worker.parked = False
             return [(worker.peer, self._start(worker, nxt))]
         worker.parked = True
+        if self.finished:  # _next_trial aborted (an optimizer bug): tell every parked worker
+            return self._finish(self.stop_reason)
         return self._finish_if_done()
 
     def _wake_parked(self, exclude: int | None = None) -> Outgoing:

@@ -79,10 +79,13 @@ def build_trainer(
     ns = namespace_of(module)
     kwargs = dict(trainer_kwargs or {})
     user_callbacks = list(kwargs.pop("callbacks", None) or [])
+    # The newest state after every epoch, always as checkpoints/last.ckpt: what a promoted or
+    # re-queued trial resumes from. (save_last=True alone writes only when a top-k save happens.)
     checkpoint = ns.callbacks.ModelCheckpoint(
         dirpath=os.path.join(trial_dir, "checkpoints"),
-        save_last=True,
-        save_top_k=0,
+        filename="last",
+        monitor=None,
+        save_top_k=1,
         enable_version_counter=False,
     )
     defaults: dict[str, Any] = {

@@ -217,3 +217,55 @@ def test_bad_input_is_rejected_before_any_worker_starts(tmp_path):
         lm.search(TinyClassifier, lm.Searchspace(lr=lm.Double(0.01, 0.1)), datamodule=BlobsDataModule,
                   metric="val_acc", max_epochs=1, num_trials=1, exp_dir=exp, direction="up")
     assert not exp.exists() or not os.listdir(exp)
+
+
+def test_a_killed_worker_is_replaced_and_its_trial_resumes_from_its_checkpoint(tmp_path):
+    import signal
+    import threading
+    import time
+
+    exp = tmp_path / "exp"
+    box: dict = {}
+
+    def run():
+        box["result"] = lm.search(
+            TinyClassifier,
+            lm.Searchspace(epoch_sleep=lm.Discrete([0.4])),
+            datamodule=BlobsDataModule,
+            metric="val_acc",
+            optimizer="random",
+            num_trials=1,
+            max_epochs=6,
+            workers=1,
+            exp_dir=exp,
+            verbose=False,
+        )
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    deadline = time.time() + 120
+    pid = None
+    while time.time() < deadline:
+        time.sleep(0.1)
+        if not (exp / "journal.jsonl").exists():
+            continue
+        events = list(read_journal(exp / "journal.jsonl"))
+        pids = [e["pid"] for e in events if e["event"] == "worker"]
+        if pids and any(e["event"] == "report" and e["epoch"] >= 2 for e in events):
+            pid = pids[0]
+            break
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    thread.join(180)
+    result = box["result"]
+    (trial,) = result.trials
+    assert trial.state is lm.TrialState.COMPLETED and trial.retries == 1
+    assert len(trial.history) == 6 and not any(math.isnan(v) for v in trial.history)
+    events = list(read_journal(exp / "journal.jsonl"))
+    assert "LOST" in [e["trial"]["state"] for e in events if e["event"] == "trial"]
+    assert len({e["pid"] for e in events if e["event"] == "worker"}) == 2  # a replacement worker
+    # Resumed, not restarted: at most the one epoch after the last checkpoint ran twice.
+    epochs = [e["epoch"] for e in events if e["event"] == "report"]
+    assert len(epochs) <= 7 and epochs[0] == 0 and sorted(set(epochs)) == list(range(6))
+    ckpt = torch.load(exp / "trials" / trial.trial_id / "checkpoints" / "last.ckpt", weights_only=False)
+    assert ckpt["global_step"] == 6 * 6

@@ -208,13 +208,15 @@ def search(
     num_trials: int | None = None,
     timeout: float | None = None,
     backend: Any = "local",
-    workers: int = 2,
+    workers: int | None = None,
     trainer_kwargs: Mapping[str, Any] | None = None,
     exp_dir: str | os.PathLike[str] | None = None,
     seed: int | None = None,
     max_failures: int | None = None,
     max_retries: int = 3,
     heartbeat_timeout: float = 120.0,
+    spark_master: str | None = None,
+    spark_conf: Mapping[str, str] | None = None,
     verbose: bool = True,
 ) -> SearchResult:
     """Runs a hyperparameter search of a LightningModule (or a function) on parallel workers.
@@ -234,8 +236,10 @@ def search(
         num_trials: distinct configurations to try; ``timeout`` may replace it.
         timeout: wall-clock budget in seconds: no new trials after it, running ones are stopped
             at their next report and recorded.
-        backend: "local" (worker processes on this machine) or a Backend instance.
-        workers: number of parallel workers.
+        backend: "local" (worker processes on this machine), "spark" (the tasks of one Spark
+            job; needs ``pip install lightning_maggy[spark]`` and Java 17+), or a Backend.
+        workers: number of parallel workers (default: 2 local workers; on Spark, the task slots
+            the cluster offers).
         trainer_kwargs: extra Trainer arguments (accelerator, devices, precision, callbacks...).
         exp_dir: experiment directory (default ``./maggy_experiments/<name>-<time>``).
         seed: seeds the optimizer, so the same seed suggests the same configurations.
@@ -243,7 +247,9 @@ def search(
             ``max(3, num_trials // 4)``).
         max_retries: times a trial whose worker was lost is resumed before it counts as failed.
         heartbeat_timeout: seconds of worker silence after which its trial is lost.
-        verbose: show a progress bar and a final summary.
+        spark_master / spark_conf: used to build a SparkSession when ``backend="spark"`` and none
+            is active (e.g. ``spark_master="spark://host:7077"``).
+        verbose: show a progress bar (on Spark also one line per trial event) and a summary.
 
     Returns:
         A :class:`SearchResult`. On Ctrl-C the partial result is saved and returned.
@@ -268,7 +274,7 @@ def search(
     direction = _DIRECTIONS[direction.lower()]
     _check_positive_int("max_epochs", max_epochs)
     _check_positive_int("num_trials", num_trials, allow_none=True)
-    _check_positive_int("workers", workers)
+    _check_positive_int("workers", workers, allow_none=True)
     _check_positive_int("max_failures", max_failures, allow_none=True)
     if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
         raise ConfigurationError(f"max_retries={max_retries!r}: expected an int >= 0.")
@@ -299,9 +305,14 @@ def search(
         _validate_module(module_or_fn, space, datamodule)
     opt = get_optimizer(optimizer, seed=seed) if isinstance(optimizer, str) else get_optimizer(optimizer)
     stopper = get_earlystop(early_stop)
+    # Validates the optimizer against the settings now; the controller sets it up for real.
+    opt.setup(space, num_trials=num_trials, direction=direction, max_epochs=max_epochs, trials={}, seed=seed)
     if max_failures is None:
         max_failures = max(3, (num_trials or 0) // 4)
-    backend_obj = _make_backend(backend)
+    if not (isinstance(heartbeat_timeout, (int, float)) and heartbeat_timeout > 0):
+        raise ConfigurationError(f"heartbeat_timeout={heartbeat_timeout!r}: expected a positive number of seconds.")
+    if (spark_master is not None or spark_conf is not None) and backend != "spark":
+        raise ConfigurationError("spark_master/spark_conf apply only with backend='spark'.")
 
     exp_path = Path(exp_dir) if exp_dir is not None else Path(_default_exp_dir(module_or_fn))
     if (exp_path / JOURNAL_NAME).exists():
@@ -309,9 +320,48 @@ def search(
             f"exp_dir={str(exp_path)!r} already holds an experiment (journal.jsonl); choose a "
             "new directory, or delete the old one to start over."
         )
+    backend_obj = _make_backend(backend, spark_master, spark_conf)
+    try:
+        return _run(
+            module_or_fn, space, kind=kind, metric=metric, direction=direction, max_epochs=max_epochs,
+            datamodule=datamodule, opt=opt, stopper=stopper, num_trials=num_trials, timeout=timeout,
+            backend_obj=backend_obj, workers=workers, trainer_kwargs=trainer_kwargs, exp_path=exp_path,
+            seed=seed, max_failures=max_failures, max_retries=max_retries,
+            heartbeat_timeout=heartbeat_timeout, verbose=verbose,
+        )
+    finally:
+        backend_obj.stop()
+
+
+def _run(
+    module_or_fn: Any,
+    space: Searchspace,
+    *,
+    kind: str,
+    metric: str,
+    direction: str,
+    max_epochs: int,
+    datamodule: Any,
+    opt: AbstractOptimizer,
+    stopper: AbstractEarlyStop,
+    num_trials: int | None,
+    timeout: float | None,
+    backend_obj: Any,
+    workers: int | None,
+    trainer_kwargs: dict[str, Any],
+    exp_path: Path,
+    seed: int | None,
+    max_failures: int,
+    max_retries: int,
+    heartbeat_timeout: float,
+    verbose: bool,
+) -> SearchResult:
+    """Runs a validated search on a created backend (which the caller stops)."""
+    if workers is None:
+        workers = backend_obj.default_workers() if hasattr(backend_obj, "default_workers") else 2
     exp_path.mkdir(parents=True, exist_ok=True)
     journal = Journal(exp_path / JOURNAL_NAME)
-    progress = _Progress(num_trials, metric, direction, enabled=verbose)
+    progress = _Progress(num_trials, metric, direction, enabled=verbose, lines=backend_obj.name == "spark")
     controller = Controller(  # validates the optimizer against the settings
         optimizer=opt,
         earlystop=stopper,
@@ -362,7 +412,13 @@ def search(
         trainer_kwargs=trainer_kwargs or None,
         seed=seed,
     )
-    launch = WorkerLaunch(address=server.address, key=key, exp_dir=str(exp_path), task=task)
+    launch = WorkerLaunch(
+        address=server.address,
+        key=key,
+        exp_dir=str(exp_path.resolve()),
+        task=task,
+        heartbeat_interval=min(5.0, heartbeat_timeout / 4),
+    )
     try:
         try:
             backend_obj.start(launch, workers)
@@ -394,7 +450,7 @@ def search(
     return result
 
 
-def _make_backend(backend: Any) -> Any:
+def _make_backend(backend: Any, spark_master: str | None, spark_conf: Mapping[str, str] | None) -> Any:
     from lightning_maggy.backends.base import Backend
 
     if isinstance(backend, Backend):
@@ -403,7 +459,11 @@ def _make_backend(backend: Any) -> Any:
         from lightning_maggy.backends.local import LocalBackend
 
         return LocalBackend()
-    raise ConfigurationError(f"backend={backend!r}: expected 'local' or a Backend instance.")
+    if backend == "spark":
+        from lightning_maggy.backends.spark import SparkBackend
+
+        return SparkBackend(master=spark_master, conf=spark_conf)
+    raise ConfigurationError(f"backend={backend!r}: expected 'local', 'spark' or a Backend instance.")
 
 
 def write_result(result: SearchResult) -> None:
@@ -455,7 +515,8 @@ def _write_tensorboard(result: SearchResult, logdir: Path) -> None:
 class _Progress:
     """A tqdm bar of trials done (stopped, failed) and the best metric so far."""
 
-    def __init__(self, total: int | None, metric: str, direction: str, enabled: bool) -> None:
+    def __init__(self, total: int | None, metric: str, direction: str, enabled: bool, lines: bool = False) -> None:
+        self._lines = lines and enabled
         self._states: dict[str, TrialState] = {}
         self._metric, self._direction = metric, direction
         self._best: float | None = None
@@ -468,6 +529,10 @@ class _Progress:
     def update(self, trial: Trial) -> None:
         if self._bar is None:
             return
+        if self._lines:
+            value = "" if trial.final_metric is None else f" {self._metric}={trial.final_metric:.5g}"
+            cfg = ", ".join(f"{k}={_fmt(v)}" for k, v in trial.config.items())
+            self._bar.write(f"[maggy] trial {trial.trial_id} {trial.state.value} after {trial.epochs_done} epochs{value} ({cfg})")
         if trial.final_metric is not None and not math.isnan(trial.final_metric):
             m = trial.final_metric
             if self._best is None or (m > self._best if self._direction == "max" else m < self._best):

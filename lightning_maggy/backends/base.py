@@ -2,11 +2,64 @@
 
 from __future__ import annotations
 
+import functools
+import importlib.metadata
+import sys
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from types import ModuleType
+from typing import Any
 
+from lightning_maggy.exceptions import BackendError
 from lightning_maggy.lightning.worker import WorkerLaunch
 
-__all__ = ["Backend"]
+__all__ = ["Backend", "pack_launch"]
+
+
+@functools.lru_cache(maxsize=1)
+def _distributed_top_levels() -> frozenset[str]:
+    """Top-level module names that belong to an installed distribution (importable anywhere the
+    same environment is installed)."""
+    return frozenset(importlib.metadata.packages_distributions())
+
+
+def _user_modules(*objects: Any) -> Iterator[ModuleType]:
+    """The modules defining ``objects`` that are the user's own code (a script, a notebook, a
+    file next to it), as opposed to installed packages: those travel by value."""
+    for obj in objects:
+        if obj is None:
+            continue
+        cls_or_fn = obj if isinstance(obj, type) or callable(obj) and hasattr(obj, "__module__") else type(obj)
+        name = getattr(cls_or_fn, "__module__", None)
+        module = sys.modules.get(name or "")
+        if module is None or name == "__main__":
+            continue  # __main__ is pickled by value anyway
+        if name.split(".")[0] in _distributed_top_levels() or name.split(".")[0] in sys.stdlib_module_names:
+            continue
+        yield module
+
+
+def pack_launch(launch: WorkerLaunch) -> bytes:
+    """Serializes what workers need with cloudpickle, the user's own modules by value, so that
+    workers need not import them (they may not be on an executor's path)."""
+    import cloudpickle
+
+    task = launch.task
+    already = set(cloudpickle.list_registry_pickle_by_value())
+    modules = list({m.__name__: m for m in _user_modules(task.target, task.datamodule) if m.__name__ not in already}.values())
+    for module in modules:
+        cloudpickle.register_pickle_by_value(module)
+    try:
+        return cloudpickle.dumps(launch)
+    except Exception as err:
+        raise BackendError(
+            f"could not serialize the search's module/datamodule/function for the workers "
+            f"({type(err).__name__}: {err}). Objects holding open files, locks or sockets "
+            "cannot be shipped; create them inside your module or datamodule instead."
+        ) from err
+    finally:
+        for module in modules:
+            cloudpickle.unregister_pickle_by_value(module)
 
 
 class Backend(ABC):
@@ -20,6 +73,7 @@ class Backend(ABC):
     def __init__(self) -> None:
         self.num_workers = 0
         self.started = False
+        self.stopped = False
 
     def start(self, launch: WorkerLaunch, num_workers: int) -> None:
         self.num_workers = num_workers
@@ -32,7 +86,9 @@ class Backend(ABC):
         return self._poll_lost() if self.started else []
 
     def stop(self, timeout: float = 10.0) -> None:
-        if self.started:
+        """Stops the workers (and releases what the backend holds, even if never started)."""
+        if not self.stopped:
+            self.stopped = True
             self.started = False
             self._stop(timeout)
 

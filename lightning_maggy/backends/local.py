@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from multiprocessing.context import BaseContext
 from typing import Any
 
-from lightning_maggy.backends.base import Backend
+from lightning_maggy.backends.base import Backend, pack_launch
 from lightning_maggy.exceptions import BackendError
 from lightning_maggy.lightning.worker import WorkerLaunch
 
@@ -126,16 +126,7 @@ class LocalBackend(Backend):
         self._threads: int | None = None
 
     def _start(self, launch: WorkerLaunch, num_workers: int) -> None:
-        import cloudpickle
-
-        try:
-            self._blob = cloudpickle.dumps(launch)
-        except Exception as err:
-            raise BackendError(
-                f"could not serialize the search's module/datamodule/function for the workers "
-                f"({type(err).__name__}: {err}). Objects holding open files, locks or sockets "
-                "cannot be shipped; create them inside your module or datamodule instead."
-            ) from err
+        self._blob = pack_launch(launch)
         gpus = _gpu_count() if self.gpus_per_worker != 0 else 0
         per = self.gpus_per_worker or 1
         for wid in range(num_workers):

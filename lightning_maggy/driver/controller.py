@@ -144,7 +144,7 @@ class Controller:
             self.journal.append("worker", worker_id=wid, pid=msg["pid"], host=msg["host"])
             out: Outgoing = []
             if worker.trial_id is not None:  # a restarted worker: its old trial was lost
-                self._lose(worker.trial_id, f"worker {wid} restarted")
+                out += self._lose(worker.trial_id, f"worker {wid} restarted")
                 worker.trial_id = None
                 out += self._wake_parked(exclude=wid)
             return [(peer, {"type": "welcome", "worker_id": wid}), *out]
@@ -152,6 +152,8 @@ class Controller:
             return [(peer, self._on_report(worker, msg))]
         if kind == "final":
             out = self._on_final(worker, msg)  # an abort's "done" to the parked workers
+            if worker.trial_id is not None:  # a stale final from a worker that holds another trial
+                return out
             return out + self._serve(worker) + self._wake_parked(exclude=wid)
         if kind == "get":
             return self._serve(worker)
@@ -165,10 +167,13 @@ class Controller:
         if self.timeout is not None and not self.timed_out and now - self.started_at >= self.timeout:
             self.timed_out = True
             self.journal.append("timeout", seconds=self.timeout)
+            while self._requeue:  # lost trials are not resumed after the timeout
+                trial = self.trials[self._requeue.popleft()]
+                self._update(trial.evolve(state=TrialState.STOPPED, finished=time.time()))
             out += self._wake_parked()
         for worker in self.workers.values():
             if worker.trial_id is not None and now - worker.last_seen > self.heartbeat_timeout:
-                self._lose(worker.trial_id, f"worker {worker.worker_id} silent for {now - worker.last_seen:.0f} s")
+                out += self._lose(worker.trial_id, f"worker {worker.worker_id} silent for {now - worker.last_seen:.0f} s")
                 worker.trial_id = None
                 out += self._wake_parked()
         return out + self._finish_if_done()
@@ -178,10 +183,10 @@ class Controller:
         worker = self.workers.get(worker_id)
         if worker is None or worker.trial_id is None:
             return []
-        self._lose(worker.trial_id, reason)
+        out = self._lose(worker.trial_id, reason)
         worker.trial_id = None
         worker.parked = False
-        return self._wake_parked() + self._finish_if_done()
+        return out + self._wake_parked() + self._finish_if_done()
 
     def abort(self, message: str, reason: str = StopReason.ABORTED) -> Outgoing:
         """Ends the experiment now: running trials are recorded as STOPPED, workers told done."""
@@ -192,6 +197,8 @@ class Controller:
             if trial.state in (TrialState.RUNNING, TrialState.LOST, TrialState.PENDING):
                 self._update(trial.evolve(state=TrialState.STOPPED, finished=time.time(), error=message))
         self._requeue.clear()
+        for worker in self.workers.values():
+            worker.trial_id = None
         return self._finish(reason)
 
     def serve(self, transport: Any, backend: Any = None, tick_interval: float = 0.25) -> None:
@@ -232,8 +239,8 @@ class Controller:
             # A stale report (the trial was lost/stopped meanwhile): tell the worker to drop it.
             return {"type": "decision", "decision": Decision.STOP.value}
         epoch, value = msg["epoch"], float(msg["value"])
-        if epoch < 0:
-            return {"type": "decision", "decision": Decision.CONTINUE.value}
+        if epoch < 0:  # not an epoch: answer as before, record nothing
+            return {"type": "decision", "decision": self._decisions.get(tid, Decision.CONTINUE).value}
         trial = trial.evolve(history=history_with(trial.history, epoch, value))
         self.trials[tid] = trial
         decision = self._decide(trial)
@@ -288,33 +295,39 @@ class Controller:
         worker.last_finished = trial
         if state is TrialState.FAILED:
             self.failures += 1
-            first_line = (changes["error"].strip().splitlines() or ["?"])[-1]
+            last_line = (changes["error"].strip().splitlines() or ["?"])[-1]
             if msg.get("error_type") in FATAL_ERROR_TYPES:
                 return self.abort(f"trial {tid} failed with an error every trial would hit: {changes['error'].strip()}")
             elif self.failures >= self.max_failures:
                 return self.abort(
                     f"{self.failures} trials failed (max_failures={self.max_failures}); the last one, "
-                    f"{tid}, with: {first_line}. Each trial's traceback is in its record and its "
+                    f"{tid}, with: {last_line}. Each trial's traceback is in its record and its "
                     "output.log. Fix the error, or raise max_failures to tolerate more failures."
                 )
         return []
 
-    def _lose(self, tid: str, reason: str) -> None:
+    def _lose(self, tid: str, reason: str) -> Outgoing:
+        """Re-queues a RUNNING trial whose worker is gone (FAILED past ``max_retries``)."""
         trial = self.trials[tid]
         if trial.state is not TrialState.RUNNING:
-            return
+            return []
         self._decisions.pop(tid, None)
+        if self.timed_out:
+            self._update(trial.evolve(state=TrialState.STOPPED, finished=time.time(), error=reason))
+            return []
         if trial.retries >= self.max_retries:
-            lost = trial.evolve(
-                state=TrialState.FAILED,
-                finished=time.time(),
-                error=f"lost {trial.retries + 1} times (max_retries={self.max_retries}); last: {reason}",
-            )
-            self._update(lost)
+            error = f"lost {trial.retries + 1} times (max_retries={self.max_retries}); last: {reason}"
+            self._update(trial.evolve(state=TrialState.FAILED, finished=time.time(), error=error))
             self.failures += 1
-            return
+            if self.failures >= self.max_failures:
+                return self.abort(
+                    f"{self.failures} trials failed (max_failures={self.max_failures}); the last one, "
+                    f"{tid}, was {error}."
+                )
+            return []
         self._update(trial.evolve(state=TrialState.LOST, retries=trial.retries + 1, worker=None, error=reason))
         self._requeue.append(tid)
+        return []
 
     # -- handing out work ----------------------------------------------------------------------
     def _serve(self, worker: _Worker) -> Outgoing:

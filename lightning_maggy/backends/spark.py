@@ -1,0 +1,210 @@
+"""The Spark backend: one Spark job whose tasks are long-running workers.
+
+Unlike Hyperopt's SparkTrials (one Spark job per trial, polled every second), the search runs ONE
+job of W tasks, ``sc.parallelize(range(W), W).foreachPartition(worker)``, launched from a driver
+thread under a job group. Each task is a worker that loops over many trials and talks to the
+optimization server on the driver (bound to ``spark.driver.host``). Spark's task retry restarts a
+lost worker; the server notices the loss (heartbeat timeout, or the retried task registering
+again) and re-queues the trial to resume from its last checkpoint. When the study ends, fails, or
+is interrupted, the job group is cancelled: no orphaned tasks or threads.
+
+pyspark is imported here only, lazily; a missing pyspark, a missing Java or an unreachable master
+each give one clear error before any trial starts.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import threading
+import uuid
+from collections.abc import Iterator, Mapping
+from typing import Any
+from urllib.parse import urlparse
+
+from lightning_maggy.backends.base import Backend, pack_launch
+from lightning_maggy.exceptions import BackendError, ConfigurationError
+from lightning_maggy.lightning.worker import WorkerLaunch
+
+__all__ = ["SparkBackend", "check_java"]
+
+MIN_JAVA = 17
+
+
+def _import_pyspark() -> Any:
+    try:
+        import pyspark
+        from pyspark.sql import SparkSession  # noqa: F401
+    except ImportError as err:
+        raise ConfigurationError(
+            "backend='spark' needs pyspark, which is not installed: pip install "
+            "'lightning_maggy[spark]' (or pip install pyspark). Use backend='local' to run "
+            "without Spark."
+        ) from err
+    return pyspark
+
+
+def check_java(minimum: int = MIN_JAVA) -> str:
+    """Returns the ``java`` executable Spark will use; raises ConfigurationError if there is none
+    or it is older than ``minimum``."""
+    home = os.environ.get("JAVA_HOME")
+    java = os.path.join(home, "bin", "java") if home else shutil.which("java")
+    hint = (
+        f"Spark needs Java {minimum} or newer: install it (e.g. apt-get install "
+        f"openjdk-{minimum}-jre-headless) and make sure `java` is on PATH or JAVA_HOME is set."
+    )
+    if not java or not os.path.exists(java):
+        where = f"JAVA_HOME={home!r} has no bin/java" if home else "no `java` on PATH"
+        raise ConfigurationError(f"backend='spark' cannot start: {where}. {hint}")
+    try:
+        out = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        raise ConfigurationError(f"backend='spark' cannot run {java} -version ({err}). {hint}") from err
+    match = re.search(r'version "(\d+)(?:\.(\d+))?', out.stderr + out.stdout)
+    if match:
+        major = int(match.group(1))
+        if major == 1 and match.group(2):  # "1.8.0" style
+            major = int(match.group(2))
+        if major < minimum:
+            raise ConfigurationError(f"backend='spark' found Java {major} at {java}. {hint}")
+    return java
+
+
+def _check_master_reachable(master: str) -> None:
+    """Fails fast for a standalone master that nobody listens on (Spark itself retries for a
+    minute and then leaves a dead session behind)."""
+    if not master.startswith("spark://"):
+        return
+    for hostport in master[len("spark://"):].split(","):
+        url = urlparse(f"spark://{hostport}")
+        try:
+            with socket.create_connection((url.hostname, url.port or 7077), timeout=5):
+                return
+        except OSError:
+            continue
+    raise ConfigurationError(
+        f"spark_master={master!r} cannot be reached (no Spark master listens there). Check the "
+        "URL (spark://HOST:PORT, port 7077 by default) and that the master is running and "
+        "reachable from this machine."
+    )
+
+
+def _task(blob: bytes) -> Any:
+    """The function each Spark task runs: one long-running worker."""
+
+    def run_partition(_: Iterator[Any]) -> None:
+        import cloudpickle
+        from pyspark import TaskContext
+
+        from lightning_maggy.lightning.worker import run_worker
+
+        # Shipped inside the Spark task, like the closure itself: never from our socket.
+        launch = cloudpickle.loads(blob)
+        ctx = TaskContext.get()
+        worker_id = ctx.partitionId()
+        gpus = ctx.resources().get("gpu")
+        if gpus is not None and gpus.addresses:
+            os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(gpus.addresses)
+        run_worker(launch, worker_id)
+
+    return run_partition
+
+
+class SparkBackend(Backend):
+    """Runs the workers as the tasks of one Spark job.
+
+    Args:
+        spark: a SparkSession to use; default: the active one, or one built from ``master`` and
+            ``conf``.
+        master: the master URL when a session has to be built (e.g. ``spark://host:7077``,
+            ``local[4]``, ``yarn``).
+        conf: extra Spark settings for a session built here.
+    """
+
+    name = "spark"
+
+    def __init__(self, spark: Any = None, master: str | None = None, conf: Mapping[str, str] | None = None) -> None:
+        super().__init__()
+        _import_pyspark()
+        from pyspark.sql import SparkSession
+
+        self._owns_session = False
+        if spark is None:
+            spark = SparkSession.getActiveSession()
+        if spark is None:
+            check_java()
+            if master:
+                _check_master_reachable(master)
+            builder = SparkSession.builder.appName("lightning_maggy")
+            if master:
+                builder = builder.master(master)
+            for key, value in (conf or {}).items():
+                builder = builder.config(key, value)
+            try:
+                spark = builder.getOrCreate()
+            except Exception as err:
+                raise ConfigurationError(
+                    f"could not start a SparkSession (master={master!r}): {err}. Check the master "
+                    "URL, Java, and the Spark settings in spark_conf."
+                ) from err
+            self._owns_session = True
+        elif master or conf:
+            raise ConfigurationError(
+                "spark_master/spark_conf were given but a SparkSession is already active; "
+                "configure that session instead, or stop it first."
+            )
+        self.spark = spark
+        self.sc = spark.sparkContext
+        self._group = f"lightning_maggy-{uuid.uuid4().hex[:12]}"
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self._stopping = False
+
+    @property
+    def driver_host(self) -> str:
+        """The address executors reach the driver at (``spark.driver.host``), as an IP."""
+        host = self.sc.getConf().get("spark.driver.host", None) or socket.gethostname()
+        try:
+            return socket.gethostbyname(host)
+        except OSError:
+            return host
+
+    def default_workers(self) -> int:
+        """The task slots the cluster offers now."""
+        return max(1, int(self.sc.defaultParallelism))
+
+    def _start(self, launch: WorkerLaunch, num_workers: int) -> None:
+        task = _task(pack_launch(launch))
+
+        def run_job() -> None:
+            try:
+                self.sc.setJobGroup(self._group, "lightning_maggy search", interruptOnCancel=True)
+                self.sc.parallelize(range(num_workers), num_workers).foreachPartition(task)
+            except BaseException as err:  # reported by poll_lost, unless we cancelled it
+                self._error = err
+
+        self._thread = threading.Thread(target=run_job, name="maggy-spark-job", daemon=True)
+        self._thread.start()
+
+    def _poll_lost(self) -> list[tuple[int, str]]:
+        if self._thread is not None and not self._thread.is_alive() and self._error is not None and not self._stopping:
+            text = str(self._error).strip().splitlines()
+            raise BackendError(
+                "the Spark job running the workers failed (a task failed more often than "
+                f"spark.task.maxFailures allows): {text[0] if text else type(self._error).__name__}"
+            )
+        return []
+
+    def _stop(self, timeout: float) -> None:
+        self._stopping = True
+        try:
+            self.sc.cancelJobGroup(self._group)
+        except Exception:  # the context may already be gone
+            pass
+        if self._thread is not None:
+            self._thread.join(timeout)
+        if self._owns_session:
+            self.spark.stop()

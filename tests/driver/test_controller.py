@@ -1,0 +1,614 @@
+"""The controller, driven directly through ``handle()`` / ``tick()`` / ``worker_lost()``.
+
+Messages are built as :func:`~lightning_maggy.transport.messages.decode` produces them (they
+go through encode + decode), every reply is checked to be a valid wire message, time comes
+from a fake clock, and the journal is a real one in ``tmp_path``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lightning_maggy.driver.controller import Controller
+from lightning_maggy.driver.journal import Journal, read_journal, replay
+from lightning_maggy.earlystop import MedianStoppingRule
+from lightning_maggy.optimizers import ASHA, IDLE, AbstractOptimizer, GridSearch, RandomSearch
+from lightning_maggy.searchspace import Discrete, Double, Searchspace
+from lightning_maggy.transport.messages import decode, encode
+from lightning_maggy.trial import Trial, TrialState
+
+KEY = b"controller-test-key"
+Outgoing = list[tuple[bytes, dict[str, Any]]]
+
+SPACE = Searchspace(lr=Double(1e-4, 1e-1, log=True), x=Discrete([1, 2, 3, 4]))
+GRID3 = Searchspace(x=Discrete([1, 2, 3]))
+
+
+def wire(message: dict[str, Any]) -> dict[str, Any]:
+    """``message`` exactly as the server's transport hands it to the controller."""
+    return decode(encode(message, KEY), KEY)
+
+
+def rpc(wid: int) -> bytes:
+    return f"w{wid}-rpc".encode()
+
+
+def hb(wid: int) -> bytes:
+    return f"w{wid}-hb".encode()
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class Harness:
+    """A controller plus helpers that speak for workers and check every reply."""
+
+    def __init__(self, tmp_path: Path, optimizer: AbstractOptimizer, **kwargs: Any) -> None:
+        self.clock = FakeClock()
+        self.journal_path = tmp_path / "journal.jsonl"
+        self.journal = Journal(self.journal_path)
+        self.ended: list[tuple[str, TrialState]] = []
+        settings: dict[str, Any] = {
+            "searchspace": SPACE,
+            "direction": "max",
+            "max_epochs": 3,
+            "num_trials": 4,
+            "seed": 0,
+        }
+        settings.update(kwargs)
+        self.ctl = Controller(
+            optimizer=optimizer,
+            journal=self.journal,
+            clock=self.clock,
+            on_trial_end=lambda t: self.ended.append((t.trial_id, t.state)),
+            **settings,
+        )
+
+    # -- plumbing ---------------------------------------------------------------------------
+    @staticmethod
+    def checked(out: Outgoing) -> Outgoing:
+        for peer, message in out:
+            assert isinstance(peer, bytes)
+            assert decode(encode(message, KEY), KEY)["type"] == message["type"]  # a valid wire message
+        return out
+
+    def handle(self, wid: int, message: dict[str, Any], peer: bytes | None = None) -> Outgoing:
+        return self.checked(self.ctl.handle(peer or rpc(wid), wire({"worker_id": wid, **message})))
+
+    def tick(self) -> Outgoing:
+        return self.checked(self.ctl.tick())
+
+    # -- a worker's messages ------------------------------------------------------------------
+    def register(self, wid: int) -> Outgoing:
+        return self.handle(wid, {"type": "register", "pid": 4000 + wid, "host": "testhost"})
+
+    def get(self, wid: int) -> Outgoing:
+        return self.handle(wid, {"type": "get"})
+
+    def report(self, wid: int, tid: str, epoch: int, value: float) -> str:
+        out = self.handle(wid, {"type": "report", "trial_id": tid, "epoch": epoch, "value": value})
+        assert len(out) == 1 and out[0][0] == rpc(wid) and out[0][1]["type"] == "decision"
+        return out[0][1]["decision"]
+
+    def final(
+        self,
+        wid: int,
+        tid: str,
+        status: str = "ok",
+        metric: float | None = None,
+        error: str | None = None,
+        error_type: str | None = None,
+    ) -> Outgoing:
+        return self.handle(
+            wid,
+            {
+                "type": "final",
+                "trial_id": tid,
+                "status": status,
+                "metric": metric,
+                "error": error,
+                "error_type": error_type,
+            },
+        )
+
+    def heartbeat(self, wid: int, tid: str | None = None) -> Outgoing:
+        return self.handle(wid, {"type": "heartbeat", "trial_id": tid}, peer=hb(wid))
+
+    # -- reading replies ----------------------------------------------------------------------
+    @staticmethod
+    def trial_for(out: Outgoing, wid: int) -> dict[str, Any]:
+        """The trial assignment sent to worker ``wid`` in ``out`` (exactly one)."""
+        sent = [m["trial"] for p, m in out if p == rpc(wid) and m["type"] == "trial"]
+        assert len(sent) == 1, f"expected one trial for worker {wid}, got {out}"
+        return sent[0]
+
+    def start(self, wid: int) -> dict[str, Any]:
+        """Worker ``wid`` asks for work and must get a trial."""
+        return self.trial_for(self.get(wid), wid)
+
+    def trial(self, tid: str) -> Trial:
+        return self.ctl.trials[tid]
+
+
+@pytest.fixture
+def make(tmp_path: Path) -> Iterator[Any]:
+    made: list[Harness] = []
+
+    def factory(optimizer: AbstractOptimizer, **kwargs: Any) -> Harness:
+        h = Harness(tmp_path / f"exp{len(made)}", optimizer, **kwargs)
+        made.append(h)
+        return h
+
+    yield factory
+    for h in made:
+        h.journal.close()
+
+
+def done_peers(out: Outgoing) -> list[bytes]:
+    return sorted(p for p, m in out if m["type"] == "done")
+
+
+def same_floats(a: tuple[float, ...] | list[float], b: tuple[float, ...] | list[float]) -> bool:
+    return len(a) == len(b) and all((math.isnan(x) and math.isnan(y)) or x == y for x, y in zip(a, b))
+
+
+# -- handing out work and answering reports ----------------------------------------------------
+
+
+def test_register_then_get_hands_out_a_running_trial(make: Any) -> None:
+    h = make(RandomSearch(), num_trials=4)
+    assert h.register(1) == [(rpc(1), {"type": "welcome", "worker_id": 1})]
+    t = h.start(1)
+    assert t["budget"] == 3 and t["epochs_done"] == 0 and t["resume"] is False and t["retries"] == 0
+    SPACE.validate(t["config"])
+    rec = h.trial(t["trial_id"])
+    assert rec.state is TrialState.RUNNING and rec.worker == 1 and rec.started is not None
+    assert rec.config == t["config"]
+    # A second worker gets a different configuration.
+    t2 = h.start(2)
+    assert t2["trial_id"] != t["trial_id"]
+    assert h.ctl.counts()["RUNNING"] == 2
+
+
+def test_report_is_answered_continue_and_recorded(make: Any) -> None:
+    h = make(RandomSearch(), num_trials=4)
+    tid = h.start(1)["trial_id"]
+    assert h.report(1, tid, 0, 0.25) == "continue"
+    assert h.report(1, tid, 1, 0.5) == "continue"
+    assert h.trial(tid).history == (0.25, 0.5)
+    assert h.trial(tid).state is TrialState.RUNNING
+    events = [e for e in read_journal(h.journal_path) if e["event"] == "report"]
+    assert [(e["trial_id"], e["epoch"], e["value"], e["decision"]) for e in events] == [
+        (tid, 0, 0.25, "continue"),
+        (tid, 1, 0.5, "continue"),
+    ]
+
+
+def test_full_trial_completes_with_final_metric(make: Any) -> None:
+    h = make(GridSearch(), searchspace=GRID3, num_trials=None, max_epochs=2)
+    tid = h.start(1)["trial_id"]
+    h.report(1, tid, 0, 0.3)
+    h.report(1, tid, 1, 0.4)
+    nxt = h.trial_for(h.final(1, tid, metric=0.35), 1)
+    assert nxt["trial_id"] != tid
+    rec = h.trial(tid)
+    assert rec.state is TrialState.COMPLETED and rec.final_metric == 0.35 and rec.finished is not None
+    assert (tid, TrialState.COMPLETED) in h.ended
+
+
+def test_final_without_metric_takes_last_non_nan_report(make: Any) -> None:
+    h = make(GridSearch(), searchspace=GRID3, num_trials=None, max_epochs=2)
+    tid = h.start(1)["trial_id"]
+    h.report(1, tid, 0, 0.3)
+    h.report(1, tid, 1, float("nan"))
+    h.final(1, tid, metric=None)
+    assert h.trial(tid).final_metric == 0.3
+
+
+# -- ASHA: pause, promotion, resume ------------------------------------------------------------
+
+
+def test_asha_pauses_at_rung_then_promotes_the_same_trial_with_larger_budget(make: Any) -> None:
+    # eta=2, max_epochs=2: rungs [1, 2]; two trials; the better one is promoted.
+    h = make(ASHA(reduction_factor=2, resource_min=1), max_epochs=2, num_trials=2)
+    a = h.start(1)
+    assert a["budget"] == 1
+    assert h.report(1, a["trial_id"], 0, 0.9) == "pause"
+    assert h.report(1, a["trial_id"], 0, 0.9) == "pause"  # a re-sent report keeps the decision
+    b = h.trial_for(h.final(1, a["trial_id"], status="paused"), 1)
+    assert h.trial(a["trial_id"]).state is TrialState.PAUSED
+    assert b["trial_id"] != a["trial_id"] and b["budget"] == 1
+
+    assert h.report(1, b["trial_id"], 0, 0.1) == "pause"
+    # A function trial says "stopped" when broadcast raised on PAUSE: the decision wins.
+    promoted = h.trial_for(h.final(1, b["trial_id"], status="stopped"), 1)
+    assert h.trial(b["trial_id"]).state is TrialState.PAUSED
+    assert promoted["trial_id"] == a["trial_id"]
+    assert promoted["budget"] == 2
+    assert promoted["resume"] is True
+    assert promoted["epochs_done"] == len(h.trial(a["trial_id"]).history) == 1
+    assert promoted["config"] == a["config"]
+    assert h.trial(a["trial_id"]).state is TrialState.RUNNING
+
+    assert h.report(1, a["trial_id"], 1, 0.95) == "continue"  # the top rung: no pause
+    out = h.final(1, a["trial_id"])
+    assert done_peers(out) == [rpc(1)]
+    assert h.ctl.stop_reason == "finished"
+    assert h.trial(a["trial_id"]).state is TrialState.COMPLETED
+    assert h.trial(a["trial_id"]).history == (0.9, 0.95)
+    assert h.trial(b["trial_id"]).state is TrialState.STOPPED  # never promoted: ended at its rung
+    assert (a["trial_id"], TrialState.PAUSED) in h.ended and (a["trial_id"], TrialState.COMPLETED) in h.ended
+
+
+def test_final_at_budget_below_max_epochs_without_decision_is_paused(make: Any) -> None:
+    # A worker may end a trial at its budget without a PAUSE answer on record (e.g. the report
+    # that reached the rung was lost): the budget still tells the controller it paused.
+    class Short(RandomSearch):
+        def get_suggestion(self, trial: Trial | None = None) -> Any:
+            s = super().get_suggestion(trial)
+            return s.evolve(budget=1) if isinstance(s, Trial) else s
+
+    h = make(Short(), max_epochs=3, num_trials=1)
+    tid = h.start(1)["trial_id"]
+    h.report(1, tid, 0, 0.5)
+    out = h.final(1, tid)
+    assert h.ctl.stop_reason == "finished" and done_peers(out) == [rpc(1)]
+    # Paused at its rung; never promoted, so it ends STOPPED.
+    assert (tid, TrialState.PAUSED) in h.ended
+    assert h.trial(tid).state is TrialState.STOPPED
+
+
+# -- failures ----------------------------------------------------------------------------------
+
+TRACEBACK = 'Traceback (most recent call last):\n  File "train.py", line 3, in fn\nValueError: boom\n'
+
+
+def test_failed_trial_is_recorded_with_its_error_and_the_search_goes_on(make: Any) -> None:
+    h = make(GridSearch(), searchspace=GRID3, num_trials=None, max_epochs=1, max_failures=3)
+    a = h.start(1)
+    nxt = h.trial_for(h.final(1, a["trial_id"], status="failed", error=TRACEBACK, error_type="ValueError"), 1)
+    rec = h.trial(a["trial_id"])
+    assert rec.state is TrialState.FAILED
+    assert rec.error is not None and "ValueError: boom" in rec.error and "train.py" in rec.error
+    assert rec.finished is not None and rec.worker == 1
+    assert h.ctl.failures == 1 and h.ctl.stop_reason is None
+    assert nxt["trial_id"] != a["trial_id"]
+    h.report(1, nxt["trial_id"], 0, 0.7)
+    last = h.trial_for(h.final(1, nxt["trial_id"]), 1)
+    h.report(1, last["trial_id"], 0, 0.6)
+    assert done_peers(h.final(1, last["trial_id"])) == [rpc(1)]
+    assert h.ctl.stop_reason == "finished"
+    assert h.ctl.counts()["COMPLETED"] == 2 and h.ctl.counts()["FAILED"] == 1
+    assert h.ctl.best() is not None and h.ctl.best().final_metric == 0.7
+
+
+def test_failed_without_error_text_gets_a_placeholder(make: Any) -> None:
+    h = make(GridSearch(), searchspace=GRID3, num_trials=None, max_epochs=1)
+    a = h.start(1)
+    h.final(1, a["trial_id"], status="failed")
+    assert h.trial(a["trial_id"]).error
+
+
+def test_max_failures_aborts_and_stops_running_trials(make: Any) -> None:
+    h = make(GridSearch(), searchspace=GRID3, num_trials=None, max_epochs=3, max_failures=2)
+    a, b, c = h.start(1), h.start(2), h.start(3)
+    h.report(3, c["trial_id"], 0, 0.5)
+    out1 = h.final(1, a["trial_id"], status="failed", error="E1", error_type="ValueError")
+    assert out1 == [] and h.ctl.stop_reason is None  # grid exhausted: worker 1 waits (parked)
+    out2 = h.final(2, b["trial_id"], status="failed", error=TRACEBACK, error_type="ValueError")
+    assert h.ctl.stop_reason == "aborted"
+    assert "max_failures=2" in h.ctl.abort_message and "ValueError: boom" in h.ctl.abort_message
+    # The worker that reported and the one waiting are told done at once.
+    assert done_peers(out2) == [rpc(1), rpc(2)]
+    # The running trial is recorded as STOPPED; its worker learns at its next report.
+    assert h.trial(c["trial_id"]).state is TrialState.STOPPED
+    assert h.report(3, c["trial_id"], 1, 0.6) == "stop"
+    assert h.trial(c["trial_id"]).history == (0.5,)
+    assert done_peers(h.final(3, c["trial_id"], status="stopped")) == [rpc(3)]
+    assert h.trial(c["trial_id"]).state is TrialState.STOPPED
+    assert done_peers(h.get(4)) == [rpc(4)]  # a latecomer is told done too
+    ends = [e for e in read_journal(h.journal_path) if e["event"] == "experiment_end"]
+    assert len(ends) == 1 and ends[0]["reason"] == "aborted"
+
+
+def test_a_fatal_error_type_aborts_at_once(make: Any) -> None:
+    h = make(ASHA(reduction_factor=2), max_epochs=2, num_trials=2, max_failures=10)
+    a, b = h.start(1), h.start(2)
+    assert h.get(3) == []  # ASHA waits: worker 3 parked
+    msg = "metric 'val_acc' was not logged; logged metrics: ['val_loss']"
+    error = f"Traceback...\nMetricNotFoundError: {msg}"
+    out = h.final(1, a["trial_id"], status="failed", error=error, error_type="MetricNotFoundError")
+    assert h.ctl.failures == 1
+    assert h.ctl.stop_reason == "aborted"
+    assert msg in h.ctl.abort_message
+    assert done_peers(out) == [rpc(1), rpc(3)]
+    assert h.trial(b["trial_id"]).state is TrialState.STOPPED
+
+
+# -- time: the search timeout and silent workers -------------------------------------------------
+
+
+def test_timeout_stops_running_trials_at_next_report_and_starts_no_new_one(make: Any) -> None:
+    h = make(RandomSearch(), num_trials=None, max_epochs=5, timeout=10.0)
+    tid = h.start(1)["trial_id"]
+    assert h.report(1, tid, 0, 0.5) == "continue"
+    h.clock.advance(9.0)
+    assert h.tick() == [] and not h.ctl.timed_out
+    h.clock.advance(2.0)
+    assert h.tick() == []
+    assert h.ctl.timed_out and h.ctl.stop_reason is None  # a trial is still running
+    assert h.get(2) == []  # no new trial after the timeout: worker 2 waits
+    assert len(h.ctl.trials) == 1
+    assert h.report(1, tid, 1, 0.6) == "stop"
+    assert h.trial(tid).history == (0.5, 0.6)
+    out = h.final(1, tid, status="stopped")
+    assert done_peers(out) == [rpc(1), rpc(2)]
+    assert h.trial(tid).state is TrialState.STOPPED
+    assert h.ctl.stop_reason == "timeout"
+    assert any(e["event"] == "timeout" for e in read_journal(h.journal_path))
+
+
+def test_timeout_ends_the_wait_of_parked_workers(make: Any) -> None:
+    h = make(ASHA(reduction_factor=2), max_epochs=2, num_trials=2, timeout=5.0)
+    a, b = h.start(1), h.start(2)
+    h.report(1, a["trial_id"], 0, 0.5)
+    assert h.final(1, a["trial_id"], status="paused") == []  # ASHA waits on b: parked
+    h.clock.advance(6.0)
+    assert h.tick() == []  # b still runs
+    assert h.report(2, b["trial_id"], 0, 0.9) == "stop"  # not "pause": the time is up
+    out = h.final(2, b["trial_id"], status="stopped")
+    assert done_peers(out) == [rpc(1), rpc(2)]
+    assert h.ctl.stop_reason == "timeout"
+    assert h.trial(a["trial_id"]).state is TrialState.STOPPED  # never promoted
+    assert h.trial(b["trial_id"]).state is TrialState.STOPPED
+
+
+def test_silent_worker_trial_is_lost_requeued_then_failed_after_max_retries(make: Any) -> None:
+    h = make(RandomSearch(), num_trials=5, heartbeat_timeout=30.0, max_retries=1, max_failures=10)
+    a = h.start(1)
+    h.report(1, a["trial_id"], 0, 0.4)
+    b = h.start(2)
+    h.clock.advance(20.0)
+    h.heartbeat(2, b["trial_id"])  # worker 2 is alive, worker 1 silent
+    h.clock.advance(15.0)
+    h.tick()
+    lost = h.trial(a["trial_id"])
+    assert lost.state is TrialState.LOST and lost.retries == 1 and lost.worker is None
+    assert "silent" in (lost.error or "")
+    assert h.trial(b["trial_id"]).state is TrialState.RUNNING
+    # The next worker that asks gets the lost trial back, to resume from its checkpoint.
+    again = h.start(3)
+    assert again["trial_id"] == a["trial_id"]
+    assert again["retries"] == 1 and again["resume"] is True and again["epochs_done"] == 1
+    assert h.trial(a["trial_id"]).state is TrialState.RUNNING and h.trial(a["trial_id"]).worker == 3
+    # The first worker comes back: its reports and final are stale.
+    assert h.report(1, a["trial_id"], 1, 0.99) == "stop"
+    assert h.trial(a["trial_id"]).history == (0.4,)
+    # Lost a second time: beyond max_retries=1, the trial fails.
+    h.clock.advance(25.0)
+    h.heartbeat(2, b["trial_id"])
+    h.clock.advance(10.0)
+    h.tick()
+    failed = h.trial(a["trial_id"])
+    assert failed.state is TrialState.FAILED and "lost 2 times" in (failed.error or "")
+    assert h.ctl.failures == 1
+    assert h.trial(b["trial_id"]).state is TrialState.RUNNING
+
+
+def test_worker_lost_requeues_and_wakes_a_parked_worker(make: Any) -> None:
+    h = make(ASHA(reduction_factor=2), max_epochs=2, num_trials=1)
+    a = h.start(1)
+    h.report(1, a["trial_id"], 0, 0.3)
+    assert h.get(2) == []  # ASHA waits on the running trial: parked, no reply
+    assert h.ctl.worker_lost(99, "never seen") == []
+    out = h.checked(h.ctl.worker_lost(1, "worker process exited with code -9"))
+    t = h.trial_for(out, 2)
+    assert t["trial_id"] == a["trial_id"] and t["retries"] == 1 and t["resume"] is True
+    assert h.trial(a["trial_id"]).worker == 2
+    assert h.ctl.worker_lost(1, "again") == []  # nothing held any more
+
+
+def test_reregistering_worker_loses_its_trial(make: Any) -> None:
+    h = make(RandomSearch(), num_trials=3)
+    a = h.start(1)
+    h.report(1, a["trial_id"], 0, 0.2)
+    out = h.register(1)
+    assert out[0] == (rpc(1), {"type": "welcome", "worker_id": 1})
+    rec = h.trial(a["trial_id"])
+    assert rec.state is TrialState.LOST and rec.retries == 1 and "restarted" in (rec.error or "")
+    again = h.start(1)
+    assert again["trial_id"] == a["trial_id"] and again["resume"] is True
+
+
+def test_stale_report_is_answered_stop_and_not_recorded(make: Any) -> None:
+    h = make(RandomSearch(), num_trials=3)
+    a, b = h.start(1), h.start(2)
+    h.report(1, a["trial_id"], 0, 0.5)
+    lines = len(list(read_journal(h.journal_path)))
+    assert h.report(2, a["trial_id"], 1, 0.9) == "stop"  # not worker 2's trial
+    assert h.report(2, "0123456789abcdef", 0, 0.9) == "stop"  # unknown trial
+    assert h.trial(a["trial_id"]).history == (0.5,)
+    assert h.trial(b["trial_id"]).history == ()
+    assert len(list(read_journal(h.journal_path))) == lines
+    assert h.report(1, a["trial_id"], 1, 0.6) == "continue"  # the owner is unaffected
+
+
+# -- idle workers ---------------------------------------------------------------------------------
+
+
+def test_idle_workers_are_parked_and_all_told_done_on_their_own_socket(make: Any) -> None:
+    h = make(ASHA(reduction_factor=2), max_epochs=2, num_trials=2)
+    a, b = h.start(1), h.start(2)
+    assert h.get(3) == []  # ASHA waits: no reply
+    h.heartbeat(3)  # its heartbeat thread talks on another socket meanwhile
+    h.report(1, a["trial_id"], 0, 0.9)
+    assert h.final(1, a["trial_id"], status="paused") == []  # rung of 1: nothing to promote yet
+    h.report(2, b["trial_id"], 0, 0.1)
+    out = h.final(2, b["trial_id"], status="paused")
+    promoted = h.trial_for(out, 2)  # the finisher is served first
+    assert [p for p, _ in out] == [rpc(2)]  # the parked ones stay parked
+    assert promoted["trial_id"] == a["trial_id"] and promoted["budget"] == 2
+    h.heartbeat(1)
+    h.report(2, a["trial_id"], 1, 0.95)
+    out = h.final(2, a["trial_id"])
+    # Every parked worker gets exactly one "done", on the socket it asked on.
+    assert done_peers(out) == [rpc(1), rpc(2), rpc(3)]
+    assert h.ctl.stop_reason == "finished"
+
+
+def test_everything_done_tells_every_parked_worker(make: Any) -> None:
+    h = make(GridSearch(), searchspace=Searchspace(x=Discrete([1, 2])), num_trials=None, max_epochs=1)
+    a, b = h.start(1), h.start(2)
+    assert h.get(3) == []  # grid exhausted, trials still running: wait
+    h.report(1, a["trial_id"], 0, 0.1)
+    assert h.final(1, a["trial_id"]) == []
+    h.report(2, b["trial_id"], 0, 0.2)
+    out = h.final(2, b["trial_id"])
+    assert done_peers(out) == [rpc(1), rpc(2), rpc(3)]
+    assert h.ctl.stop_reason == "finished"
+    assert h.ctl.finished and h.tick() == []
+
+
+# -- reports ----------------------------------------------------------------------------------------
+
+
+def test_report_epochs_overwrite_and_gaps_are_nan(make: Any) -> None:
+    h = make(RandomSearch(), num_trials=2, max_epochs=10)
+    tid = h.start(1)["trial_id"]
+    h.report(1, tid, 0, 0.5)
+    h.report(1, tid, 1, 0.6)
+    h.report(1, tid, 1, 0.7)  # re-sent epoch replaces
+    assert h.trial(tid).history == (0.5, 0.7)
+    h.report(1, tid, 4, 0.9)  # skipped epochs 2, 3
+    assert same_floats(h.trial(tid).history, (0.5, 0.7, math.nan, math.nan, 0.9))
+    h.report(1, tid, 2, 0.8)  # a late epoch fills its gap
+    assert same_floats(h.trial(tid).history, (0.5, 0.7, 0.8, math.nan, 0.9))
+    assert h.report(1, tid, -1, 0.1) == "continue"  # a sanity-check epoch is not recorded
+    assert len(h.trial(tid).history) == 5
+    h.final(1, tid)
+    h.journal.close()
+    assert same_floats(replay(h.journal_path)[tid].history, h.trial(tid).history)
+
+
+# -- the journal ---------------------------------------------------------------------------------
+
+
+def test_journal_replay_reproduces_the_final_trial_records(make: Any) -> None:
+    h = make(
+        ASHA(reduction_factor=2), max_epochs=2, num_trials=3, max_failures=5, max_retries=2, heartbeat_timeout=30.0
+    )
+    a, b = h.start(1), h.start(2)
+    h.report(1, a["trial_id"], 0, 0.9)
+    c = h.trial_for(h.final(1, a["trial_id"], status="paused"), 1)
+    h.report(2, b["trial_id"], 0, 0.5)
+    promoted = h.trial_for(h.final(2, b["trial_id"], status="stopped"), 2)
+    assert promoted["trial_id"] == a["trial_id"]
+    h.report(1, c["trial_id"], 0, float("nan"))
+    assert h.final(1, c["trial_id"], status="failed", error=TRACEBACK, error_type="ValueError") == []
+    h.report(2, a["trial_id"], 1, 0.8)
+    h.report(2, a["trial_id"], 1, 0.93)  # overwritten
+    h.clock.advance(20.0)
+    h.heartbeat(1)
+    h.clock.advance(15.0)
+    out = h.tick()  # worker 2 silent: its trial is lost and handed to the parked worker 1
+    resumed = h.trial_for(out, 1)
+    assert resumed["trial_id"] == a["trial_id"] and resumed["retries"] == 1
+    h.report(1, a["trial_id"], 1, 0.97)
+    assert done_peers(h.final(1, a["trial_id"])) == [rpc(1)]
+    assert h.ctl.stop_reason == "finished"
+    expected = {tid: t.to_dict() for tid, t in h.ctl.trials.items()}
+    assert {t["state"] for t in expected.values()} == {"COMPLETED", "STOPPED", "FAILED"}
+    h.journal.close()
+    rebuilt = {tid: t.to_dict() for tid, t in replay(h.journal_path).items()}
+    # NaN-aware comparison of the full records (states, histories, budgets, retries, errors...).
+    assert json.dumps(rebuilt, sort_keys=True) == json.dumps(expected, sort_keys=True)
+    assert rebuilt[a["trial_id"]]["history"] == [0.9, 0.97] and rebuilt[a["trial_id"]]["budget"] == 2
+
+
+# -- custom optimizers ---------------------------------------------------------------------------
+
+
+class ReturnsDict(AbstractOptimizer):
+    """Idle once, then returns a plain dict instead of a Trial."""
+
+    def initialize(self) -> None:
+        self.calls = 0
+
+    def get_suggestion(self, trial: Trial | None = None) -> Any:
+        self.calls += 1
+        return IDLE if self.calls == 1 else {"lr": 0.01, "x": 1}
+
+    def finalize_experiment(self, trials: list[Trial]) -> None:
+        self.finalized = list(trials)
+
+
+class Raises(AbstractOptimizer):
+    def initialize(self) -> None:
+        pass
+
+    def get_suggestion(self, trial: Trial | None = None) -> Any:
+        raise RuntimeError("kaboom in the suggester")
+
+    def finalize_experiment(self, trials: list[Trial]) -> None:
+        pass
+
+
+def test_custom_optimizer_returning_a_wrong_type_aborts_with_a_clear_message(make: Any) -> None:
+    opt = ReturnsDict()
+    h = make(opt)
+    assert h.get(1) == []  # IDLE: parked
+    out = h.get(2)
+    assert h.ctl.stop_reason == "aborted"
+    assert "ReturnsDict.get_suggestion() returned {'lr': 0.01, 'x': 1}" in h.ctl.abort_message
+    assert "expected a Trial, IDLE or None" in h.ctl.abort_message
+    assert done_peers(out) == [rpc(1), rpc(2)]
+    assert h.ctl.trials == {}
+    assert opt.finalized == []
+
+
+def test_custom_optimizer_that_raises_aborts_with_its_traceback(make: Any) -> None:
+    h = make(Raises())
+    out = h.get(1)
+    assert h.ctl.stop_reason == "aborted"
+    assert "kaboom in the suggester" in h.ctl.abort_message and "RuntimeError" in h.ctl.abort_message
+    assert done_peers(out) == [rpc(1)]
+
+
+# -- early stopping ------------------------------------------------------------------------------
+
+
+def test_median_rule_stops_a_bad_trial(make: Any) -> None:
+    space = Searchspace(x=Discrete([1, 2, 3, 4]))
+    h = make(GridSearch(), searchspace=space, num_trials=None, max_epochs=3, earlystop=MedianStoppingRule(min_trials=2))
+    good = [(0.8, 0.85, 0.9), (0.7, 0.75, 0.8)]
+    t = h.start(1)
+    # Before min_trials finished trials exist, even a bad value continues.
+    bad_early = h.start(2)
+    assert h.report(2, bad_early["trial_id"], 0, 0.01) == "continue"
+    for values in good:
+        for epoch, v in enumerate(values):
+            assert h.report(1, t["trial_id"], epoch, v) == "continue"
+        t = h.trial_for(h.final(1, t["trial_id"]), 1)
+    # Two finished trials: the median of their running averages at step 0 is 0.75.
+    bad = t
+    assert h.report(1, bad["trial_id"], 0, 0.1) == "stop"
+    assert h.report(1, bad["trial_id"], 1, 0.99) == "stop"  # a stop is final
+    h.final(1, bad["trial_id"], status="stopped", metric=0.99)
+    rec = h.trial(bad["trial_id"])
+    assert rec.state is TrialState.STOPPED and rec.history == (0.1, 0.99)
+    # A trial above the median continues.
+    assert h.report(2, bad_early["trial_id"], 1, 0.95) == "continue"

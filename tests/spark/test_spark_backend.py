@@ -1,0 +1,160 @@
+"""The Spark backend on a real local[2] SparkSession: the same searches as the local backend."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+pyspark = pytest.importorskip("pyspark")
+if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
+    pytest.skip("Spark needs Java", allow_module_level=True)
+
+from tiny_models import BlobsDataModule, TinyClassifier  # noqa: E402
+
+import lightning_maggy as lm  # noqa: E402
+from lightning_maggy.driver.journal import read_journal  # noqa: E402
+
+pytestmark = [pytest.mark.spark, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def spark():
+    from pyspark.sql import SparkSession
+
+    session = (
+        SparkSession.builder.master("local[2]")
+        .appName("lightning_maggy-tests")
+        .config("spark.driver.host", "127.0.0.1")
+        .config("spark.driver.bindAddress", "127.0.0.1")
+        .config("spark.ui.enabled", "false")
+        .config("spark.sql.shuffle.partitions", "2")
+        .getOrCreate()
+    )
+    session.sparkContext.setLogLevel("ERROR")
+    yield session
+    session.stop()
+
+
+def test_two_worker_asha_search_on_spark(spark, tmp_path):
+    space = lm.Searchspace(lr=lm.Double(1e-3, 0.5, log=True), hidden=lm.Integer(4, 32))
+    result = lm.search(
+        TinyClassifier,
+        space,
+        datamodule=BlobsDataModule,
+        metric="val_acc",
+        optimizer=lm.ASHA(reduction_factor=3),
+        num_trials=9,
+        max_epochs=9,
+        backend="spark",  # the active session; workers default to its 2 task slots
+        seed=1,
+        exp_dir=tmp_path / "exp",
+        verbose=False,
+    )
+    assert result.stop_reason == "finished" and len(result.trials) == 9
+    epochs = sorted(t.epochs_done for t in result.trials)
+    assert epochs.count(1) == 6 and epochs.count(3) == 2 and epochs.count(9) == 1
+    reports: dict[str, list[int]] = {}
+    workers = set()
+    for ev in read_journal(Path(result.exp_dir) / "journal.jsonl"):
+        if ev["event"] == "report":
+            reports.setdefault(ev["trial_id"], []).append(ev["epoch"])
+        if ev["event"] == "worker":
+            workers.add(ev["worker_id"])
+    assert workers == {0, 1}  # two Spark tasks served the trials
+    for t in result.trials:  # promoted trials resumed from their checkpoints
+        assert reports[t.trial_id] == list(range(t.epochs_done))
+        assert (Path(result.exp_dir) / "trials" / t.trial_id / "output.log").exists()
+    # The job is over and its group cancelled: no task is left running.
+    assert spark.sparkContext.statusTracker().getActiveJobsIds() == []
+
+
+def _deterministic(hparams, reporter):
+    value = 0.0
+    for step in range(reporter.start_step, reporter.budget):
+        value = hparams["a"] * (1 - 0.5 ** (step + 1)) + 0.01 * hparams["b"]
+        reporter.broadcast(value, step)
+    return value
+
+
+def _decisions(exp_dir: Path) -> list[tuple]:
+    """The search's decisions in order, without times, pids or hosts."""
+    out = []
+    for ev in read_journal(exp_dir / "journal.jsonl"):
+        if ev["event"] == "trial":
+            t = ev["trial"]
+            out.append(("trial", t["trial_id"], t["state"], t["budget"], tuple(t["history"]), t["final_metric"]))
+        elif ev["event"] == "report":
+            out.append(("report", ev["trial_id"], ev["epoch"], ev["value"], ev["decision"]))
+    return out
+
+
+def test_local_and_spark_make_the_same_decisions(spark, tmp_path):
+    space = lm.Searchspace(a=lm.Double(0.0, 1.0), b=lm.Integer(0, 9))
+    common = dict(
+        metric="score", optimizer="asha", num_trials=12, max_epochs=9, workers=1, seed=7, verbose=False,
+    )
+    local = lm.search(_deterministic, space, backend="local", exp_dir=tmp_path / "local", **common)
+    on_spark = lm.search(_deterministic, space, backend="spark", exp_dir=tmp_path / "spark", **common)
+    seq_local, seq_spark = _decisions(tmp_path / "local"), _decisions(tmp_path / "spark")
+    assert len(seq_local) > 50
+    assert seq_local == seq_spark
+    assert local.best_config == on_spark.best_config and local.best_metric == on_spark.best_metric
+
+
+def _run_isolated(code: str, env: dict[str, str] | None = None, timeout: int = 120) -> subprocess.CompletedProcess:
+    full_env = dict(os.environ)
+    full_env["PYTHONPATH"] = os.pathsep.join([str(REPO), full_env.get("PYTHONPATH", "")])
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+                          timeout=timeout, env=full_env)
+
+
+SEARCH = """
+import lightning_maggy as lm, sys
+def f(h, r):
+    return 1.0
+try:
+    lm.search(f, lm.Searchspace(x=lm.Double(0, 1)), metric="m", max_epochs=1, num_trials=1,
+              backend="spark", exp_dir=sys.argv[0] + "_exp", verbose=False{extra})
+except lm.ConfigurationError as err:
+    print("CONFIG_ERROR:", err)
+"""
+
+
+def test_missing_pyspark_gives_an_install_hint(tmp_path):
+    code = """
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name == "pyspark" or name.startswith("pyspark."):
+            raise ImportError("blocked for the test")
+sys.meta_path.insert(0, Block())
+""" + SEARCH.format(extra="")
+    proc = _run_isolated(code)
+    assert "CONFIG_ERROR:" in proc.stdout, proc.stderr[-2000:]
+    assert "pip install 'lightning_maggy[spark]'" in proc.stdout
+
+
+def test_missing_java_gives_an_install_hint(tmp_path):
+    env = {"JAVA_HOME": str(tmp_path / "no-java"), "PATH": "/usr/bin/nonexistent"}
+    proc = _run_isolated(SEARCH.format(extra=""), env=env)
+    assert "CONFIG_ERROR:" in proc.stdout, proc.stderr[-2000:]
+    assert "Java 17" in proc.stdout and "openjdk-17-jre-headless" in proc.stdout
+
+
+def test_unreachable_master_fails_before_any_trial(tmp_path):
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = _run_isolated(SEARCH.format(extra=f", spark_master='spark://127.0.0.1:{port}'"))
+    assert "CONFIG_ERROR:" in proc.stdout, proc.stderr[-2000:]
+    assert "cannot be reached" in proc.stdout and str(port) in proc.stdout

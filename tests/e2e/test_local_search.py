@@ -269,3 +269,46 @@ def test_a_killed_worker_is_replaced_and_its_trial_resumes_from_its_checkpoint(t
     assert len(epochs) <= 7 and epochs[0] == 0 and sorted(set(epochs)) == list(range(6))
     ckpt = torch.load(exp / "trials" / trial.trial_id / "checkpoints" / "last.ckpt", weights_only=False)
     assert ckpt["global_step"] == 6 * 6
+
+
+def _train_fn(hparams):
+    """The advanced path: the user's own Trainer, with MaggyCallback, sized by current_trial()."""
+    import pytorch_lightning as pl
+
+    trial = lm.current_trial()
+    trainer = pl.Trainer(
+        max_epochs=trial.budget,
+        callbacks=[lm.MaggyCallback(metric="val_loss")],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(TinyClassifier(**hparams), datamodule=BlobsDataModule())
+    return float(trainer.callback_metrics["val_loss"])
+
+
+def test_a_train_function_with_its_own_trainer_and_callback(tmp_path):
+    result = lm.search(
+        _train_fn,
+        lm.Searchspace(lr=lm.Double(0.001, 0.5, log=True)),
+        metric="val_loss",
+        direction="min",
+        optimizer="random",
+        early_stop=lm.MedianStoppingRule(min_trials=2),
+        num_trials=5,
+        max_epochs=3,
+        workers=2,
+        seed=0,
+        exp_dir=tmp_path / "exp",
+        verbose=False,
+    )
+    assert len(result.trials) == 5
+    reports = _reports(result.exp_dir)
+    for t in result.trials:
+        assert t.state in (lm.TrialState.COMPLETED, lm.TrialState.STOPPED)
+        assert reports[t.trial_id] == list(range(len(t.history)))
+        if t.state is lm.TrialState.COMPLETED:
+            assert len(t.history) == 3
+            assert t.final_metric == pytest.approx(t.history[-1], rel=1e-5)
+    assert result.best_metric == min(t.final_metric for t in result.trials)

@@ -114,6 +114,8 @@ class LocalBackend(Backend):
     """
 
     name = "local"
+    #: Workers on this machine reach the server over a Unix socket.
+    driver_host = "ipc"
 
     def __init__(self, max_restarts: int = 3, gpus_per_worker: int | None = None) -> None:
         super().__init__()

@@ -55,9 +55,13 @@ class TrialContext:
         self.direction = direction
         self.last_decision = Decision.CONTINUE
         self.last_value: float | None = None
-        self._metrics_file: Any = None
-        last = os.path.join(trial_dir, "checkpoints", "last.ckpt")
-        self.ckpt_path: str | None = last if os.path.exists(last) else None
+        self._rows: list[str] = []
+
+    @property
+    def ckpt_path(self) -> str | None:
+        """This trial's newest checkpoint (``checkpoints/last.ckpt``), or None if it has none."""
+        last = os.path.join(self.trial_dir, "checkpoints", "last.ckpt")
+        return last if os.path.exists(last) else None
 
     def report(self, epoch: int, value: float) -> Decision:
         """Sends one metric report and returns the server's decision."""
@@ -78,20 +82,18 @@ class TrialContext:
         return self.last_decision
 
     def _append_metrics(self, epoch: int, value: float) -> None:
-        """One row per report in ``trial_dir/metrics.csv`` (kept across resumes)."""
-        if self._metrics_file is None:
-            path = os.path.join(self.trial_dir, "metrics.csv")
-            new = not os.path.exists(path)
-            self._metrics_file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
-            if new:
-                self._metrics_file.write(f"epoch,{self.metric},decision\n")
-        self._metrics_file.write(f"{int(epoch)},{float(value)!r},{self.last_decision.value}\n")
-        self._metrics_file.flush()
+        self._rows.append(f"{int(epoch)},{float(value)!r},{self.last_decision.value}\n")
 
     def close(self) -> None:
-        if self._metrics_file is not None:
-            self._metrics_file.close()
-            self._metrics_file = None
+        """Appends this run's reports to ``trial_dir/metrics.csv`` (kept across resumes; the
+        journal on the driver has every report as it happens)."""
+        if not self._rows:
+            return
+        path = os.path.join(self.trial_dir, "metrics.csv")
+        header = "" if os.path.exists(path) else f"epoch,{self.metric},decision\n"
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(header + "".join(self._rows))
+        self._rows = []
 
 
 def current_trial() -> TrialContext | None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 import uuid
 
 import zmq
@@ -13,7 +15,8 @@ __all__ = ["ZmqClient", "ZmqServer"]
 
 
 class ZmqServer(ServerTransport):
-    """Binds a ROUTER socket to ``host`` on a free port."""
+    """Binds a ROUTER socket to ``host`` on a free port, or with ``host="ipc"`` to a Unix socket
+    in the temp directory (workers on the same machine: a little faster than loopback TCP)."""
 
     def __init__(self, key: bytes, host: str = "127.0.0.1", port: int | None = None) -> None:
         super().__init__(key)
@@ -24,12 +27,18 @@ class ZmqServer(ServerTransport):
         # those between MAX_MESSAGE_BYTES and this cap are read, dropped and counted by us.
         self._sock.setsockopt(zmq.MAXMSGSIZE, 16 * MAX_MESSAGE_BYTES)
         self._sock.setsockopt(zmq.ROUTER_MANDATORY, 0)
-        bind_host = "*" if host in ("0.0.0.0", "*") else host
-        if port is None:
-            port = self._sock.bind_to_random_port(f"tcp://{bind_host}")
+        self._ipc_path: str | None = None
+        if host == "ipc":
+            self._ipc_path = os.path.join(tempfile.gettempdir(), f"lightning_maggy-{uuid.uuid4().hex[:16]}.sock")
+            self._address = f"ipc://{self._ipc_path}"
+            self._sock.bind(self._address)
         else:
-            self._sock.bind(f"tcp://{bind_host}:{port}")
-        self._address = f"tcp://{host}:{port}"
+            bind_host = "*" if host in ("0.0.0.0", "*") else host
+            if port is None:
+                port = self._sock.bind_to_random_port(f"tcp://{bind_host}")
+            else:
+                self._sock.bind(f"tcp://{bind_host}:{port}")
+            self._address = f"tcp://{host}:{port}"
         self._poller = zmq.Poller()
         self._poller.register(self._sock, zmq.POLLIN)
 
@@ -52,6 +61,8 @@ class ZmqServer(ServerTransport):
     def close(self) -> None:
         self._sock.close(0)
         self._ctx.term()
+        if self._ipc_path is not None and os.path.exists(self._ipc_path):
+            os.unlink(self._ipc_path)
 
 
 class ZmqClient(ClientTransport):

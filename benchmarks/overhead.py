@@ -23,7 +23,6 @@ import glob
 import json
 import multiprocessing as mp
 import os
-import statistics
 import sys
 import tempfile
 import time

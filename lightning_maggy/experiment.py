@@ -163,7 +163,7 @@ def _validate_module(target: type, space: Searchspace, datamodule: Any) -> None:
         from lightning_maggy.lightning.namespace import namespace_of
 
         ns = namespace_of(target)
-        if getattr(target, "train_dataloader") is getattr(ns.LightningModule, "train_dataloader"):
+        if target.train_dataloader is ns.LightningModule.train_dataloader:
             raise ConfigurationError(
                 f"{target.__name__} defines no train_dataloader() and no datamodule= was given; "
                 "pass datamodule= (an instance, a LightningDataModule class, or a function of "

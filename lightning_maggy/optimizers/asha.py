@@ -16,8 +16,8 @@ from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from lightning_maggy.exceptions import ConfigurationError
-from lightning_maggy.optimizers.base import IDLE, AbstractOptimizer, SuggestionResult
-from lightning_maggy.optimizers.random_search import DRAWS_KEY, ConfigDrawer, Suggester
+from lightning_maggy.optimizers.base import IDLE, SuggestionResult
+from lightning_maggy.optimizers.random_search import ConfigDrawer, DrawingOptimizer, Suggester
 from lightning_maggy.trial import Decision, Trial, TrialState
 
 __all__ = ["ASHA", "promotable", "rung_budgets", "rung_results"]
@@ -119,7 +119,7 @@ def rung_results(trials: Mapping[str, Trial], budget: int) -> dict[str, float]:
     return {tid: float(t.history[budget - 1]) for tid, t in trials.items() if len(t.history) >= budget}
 
 
-class ASHA(AbstractOptimizer):
+class ASHA(DrawingOptimizer):
     """Asynchronous successive halving (Li et al. 2018, arXiv:1810.05934, Algorithm 2).
 
     Trials start on the bottom rung with ``r`` epochs. Whenever a worker is free, ASHA looks at
@@ -232,14 +232,3 @@ class ASHA(AbstractOptimizer):
             return Decision.PAUSE
         return Decision.CONTINUE
 
-    def finalize_experiment(self, trials: list[Trial]) -> None:
-        del trials
-
-    # -- persistence ------------------------------------------------------------------------
-    def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), DRAWS_KEY: self._drawer.draws}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        super().load_state_dict(state)
-        if DRAWS_KEY in state:
-            self._drawer.restore(int(state[DRAWS_KEY]))

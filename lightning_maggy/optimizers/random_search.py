@@ -173,7 +173,25 @@ class ConfigDrawer:
         return {DRAWS_KEY: self.draws}
 
 
-class RandomSearch(AbstractOptimizer):
+class DrawingOptimizer(AbstractOptimizer):
+    """Base of optimizers that draw new configurations with a :class:`ConfigDrawer`: keeps the
+    draw count in ``state_dict()`` next to the generator's state."""
+
+    _drawer: ConfigDrawer
+
+    def finalize_experiment(self, trials: list[Trial]) -> None:
+        del trials
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), DRAWS_KEY: self._drawer.draws}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        super().load_state_dict(state)
+        if DRAWS_KEY in state:
+            self._drawer.restore(int(state[DRAWS_KEY]))
+
+
+class RandomSearch(DrawingOptimizer):
     """Samples configurations uniformly (log-uniformly for ``log=True`` dimensions) from the
     search space with the optimizer's own seeded generator; each trial trains ``max_epochs``.
 
@@ -205,15 +223,4 @@ class RandomSearch(AbstractOptimizer):
         if config is None:
             return None
         return self.create_trial(config, budget=self.max_epochs, info=self._drawer.info())
-
-    def finalize_experiment(self, trials: list[Trial]) -> None:
-        del trials
-
-    def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), DRAWS_KEY: self._drawer.draws}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        super().load_state_dict(state)
-        if DRAWS_KEY in state:
-            self._drawer.restore(int(state[DRAWS_KEY]))
 

@@ -135,6 +135,11 @@ class SparkBackend(Backend):
         if spark is None:
             spark = SparkSession.getActiveSession()
         if spark is None:
+            from pyspark import SparkContext
+
+            if SparkContext._active_spark_context is not None:  # a session built in another thread
+                spark = SparkSession.builder.getOrCreate()
+        if spark is None:
             check_java()
             if master:
                 _check_master_reachable(master)
@@ -193,8 +198,9 @@ class SparkBackend(Backend):
         if self._thread is not None and not self._thread.is_alive() and self._error is not None and not self._stopping:
             text = str(self._error).strip().splitlines()
             raise BackendError(
-                "the Spark job running the workers failed (a task failed more often than "
-                f"spark.task.maxFailures allows): {text[0] if text else type(self._error).__name__}"
+                "the Spark job running the workers ended early (a task failed more often than "
+                "spark.task.maxFailures allows, or the job was cancelled from outside the "
+                f"search): {text[0] if text else type(self._error).__name__}"
             )
         return []
 

@@ -158,3 +158,24 @@ def test_unreachable_master_fails_before_any_trial(tmp_path):
     proc = _run_isolated(SEARCH.format(extra=f", spark_master='spark://127.0.0.1:{port}'"))
     assert "CONFIG_ERROR:" in proc.stdout, proc.stderr[-2000:]
     assert "cannot be reached" in proc.stdout and str(port) in proc.stdout
+
+
+def test_a_session_built_in_another_thread_is_used_not_stopped(spark, tmp_path):
+    import threading
+
+    box: dict = {}
+
+    def run():
+        try:
+            box["result"] = lm.search(_deterministic, lm.Searchspace(a=lm.Double(0, 1), b=lm.Integer(0, 9)),
+                                      metric="score", optimizer="random", num_trials=4, max_epochs=2,
+                                      backend="spark", workers=2, exp_dir=tmp_path / "exp", verbose=False)
+        except BaseException as err:  # surfaced below
+            box["error"] = err
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(300)
+    assert "error" not in box, box.get("error")
+    assert box["result"].counts()["COMPLETED"] == 4
+    assert not spark.sparkContext._jsc.sc().isStopped()  # the user's session is still theirs

@@ -116,11 +116,11 @@ def _fmt(v: Any) -> str:
 
 # -- validation ---------------------------------------------------------------------------------
 def _trial_kind(target: Any) -> str:
-    from lightning_maggy.lightning.namespace import available_namespaces, is_lightning_module_class
+    from lightning_maggy.lightning.namespace import imported_namespaces, is_lightning_module_class
 
     if is_lightning_module_class(target):
         return "module"
-    if any(isinstance(target, ns.LightningModule) for ns in available_namespaces()):
+    if any(isinstance(target, ns.LightningModule) for ns in imported_namespaces()):
         raise ConfigurationError(
             f"search() got a LightningModule instance ({type(target).__name__}(...)); pass the "
             f"class, search({type(target).__name__}, space, ...): each trial builds its own "

@@ -121,7 +121,15 @@ class Trial:
         return max(values) if direction == "max" else min(values)
 
     def evolve(self, **changes: Any) -> Trial:
-        return dataclasses.replace(self, **changes)
+        """A copy with ``changes`` applied (like :func:`dataclasses.replace`, without re-running
+        ``__init__``: the controller calls this on every report)."""
+        unknown = changes.keys() - _FIELDS
+        if unknown:
+            raise TypeError(f"Trial has no field(s) {sorted(unknown)}")
+        new = object.__new__(Trial)
+        new.__dict__.update(self.__dict__)
+        new.__dict__.update(changes)
+        return new
 
     def to_dict(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -138,3 +146,6 @@ class Trial:
         kwargs["state"] = TrialState(kwargs.get("state", "PENDING"))
         kwargs["history"] = tuple(float(v) for v in kwargs.get("history", ()))
         return cls(**kwargs)
+
+
+_FIELDS = frozenset(f.name for f in dataclasses.fields(Trial))

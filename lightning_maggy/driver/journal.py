@@ -12,6 +12,7 @@ checkpoints. Metric reports are flushed, not fsync'd.
 from __future__ import annotations
 
 import json
+import math
 import os
 import threading
 import time
@@ -78,7 +79,16 @@ class Journal:
         self.append("trial", trial=trial.to_dict(), **extra)
 
     def report(self, trial_id: str, epoch: int, value: float, decision: str) -> None:
-        self.append("report", durable=False, trial_id=trial_id, epoch=epoch, value=value, decision=decision)
+        """Records one metric report (flushed, not fsync'd): the hot path, formatted directly."""
+        number = repr(float(value)) if math.isfinite(value) else json.dumps(float(value))
+        line = (
+            f'{{"event":"report","time":{time.time()!r},"trial_id":{json.dumps(trial_id)},'
+            f'"epoch":{int(epoch)},"value":{number},"decision":"{decision}"}}\n'
+        )
+        with self._lock:
+            if not self._file.closed:
+                self._file.write(line)
+                self._file.flush()
 
     def close(self) -> None:
         self._closing = True

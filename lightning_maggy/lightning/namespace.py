@@ -4,10 +4,11 @@ modules and callbacks of the other. These helpers pick the namespace a user's cl
 from __future__ import annotations
 
 import importlib
+import sys
 from types import ModuleType
 from typing import Any
 
-__all__ = ["available_namespaces", "namespace_of"]
+__all__ = ["available_namespaces", "imported_namespaces", "namespace_of"]
 
 _NAMES = ("pytorch_lightning", "lightning.pytorch")
 
@@ -20,6 +21,13 @@ def available_namespaces() -> list[ModuleType]:
         except ImportError:
             continue
     return found
+
+
+def imported_namespaces() -> list[ModuleType]:
+    """The namespaces this process has imported already. A class or instance that derives from
+    one of them implies it is imported, so type checks need not import Lightning (which costs
+    seconds, e.g. in a driver that only searches plain functions)."""
+    return [sys.modules[name] for name in _NAMES if name in sys.modules]
 
 
 def namespace_of(obj: Any) -> ModuleType:
@@ -41,10 +49,10 @@ def namespace_of(obj: Any) -> ModuleType:
 def is_lightning_module_class(obj: Any) -> bool:
     if not isinstance(obj, type):
         return False
-    return any(issubclass(obj, ns.LightningModule) for ns in available_namespaces())
+    return any(issubclass(obj, ns.LightningModule) for ns in imported_namespaces())
 
 
 def is_datamodule_class(obj: Any) -> bool:
     if not isinstance(obj, type):
         return False
-    return any(issubclass(obj, ns.LightningDataModule) for ns in available_namespaces())
+    return any(issubclass(obj, ns.LightningDataModule) for ns in imported_namespaces())

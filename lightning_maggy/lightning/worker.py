@@ -158,8 +158,16 @@ def _seed(task: TrialTask, ctx: TrialContext) -> None:
         np.random.seed(value)
     except ImportError:
         pass
-    if "torch" in sys.modules:
-        sys.modules["torch"].manual_seed(value)
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return
+    if task.kind != "function" or torch.cuda.is_initialized():
+        torch.manual_seed(value)  # CPU and every CUDA device
+    else:
+        # A function trial that has not touched CUDA: seed the CPU generator only. (Seeding CUDA
+        # before it is initialized queues the call with a formatted stack trace: milliseconds
+        # per trial.)
+        torch.random.default_generator.manual_seed(value)
 
 
 def _run(task: TrialTask, ctx: TrialContext) -> Any:

@@ -312,3 +312,48 @@ def test_a_train_function_with_its_own_trainer_and_callback(tmp_path):
             assert len(t.history) == 3
             assert t.final_metric == pytest.approx(t.history[-1], rel=1e-5)
     assert result.best_metric == min(t.final_metric for t in result.trials)
+
+
+def test_a_module_from_the_unified_lightning_package(tmp_path):
+    """`import lightning as L` users: their module gets an L.Trainer, L callbacks and loggers."""
+    L = pytest.importorskip("lightning.pytorch")
+    from torch import nn
+
+    class UnifiedModule(L.LightningModule):
+        def __init__(self, lr: float = 0.1) -> None:
+            super().__init__()
+            self.lr = lr
+            self.net = nn.Linear(8, 3)
+
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            return nn.functional.cross_entropy(self.net(x), y)
+
+        def validation_step(self, batch, batch_idx):
+            x, y = batch
+            self.log("val_acc", (self.net(x).argmax(-1) == y).float().mean())
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=self.lr)
+
+    def data(hparams):
+        dm = BlobsDataModule()
+        dm.setup()
+
+        class UnifiedData(L.LightningDataModule):
+            def train_dataloader(self):
+                return dm.train_dataloader()
+
+            def val_dataloader(self):
+                return dm.val_dataloader()
+
+        return UnifiedData()
+
+    result = lm.search(
+        UnifiedModule, lm.Searchspace(lr=lm.Double(0.01, 0.5)), datamodule=data, metric="val_acc",
+        optimizer="asha", num_trials=3, max_epochs=3, workers=2, seed=0, exp_dir=tmp_path / "exp", verbose=False,
+    )
+    assert result.counts()["FAILED"] == 0 and len(result.trials) == 3
+    assert max(t.epochs_done for t in result.trials) == 3  # the promoted trial resumed to 3 epochs
+    reports = _reports(result.exp_dir)
+    assert all(reports[t.trial_id] == list(range(t.epochs_done)) for t in result.trials)

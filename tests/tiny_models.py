@@ -70,3 +70,27 @@ class TinyClassifier(pl.LightningModule):
 
     def configure_optimizers(self):
         return torch.optim.SGD(self.parameters(), lr=self.hparams.lr)
+
+
+def unified_module_class() -> type:
+    """A linear classifier written against ``lightning.pytorch`` (``import lightning as L``)."""
+    import lightning.pytorch as L
+
+    class UnifiedModule(L.LightningModule):
+        def __init__(self, lr: float = 0.1) -> None:
+            super().__init__()
+            self.lr = lr
+            self.net = nn.Linear(8, 3)
+
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            return nn.functional.cross_entropy(self.net(x), y)
+
+        def validation_step(self, batch, batch_idx):
+            x, y = batch
+            self.log("val_acc", (self.net(x).argmax(-1) == y).float().mean())
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=self.lr)
+
+    return UnifiedModule

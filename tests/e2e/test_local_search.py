@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny_models import BlobsDataModule, TinyClassifier
+from tiny_models import BlobsDataModule, TinyClassifier, unified_module_class
 
 import lightning_maggy as lm
 from lightning_maggy.driver.journal import read_journal, replay
@@ -317,24 +317,7 @@ def test_a_train_function_with_its_own_trainer_and_callback(tmp_path):
 def test_a_module_from_the_unified_lightning_package(tmp_path):
     """`import lightning as L` users: their module gets an L.Trainer, L callbacks and loggers."""
     L = pytest.importorskip("lightning.pytorch")
-    from torch import nn
-
-    class UnifiedModule(L.LightningModule):
-        def __init__(self, lr: float = 0.1) -> None:
-            super().__init__()
-            self.lr = lr
-            self.net = nn.Linear(8, 3)
-
-        def training_step(self, batch, batch_idx):
-            x, y = batch
-            return nn.functional.cross_entropy(self.net(x), y)
-
-        def validation_step(self, batch, batch_idx):
-            x, y = batch
-            self.log("val_acc", (self.net(x).argmax(-1) == y).float().mean())
-
-        def configure_optimizers(self):
-            return torch.optim.SGD(self.parameters(), lr=self.lr)
+    UnifiedModule = unified_module_class()
 
     def data(hparams):
         dm = BlobsDataModule()

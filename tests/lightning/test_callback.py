@@ -6,7 +6,7 @@ import warnings
 
 import pytest
 import pytorch_lightning as pl
-from tiny_models import BlobsDataModule, TinyClassifier
+from tiny_models import BlobsDataModule, TinyClassifier, unified_module_class
 
 from lightning_maggy import MaggyCallback
 
@@ -34,25 +34,6 @@ def test_outside_a_search_it_warns_once_and_training_runs_to_the_end():
 
 def test_lightning_pytorch_namespace_accepts_the_callback():
     L = pytest.importorskip("lightning.pytorch")
-    import torch
-    from torch import nn
-
-    class LModule(L.LightningModule):
-        def __init__(self):
-            super().__init__()
-            self.net = nn.Linear(8, 3)
-
-        def training_step(self, batch, batch_idx):
-            x, y = batch
-            return nn.functional.cross_entropy(self.net(x), y)
-
-        def validation_step(self, batch, batch_idx):
-            x, y = batch
-            self.log("val_acc", (self.net(x).argmax(-1) == y).float().mean())
-
-        def configure_optimizers(self):
-            return torch.optim.SGD(self.parameters(), lr=0.1)
-
     dm = BlobsDataModule()
     dm.setup()
     cb = MaggyCallback(metric="val_acc")
@@ -60,7 +41,7 @@ def test_lightning_pytorch_namespace_accepts_the_callback():
     trainer = _trainer(L, callbacks=[cb], max_epochs=1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        trainer.fit(LModule(), train_dataloaders=dm.train_dataloader(), val_dataloaders=dm.val_dataloader())
+        trainer.fit(unified_module_class()(), train_dataloaders=dm.train_dataloader(), val_dataloaders=dm.val_dataloader())
     assert trainer.current_epoch == 1
 
 

@@ -314,6 +314,20 @@ def search(
     if (spark_master is not None or spark_conf is not None) and backend != "spark":
         raise ConfigurationError("spark_master/spark_conf apply only with backend='spark'.")
 
+    from lightning_maggy.backends.base import check_shippable
+    from lightning_maggy.lightning.worker import TrialTask, WorkerLaunch
+
+    task = TrialTask(
+        kind=kind,
+        target=module_or_fn,
+        metric=metric,
+        direction=direction,
+        datamodule=datamodule,
+        trainer_kwargs=trainer_kwargs or None,
+        seed=seed,
+    )
+    check_shippable(WorkerLaunch(address="", key=b"", exp_dir="", task=task))
+
     exp_path = Path(exp_dir) if exp_dir is not None else Path(_default_exp_dir(module_or_fn))
     if (exp_path / JOURNAL_NAME).exists():
         raise ConfigurationError(
@@ -323,8 +337,8 @@ def search(
     backend_obj = _make_backend(backend, spark_master, spark_conf)
     try:
         return _run(
-            module_or_fn, space, kind=kind, metric=metric, direction=direction, max_epochs=max_epochs,
-            datamodule=datamodule, opt=opt, stopper=stopper, num_trials=num_trials, timeout=timeout,
+            module_or_fn, space, task=task, metric=metric, direction=direction, max_epochs=max_epochs,
+            opt=opt, stopper=stopper, num_trials=num_trials, timeout=timeout,
             backend_obj=backend_obj, workers=workers, trainer_kwargs=trainer_kwargs, exp_path=exp_path,
             seed=seed, max_failures=max_failures, max_retries=max_retries,
             heartbeat_timeout=heartbeat_timeout, verbose=verbose,
@@ -337,11 +351,10 @@ def _run(
     module_or_fn: Any,
     space: Searchspace,
     *,
-    kind: str,
+    task: Any,
     metric: str,
     direction: str,
     max_epochs: int,
-    datamodule: Any,
     opt: AbstractOptimizer,
     stopper: AbstractEarlyStop,
     num_trials: int | None,
@@ -379,7 +392,7 @@ def _run(
     )
     experiment = {
         "name": getattr(module_or_fn, "__name__", type(module_or_fn).__name__),
-        "kind": kind,
+        "kind": task.kind,
         "metric": metric,
         "direction": direction,
         "optimizer": type(opt).__name__,
@@ -398,20 +411,11 @@ def _run(
     (exp_path / "experiment.json").write_text(json.dumps(experiment, indent=2, default=str))
     journal.append("experiment_start", experiment=experiment)
 
-    from lightning_maggy.lightning.worker import TrialTask, WorkerLaunch
+    from lightning_maggy.lightning.worker import WorkerLaunch
     from lightning_maggy.transport.zmq_transport import ZmqServer
 
     key = os.urandom(32)
     server = ZmqServer(key, host=getattr(backend_obj, "driver_host", "127.0.0.1"))
-    task = TrialTask(
-        kind=kind,
-        target=module_or_fn,
-        metric=metric,
-        direction=direction,
-        datamodule=datamodule,
-        trainer_kwargs=trainer_kwargs or None,
-        seed=seed,
-    )
     launch = WorkerLaunch(
         address=server.address,
         key=key,
@@ -426,6 +430,9 @@ def _run(
         except KeyboardInterrupt:
             controller.abort("interrupted by the user (Ctrl-C)", StopReason.INTERRUPTED)
             progress.write("Interrupted: workers stopped; the partial result is saved in " + str(exp_path))
+        except BaseException as err:  # the record says why, then the error propagates
+            controller.abort(f"the driver failed: {type(err).__name__}: {err}")
+            raise
     finally:
         backend_obj.stop()
         server.close()

@@ -10,10 +10,10 @@ from collections.abc import Iterator
 from types import ModuleType
 from typing import Any
 
-from lightning_maggy.exceptions import BackendError
+from lightning_maggy.exceptions import BackendError, ConfigurationError
 from lightning_maggy.lightning.worker import WorkerLaunch
 
-__all__ = ["Backend", "pack_launch"]
+__all__ = ["Backend", "check_shippable", "pack_launch"]
 
 
 @functools.lru_cache(maxsize=1)
@@ -60,6 +60,14 @@ def pack_launch(launch: WorkerLaunch) -> bytes:
     finally:
         for module in modules:
             cloudpickle.unregister_pickle_by_value(module)
+
+
+def check_shippable(launch: WorkerLaunch) -> None:
+    """Raises ConfigurationError, before anything starts, if workers could not receive it."""
+    try:
+        pack_launch(launch)
+    except BackendError as err:
+        raise ConfigurationError(str(err)) from err.__cause__
 
 
 class Backend(ABC):

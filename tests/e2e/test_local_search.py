@@ -340,3 +340,19 @@ def test_a_module_from_the_unified_lightning_package(tmp_path):
     assert max(t.epochs_done for t in result.trials) == 3  # the promoted trial resumed to 3 epochs
     reports = _reports(result.exp_dir)
     assert all(reports[t.trial_id] == list(range(t.epochs_done)) for t in result.trials)
+
+
+def test_unshippable_objects_are_refused_before_anything_starts(tmp_path):
+    import threading
+
+    lock = threading.Lock()  # cannot be pickled for the workers
+
+    def objective(hparams, reporter):
+        with lock:
+            return hparams["x"]
+
+    exp = tmp_path / "exp"
+    with pytest.raises(lm.ConfigurationError, match="could not serialize"):
+        lm.search(objective, lm.Searchspace(x=lm.Double(0, 1)), metric="m", max_epochs=1,
+                  num_trials=2, exp_dir=exp, verbose=False)
+    assert not exp.exists()  # refused before anything was created

@@ -24,7 +24,7 @@ from lightning_maggy.backends.base import Backend, pack_launch
 from lightning_maggy.exceptions import BackendError
 from lightning_maggy.lightning.worker import WorkerLaunch
 
-__all__ = ["LocalBackend", "prewarm"]
+__all__ = ["LocalBackend", "assign_devices", "prewarm"]
 
 PRELOAD = ["torch", "pytorch_lightning"]
 _ctx: BaseContext | None = None
@@ -94,13 +94,25 @@ def _worker_entry(
     run_worker(launch, worker_id, still_wanted=still_wanted)
 
 
-def _gpu_count() -> int:
-    try:
-        import torch
+def assign_devices(num_workers: int, gpus: int, per_worker: int = 1) -> dict[int, str | None]:
+    """``CUDA_VISIBLE_DEVICES`` for each worker: ``per_worker`` GPUs each, round-robin, so that
+    with more workers than GPUs several workers share one; None everywhere without GPUs."""
+    if gpus <= 0:
+        return {wid: None for wid in range(num_workers)}
+    per_worker = min(per_worker, gpus)
+    return {
+        wid: ",".join(str((wid * per_worker + i) % gpus) for i in range(per_worker))
+        for wid in range(num_workers)
+    }
 
-        return torch.cuda.device_count() if torch.cuda.is_available() else 0
-    except ImportError:
+
+def _gpu_count() -> int:
+    """GPUs to share among the workers. Only asked of torch when the driver has imported it
+    already (any LightningModule search has): a plain-function search does not pay the import."""
+    torch = sys.modules.get("torch")
+    if torch is None:
         return 0
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
 class LocalBackend(Backend):
@@ -130,13 +142,7 @@ class LocalBackend(Backend):
     def _start(self, launch: WorkerLaunch, num_workers: int) -> None:
         self._blob = pack_launch(launch)
         gpus = _gpu_count() if self.gpus_per_worker != 0 else 0
-        per = self.gpus_per_worker or 1
-        for wid in range(num_workers):
-            if gpus:
-                first = (wid * per) % gpus
-                self._devices[wid] = ",".join(str((first + i) % gpus) for i in range(per))
-            else:
-                self._devices[wid] = None
+        self._devices = assign_devices(num_workers, gpus, self.gpus_per_worker or 1)
         cpus = os.cpu_count() or 1
         self._threads = launch.num_threads or max(1, cpus // max(1, num_workers))
         for wid in range(num_workers):

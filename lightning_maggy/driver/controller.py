@@ -114,6 +114,7 @@ class Controller:
         self._decisions: dict[str, Decision] = {}
         self._exhausted = False
         self._finalized = False
+        self._n_running = 0  # trials in state RUNNING, kept by _update (O(1) end-of-study checks)
         optimizer.setup(
             searchspace,
             num_trials=num_trials,
@@ -407,6 +408,8 @@ class Controller:
 
     # -- bookkeeping ---------------------------------------------------------------------------
     def _update(self, trial: Trial) -> None:
+        old = self.trials.get(trial.trial_id)
+        self._n_running += (trial.state is TrialState.RUNNING) - (old is not None and old.state is TrialState.RUNNING)
         self.trials[trial.trial_id] = trial
         self.journal.trial(trial)
         if trial.state.finished or trial.state is TrialState.PAUSED:
@@ -414,7 +417,7 @@ class Controller:
                 self.on_trial_end(trial)
 
     def _running(self) -> bool:
-        return bool(self._requeue) or any(t.state is TrialState.RUNNING for t in self.trials.values())
+        return bool(self._requeue) or self._n_running > 0
 
     def _finish_if_done(self) -> Outgoing:
         if self.finished or self._running():

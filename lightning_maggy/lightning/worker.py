@@ -236,8 +236,9 @@ def run_worker(
         while reply["type"] == "trial":
             trial = reply["trial"]
             trial_dir = trial_dir_for(launch.exp_dir, trial["trial_id"])
-            os.makedirs(trial_dir, exist_ok=True)
-            _write_hparams(trial_dir, trial)
+            first_run = _make_trial_dir(trial_dir)
+            if first_run:
+                _write_hparams(trial_dir, trial)
             ctx = TrialContext(
                 client=client,
                 worker_id=worker_id,
@@ -268,8 +269,18 @@ def run_worker(
     return ran
 
 
+def _make_trial_dir(trial_dir: str) -> bool:
+    """Creates the trial's folder; False if it existed (a promoted or re-queued trial)."""
+    try:
+        os.mkdir(trial_dir)
+    except FileExistsError:
+        return False
+    except FileNotFoundError:  # the first trial of this experiment on this machine
+        os.makedirs(trial_dir, exist_ok=True)
+    return True
+
+
 def _write_hparams(trial_dir: str, trial: Mapping[str, Any]) -> None:
-    path = os.path.join(trial_dir, "hparams.json")
-    if not os.path.exists(path):
-        with open(path, "w", encoding="utf-8") as fh:
-            json.dump({"trial_id": trial["trial_id"], "config": trial["config"], "component": trial.get("component")}, fh, indent=2)
+    record = {"trial_id": trial["trial_id"], "config": trial["config"], "component": trial.get("component")}
+    with open(os.path.join(trial_dir, "hparams.json"), "w", encoding="utf-8") as fh:
+        json.dump(record, fh, indent=2)

@@ -150,7 +150,8 @@ class Controller:
                 out += self._wake_parked(exclude=wid)
             return [(peer, {"type": "welcome", "worker_id": wid}), *out]
         if kind == "report":
-            return [(peer, self._on_report(worker, msg))]
+            reply = self._on_report(worker, msg)
+            return [(peer, reply)] if msg.get("sync", True) else []
         if kind == "final":
             out = self._on_final(worker, msg)  # an abort's "done" to the parked workers
             if worker.trial_id is not None:  # a stale final from a worker that holds another trial
@@ -403,8 +404,16 @@ class Controller:
                 "resume": resume,
                 "component": trial.component,
                 "retries": trial.retries,
+                "async_until": self._async_until(trial),
             },
         }
+
+    def _async_until(self, trial: Trial) -> int:
+        """Epochs whose reports the worker need not wait for: those only CONTINUE can answer.
+        None with a timeout or an early-stop rule, which may stop a trial at any report."""
+        if self.timeout is not None or not isinstance(self.earlystop, NoEarlyStop):
+            return 0
+        return max(0, int(self.optimizer.continue_until(trial)))
 
     # -- bookkeeping ---------------------------------------------------------------------------
     def _update(self, trial: Trial) -> None:

@@ -50,6 +50,8 @@ class TrialContext:
         self.epochs_done: int = int(trial.get("epochs_done", 0))
         self.resume: bool = bool(trial.get("resume", False))
         self.component: str | None = trial.get("component")
+        #: reports at epochs below this are sent without waiting: only CONTINUE can answer them
+        self.async_until: int = int(trial.get("async_until", 0))
         self.trial_dir = trial_dir
         self.metric = metric
         self.direction = direction
@@ -65,19 +67,21 @@ class TrialContext:
 
     def report(self, epoch: int, value: float) -> Decision:
         """Sends one metric report and returns the server's decision."""
+        message = {
+            "type": "report",
+            "worker_id": self.worker_id,
+            "trial_id": self.trial_id,
+            "epoch": int(epoch),
+            "value": float(value),
+        }
         with _lock:
-            reply = self._client.request(
-                {
-                    "type": "report",
-                    "worker_id": self.worker_id,
-                    "trial_id": self.trial_id,
-                    "epoch": int(epoch),
-                    "value": float(value),
-                },
-                timeout=600.0,
-            )
+            if epoch < self.async_until:  # the answer can only be CONTINUE: don't wait for it
+                self._client.send({**message, "sync": False})
+                decision = Decision.CONTINUE.value
+            else:
+                decision = self._client.request(message, timeout=600.0)["decision"]
         self.last_value = float(value)
-        self.last_decision = Decision(reply["decision"])
+        self.last_decision = Decision(decision)
         self._append_metrics(epoch, value)
         return self.last_decision
 

@@ -16,7 +16,7 @@ from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from lightning_maggy.exceptions import ConfigurationError
-from lightning_maggy.optimizers.base import IDLE, SuggestionResult
+from lightning_maggy.optimizers.base import ALWAYS, IDLE, SuggestionResult
 from lightning_maggy.optimizers.random_search import ConfigDrawer, DrawingOptimizer, Suggester
 from lightning_maggy.trial import Decision, Trial, TrialState
 
@@ -231,4 +231,8 @@ class ASHA(DrawingOptimizer):
         if len(trial.history) >= trial.budget and trial.budget < self.max_resource:
             return Decision.PAUSE
         return Decision.CONTINUE
+
+    def continue_until(self, trial: Trial) -> int:
+        """Only the report of a rung's last epoch can be answered PAUSE."""
+        return trial.budget - 1 if trial.budget < self.max_resource else ALWAYS
 

@@ -36,7 +36,7 @@ from lightning_maggy.exceptions import ConfigurationError
 from lightning_maggy.searchspace import Searchspace
 from lightning_maggy.trial import Decision, Trial, TrialState
 
-__all__ = ["IDLE", "AbstractOptimizer", "Idle", "SuggestionResult"]
+__all__ = ["ALWAYS", "IDLE", "AbstractOptimizer", "Idle", "SuggestionResult"]
 
 
 class Idle(enum.Enum):
@@ -47,6 +47,9 @@ class Idle(enum.Enum):
 
 
 IDLE = Idle.IDLE
+
+#: ``continue_until`` for "no report can be answered otherwise": more epochs than any budget.
+ALWAYS = 2**31 - 1
 
 #: What ``get_suggestion`` returns: a trial to run (new, or a PAUSED one with a larger budget to
 #: resume), :data:`IDLE` to wait, or ``None`` when the optimizer has nothing more to suggest.
@@ -162,6 +165,14 @@ class AbstractOptimizer(ABC):
         """
         del trial
         return Decision.CONTINUE
+
+    def continue_until(self, trial: Trial) -> int:
+        """Reports of ``trial`` at epochs below this are answered CONTINUE whatever their value,
+        so its worker sends them without waiting for the answer (they are recorded all the
+        same). The default: every epoch when :meth:`on_report` is not overridden, none when it
+        is (a custom ``on_report`` may decide anything at any epoch)."""
+        del trial
+        return ALWAYS if type(self).on_report is AbstractOptimizer.on_report else 0
 
     @abstractmethod
     def finalize_experiment(self, trials: list[Trial]) -> None:

@@ -50,6 +50,13 @@ SCHEMAS: dict[str, dict[str, tuple[type, ...]]] = {
 }
 
 
+#: type -> optional field -> accepted types, checked when present.
+OPTIONAL: dict[str, dict[str, tuple[type, ...]]] = {
+    # False: a report the worker does not wait for (the server sends no answer).
+    "report": {"sync": (bool,)},
+}
+
+
 def sign(key: bytes, payload: bytes) -> bytes:
     """The hex HMAC-SHA256 of ``payload`` under ``key``."""
     return hmac.digest(key, payload, hashlib.sha256).hex().encode()
@@ -104,3 +111,6 @@ def _check_fields(body: Mapping[str, Any]) -> None:
             raise ProtocolError(
                 f"{kind}.{field} must be {'/'.join(t.__name__ for t in types)}, got {type(value).__name__}"
             )
+    for field, types in OPTIONAL.get(kind, {}).items():
+        if field in body and not isinstance(body[field], types):
+            raise ProtocolError(f"{kind}.{field} must be {'/'.join(t.__name__ for t in types)}")

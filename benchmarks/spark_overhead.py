@@ -28,7 +28,7 @@ groups via ``setLocalProperty``). Its only wart is that it calls
 filtered here (it has no effect on classic, non-Connect Spark). If SparkTrials fails anyway, the
 script still prints lightning_maggy's figures and the reason the comparison could not run.
 
-Run: ``python benchmarks/spark_overhead.py [--maggy-trials 400] [--hyperopt-trials 30]`` (needs
+Run: ``python benchmarks/spark_overhead.py [--maggy-trials 2000] [--hyperopt-trials 30]`` (needs
 ``pip install 'lightning_maggy[spark]' hyperopt`` and Java 17+).
 """
 
@@ -155,7 +155,7 @@ def _version(pkg: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--maggy-trials", type=int, default=400)
+    parser.add_argument("--maggy-trials", type=int, default=2000)
     parser.add_argument("--hyperopt-trials", type=int, default=30)
     args = parser.parse_args()
 

@@ -61,6 +61,15 @@ def _maggy_objective_factory(lat_dir: str):
     return objective
 
 
+def trial_phase(result, t0: float) -> dict:
+    """Throughput of a search's trial phase (first trial's start to last trial's end)."""
+    starts = [t.started for t in result.trials if t.started]
+    phase = max(t.finished for t in result.trials if t.finished) - min(starts)
+    completed = result.counts()["COMPLETED"]
+    return {"trials": completed, "trials_per_s": completed / phase, "phase_s": phase,
+            "startup_s": min(starts) - t0}
+
+
 def bench_maggy(trials: int, workdir: str, awaited: bool) -> dict:
     """``awaited``: every report waits for its decision (a wall-clock budget far beyond the run
     makes any report a possible STOP). Otherwise random search's reports, which only CONTINUE
@@ -86,19 +95,13 @@ def bench_maggy(trials: int, workdir: str, awaited: bool) -> dict:
         verbose=False,
     )
     wall = time.time() - t0
-    starts = [t.started for t in result.trials if t.started]
-    ends = [t.finished for t in result.trials if t.finished]
-    phase = max(ends) - min(starts)
     lat = []
     for path in glob.glob(os.path.join(lat_dir, "*.txt")):
         lat += [float(x) for x in open(path).read().split()]
     lat.sort()
-    completed = result.counts()["COMPLETED"]
     return {
-        "trials": completed,
-        "trials_per_s": completed / phase,
+        **trial_phase(result, t0),
         "wall_s": wall,
-        "startup_s": min(starts) - t0,
         "report_p50_ms": 1000 * lat[len(lat) // 2],
         "report_p99_ms": 1000 * lat[int(len(lat) * 0.99)],
         "reports": len(lat),

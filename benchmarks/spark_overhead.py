@@ -43,6 +43,8 @@ import time
 import traceback
 import warnings
 
+from overhead import trial_phase  # the sibling script: the same trial-phase measure
+
 STEPS = 9
 
 # Before the JVM starts: keep Spark from resolving the hostname to a non-loopback address.
@@ -99,18 +101,7 @@ def bench_maggy(spark, trials: int, workdir: str) -> dict:
         exp_dir=os.path.join(workdir, "maggy-exp"),
         verbose=False,
     )
-    wall = time.time() - t0
-    starts = [t.started for t in result.trials if t.started]
-    ends = [t.finished for t in result.trials if t.finished]
-    phase = max(ends) - min(starts)
-    completed = result.counts()["COMPLETED"]
-    return {
-        "trials": completed,
-        "trials_per_s": completed / phase,
-        "phase_s": phase,
-        "wall_s": wall,
-        "startup_s": min(starts) - t0,
-    }
+    return {**trial_phase(result, t0), "wall_s": time.time() - t0}
 
 
 def _hyperopt_objective(x):

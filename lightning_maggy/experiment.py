@@ -20,7 +20,7 @@ from lightning_maggy.driver.controller import Controller, StopReason, best_trial
 from lightning_maggy.driver.journal import JOURNAL_NAME, Journal
 from lightning_maggy.earlystop import AbstractEarlyStop, get_earlystop
 from lightning_maggy.exceptions import ConfigurationError, ExperimentError
-from lightning_maggy.optimizers import AbstractOptimizer, get_optimizer
+from lightning_maggy.optimizers import AbstractOptimizer, GridSearch, get_optimizer
 from lightning_maggy.searchspace import Searchspace
 from lightning_maggy.trial import Trial, TrialState
 
@@ -280,11 +280,6 @@ def search(
         raise ConfigurationError(f"max_retries={max_retries!r}: expected an int >= 0.")
     if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0):
         raise ConfigurationError(f"timeout={timeout!r}: expected a positive number of seconds.")
-    if num_trials is None and timeout is None:
-        raise ConfigurationError(
-            "search() needs a budget: pass num_trials= (configurations to try), timeout= "
-            "(seconds), or both."
-        )
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise ConfigurationError(f"seed={seed!r}: expected an int or None.")
     trainer_kwargs = dict(trainer_kwargs or {})
@@ -305,6 +300,11 @@ def search(
         _validate_module(module_or_fn, space, datamodule)
     opt = get_optimizer(optimizer, seed=seed) if isinstance(optimizer, str) else get_optimizer(optimizer)
     stopper = get_earlystop(early_stop)
+    if num_trials is None and timeout is None and not isinstance(opt, GridSearch):
+        raise ConfigurationError(
+            "search() needs a budget: pass num_trials= (configurations to try), timeout= "
+            "(seconds), or both (a grid search alone ends with its grid)."
+        )
     # Validates the optimizer against the settings now; the controller sets it up for real.
     opt.setup(space, num_trials=num_trials, direction=direction, max_epochs=max_epochs, trials={}, seed=seed)
     if max_failures is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import inspect
 import os
 from collections.abc import Callable, Mapping
@@ -78,7 +79,9 @@ def build_trainer(
     are added to ours."""
     ns = namespace_of(module)
     kwargs = dict(trainer_kwargs or {})
-    user_callbacks = list(kwargs.pop("callbacks", None) or [])
+    # A fresh copy per trial: stateful callbacks (EarlyStopping's best score, ...) must not carry
+    # one trial's state into the next trial of the same worker.
+    user_callbacks = copy.deepcopy(list(kwargs.pop("callbacks", None) or []))
     # The newest state after every epoch, always as checkpoints/last.ckpt: what a promoted or
     # re-queued trial resumes from. (save_last=True alone writes only when a top-k save happens.)
     checkpoint = ns.callbacks.ModelCheckpoint(

@@ -356,3 +356,28 @@ def test_unshippable_objects_are_refused_before_anything_starts(tmp_path):
         lm.search(objective, lm.Searchspace(x=lm.Double(0, 1)), metric="m", max_epochs=1,
                   num_trials=2, exp_dir=exp, verbose=False)
     assert not exp.exists()  # refused before anything was created
+
+
+def test_user_callbacks_start_fresh_in_every_trial(tmp_path):
+    """An EarlyStopping in trainer_kwargs must not carry one trial's best score into the next."""
+    import pytorch_lightning as pl
+
+    stopper = pl.callbacks.EarlyStopping(monitor="val_acc", mode="max", patience=0)
+    result = lm.search(
+        TinyClassifier,
+        lm.Searchspace(lr=lm.Categorical([0.5, 0.0001])),  # in this order; the second barely learns
+        datamodule=BlobsDataModule,
+        metric="val_acc",
+        optimizer="grid",
+        max_epochs=3,
+        workers=1,  # both trials on the same worker, one after the other
+        trainer_kwargs={"callbacks": [stopper]},
+        seed=0,
+        exp_dir=tmp_path / "exp",
+        verbose=False,
+    )
+    assert len(result.trials) == 2 and result.counts()["FAILED"] == 0
+    # With a shared EarlyStopping, the weak second trial would stop after its first epoch,
+    # being worse than the first trial's best; fresh, it trains on while it improves.
+    weak = next(t for t in result.trials if t.config["lr"] == 0.0001)
+    assert len(weak.history) >= 2

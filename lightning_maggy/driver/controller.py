@@ -296,17 +296,23 @@ class Controller:
         self._update(trial)
         worker.last_finished = trial
         if state is TrialState.FAILED:
-            self.failures += 1
-            last_line = (changes["error"].strip().splitlines() or ["?"])[-1]
             if msg.get("error_type") in FATAL_ERROR_TYPES:
+                self.failures += 1
                 return self.abort(f"trial {tid} failed with an error every trial would hit: {changes['error'].strip()}")
-            elif self.failures >= self.max_failures:
-                return self.abort(
-                    f"{self.failures} trials failed (max_failures={self.max_failures}); the last one, "
-                    f"{tid}, with: {last_line}. Each trial's traceback is in its record and its "
-                    "output.log. Fix the error, or raise max_failures to tolerate more failures."
-                )
+            last_line = (changes["error"].strip().splitlines() or ["?"])[-1]
+            return self._count_failure(f"{tid}, with: {last_line}")
         return []
+
+    def _count_failure(self, what: str) -> Outgoing:
+        """Counts one FAILED trial; aborts the experiment at ``max_failures``."""
+        self.failures += 1
+        if self.failures < self.max_failures:
+            return []
+        return self.abort(
+            f"{self.failures} trials failed (max_failures={self.max_failures}); the last one, "
+            f"{what}. Each trial's traceback is in its record and its output.log. Fix the "
+            "error, or raise max_failures to tolerate more failures."
+        )
 
     def _lose(self, tid: str, reason: str) -> Outgoing:
         """Re-queues a RUNNING trial whose worker is gone (FAILED past ``max_retries``)."""
@@ -320,13 +326,7 @@ class Controller:
         if trial.retries >= self.max_retries:
             error = f"lost {trial.retries + 1} times (max_retries={self.max_retries}); last: {reason}"
             self._update(trial.evolve(state=TrialState.FAILED, finished=time.time(), error=error))
-            self.failures += 1
-            if self.failures >= self.max_failures:
-                return self.abort(
-                    f"{self.failures} trials failed (max_failures={self.max_failures}); the last one, "
-                    f"{tid}, was {error}."
-                )
-            return []
+            return self._count_failure(f"{tid}, was {error}")
         self._update(trial.evolve(state=TrialState.LOST, retries=trial.retries + 1, worker=None, error=reason))
         self._requeue.append(tid)
         return []

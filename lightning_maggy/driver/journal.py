@@ -60,11 +60,14 @@ class Journal:
 
     def append(self, event: str, durable: bool = True, **fields: Any) -> None:
         record = {"event": event, "time": time.time(), **fields}
-        line = json.dumps(record, separators=(",", ":"), allow_nan=True, default=str)
+        self._write(json.dumps(record, separators=(",", ":"), allow_nan=True, default=str) + "\n", durable)
+
+    def _write(self, line: str, durable: bool) -> None:
+        """Writes and flushes one line; a durable one is fsync'd now or by the group commit."""
         with self._lock:
             if self._file.closed:
                 return
-            self._file.write(line + "\n")
+            self._file.write(line)
             self._file.flush()
             if not durable:
                 return
@@ -85,10 +88,7 @@ class Journal:
             f'{{"event":"report","time":{time.time()!r},"trial_id":{json.dumps(trial_id)},'
             f'"epoch":{int(epoch)},"value":{number},"decision":"{decision}"}}\n'
         )
-        with self._lock:
-            if not self._file.closed:
-                self._file.write(line)
-                self._file.flush()
+        self._write(line, durable=False)
 
     def close(self) -> None:
         self._closing = True

@@ -1,0 +1,148 @@
+"""What a study leaves behind: :class:`SearchResult`, and the files written from it
+(``result.json``, ``trials.csv`` and the TensorBoard HParams summary)."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from lightning_maggy.trial import Trial, TrialState
+
+__all__ = ["SearchResult", "fmt_value", "write_result"]
+
+
+@dataclasses.dataclass
+class SearchResult:
+    """The outcome of :func:`search`.
+
+    Attributes:
+        trials: every trial record, in the order they started.
+        best_trial: the trial with the best final metric (None if none produced one).
+        best_config / best_metric: shortcuts into ``best_trial``.
+        exp_dir: the experiment directory (journal, result.json, trials.csv, per-trial folders).
+        stop_reason: "finished", "timeout", "aborted" or "interrupted".
+    """
+
+    trials: list[Trial]
+    metric: str
+    direction: str
+    exp_dir: str
+    stop_reason: str
+    best_trial: Trial | None = None
+    message: str | None = None
+
+    @property
+    def best_config(self) -> dict[str, Any] | None:
+        return dict(self.best_trial.config) if self.best_trial else None
+
+    @property
+    def best_metric(self) -> float | None:
+        return self.best_trial.final_metric if self.best_trial else None
+
+    def counts(self) -> dict[str, int]:
+        out = {s.value: 0 for s in TrialState}
+        for t in self.trials:
+            out[t.state.value] += 1
+        return out
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One flat dict per trial (config keys prefixed with ``config/``)."""
+        rows = []
+        for t in self.trials:
+            row: dict[str, Any] = {
+                "trial_id": t.trial_id,
+                "state": t.state.value,
+                self.metric: t.final_metric,
+                "epochs": t.epochs_done,
+                "budget": t.budget,
+                "retries": t.retries,
+                "duration_s": None if t.duration is None else round(t.duration, 3),
+                "component": t.component,
+                "error": (t.error or "").strip().splitlines()[-1] if t.error else None,
+            }
+            row.update({f"config/{k}": v for k, v in t.config.items()})
+            rows.append(row)
+        return rows
+
+    def to_pandas(self) -> Any:
+        """The trials as a :class:`pandas.DataFrame` (needs pandas)."""
+        try:
+            import pandas as pd
+        except ImportError as err:
+            raise ImportError("to_pandas() needs pandas: pip install pandas") from err
+        return pd.DataFrame(self.rows())
+
+    def summary(self, top: int = 10) -> str:
+        """A table of the best ``top`` trials, as text."""
+        scored = [t for t in self.trials if t.final_metric is not None and not math.isnan(t.final_metric)]
+        scored.sort(key=lambda t: t.final_metric, reverse=self.direction == "max")  # type: ignore[arg-type,return-value]
+        counts = ", ".join(f"{v} {k.lower()}" for k, v in self.counts().items() if v)
+        lines = [f"{len(self.trials)} trials ({counts}); stop reason: {self.stop_reason}; exp_dir: {self.exp_dir}"]
+        if scored:
+            lines.append(f"{'trial':<18}{'state':<11}{'epochs':>6}  {self.metric:>12}  config")
+            for t in scored[:top]:
+                cfg = ", ".join(f"{k}={fmt_value(v)}" for k, v in t.config.items())
+                lines.append(f"{t.trial_id:<18}{t.state.value:<11}{t.epochs_done:>6}  {t.final_metric:>12.5g}  {cfg}")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return (
+            f"SearchResult(trials={len(self.trials)}, best_metric={self.best_metric!r}, "
+            f"best_config={self.best_config!r}, stop_reason={self.stop_reason!r}, exp_dir={self.exp_dir!r})"
+        )
+
+
+def fmt_value(v: Any) -> str:
+    """A short text form of a hyperparameter value."""
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def write_result(result: SearchResult) -> None:
+    """Writes result.json, trials.csv and the TensorBoard HParams summary into ``exp_dir``."""
+    exp = Path(result.exp_dir)
+    payload = {
+        "metric": result.metric,
+        "direction": result.direction,
+        "stop_reason": result.stop_reason,
+        "message": result.message,
+        "best_trial_id": result.best_trial.trial_id if result.best_trial else None,
+        "best_config": result.best_config,
+        "best_metric": result.best_metric,
+        "counts": result.counts(),
+        "trials": [t.to_dict() for t in result.trials],
+    }
+    tmp = exp / "result.json.tmp"
+    tmp.write_text(json.dumps(payload, indent=2, default=str))
+    os.replace(tmp, exp / "result.json")
+    rows = result.rows()
+    fields: list[str] = []
+    for row in rows:
+        fields += [k for k in row if k not in fields]
+    with open(exp / "trials.csv", "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fields or ["trial_id"])
+        writer.writeheader()
+        writer.writerows(rows)
+    _write_tensorboard(result, exp / "tensorboard")
+
+
+def _write_tensorboard(result: SearchResult, logdir: Path) -> None:
+    """One HParams run per trial with a metric, for ``tensorboard --logdir exp_dir/tensorboard``."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is a core dependency; stay quiet if it was removed
+        return
+    for t in result.trials:
+        if t.final_metric is None:
+            continue
+        hparams = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in t.config.items()}
+        with SummaryWriter(log_dir=str(logdir / t.trial_id)) as writer:
+            writer.add_hparams(
+                hparams,
+                {f"hparam/{result.metric}": float(t.final_metric), "hparam/epochs": float(t.epochs_done)},
+                run_name=".",
+            )

@@ -1,0 +1,224 @@
+"""The one study runner behind ``search()`` and ``ablate()``: it creates the experiment
+directory and journal, starts the server and the backend's workers, drives the controller, and
+writes the result, whatever happens (a finished study, an abort, Ctrl-C, a driver error)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from lightning_maggy.driver.controller import Controller, StopReason, best_trial
+from lightning_maggy.driver.journal import JOURNAL_NAME, Journal
+from lightning_maggy.earlystop import AbstractEarlyStop
+from lightning_maggy.exceptions import ConfigurationError, ExperimentError
+from lightning_maggy.optimizers import AbstractOptimizer
+from lightning_maggy.progress import Progress
+from lightning_maggy.results import SearchResult, write_result
+from lightning_maggy.searchspace import Searchspace
+from lightning_maggy.validation import default_exp_dir, versions
+
+__all__ = ["run_study"]
+
+
+def run_study(
+    module_or_fn: Any,
+    space: Searchspace,
+    *,
+    task: Any,
+    metric: str,
+    direction: str,
+    max_epochs: int,
+    opt: AbstractOptimizer,
+    stopper: AbstractEarlyStop,
+    num_trials: int | None,
+    timeout: float | None,
+    backend: Any,
+    workers: int | None,
+    trainer_kwargs: dict[str, Any],
+    exp_dir: str | os.PathLike[str] | None,
+    seed: int | None,
+    max_failures: int,
+    max_retries: int,
+    heartbeat_timeout: float,
+    spark_master: str | None,
+    spark_conf: Mapping[str, str] | None,
+    verbose: bool,
+    extra: Mapping[str, Any] | None = None,
+) -> SearchResult:
+    """Runs a validated study; ``extra`` is added to ``experiment.json``.
+
+    Raises:
+        ConfigurationError: ``exp_dir`` holds an experiment already, the task cannot be shipped
+            to workers, or the backend cannot start.
+        ExperimentError: the study was aborted; ``err.result`` holds the partial result.
+    """
+    from lightning_maggy.backends.base import check_shippable
+    from lightning_maggy.lightning.worker import WorkerLaunch
+
+    check_shippable(WorkerLaunch(address="", key=b"", exp_dir="", task=task))
+    exp_path = Path(exp_dir) if exp_dir is not None else Path(default_exp_dir(module_or_fn))
+    if (exp_path / JOURNAL_NAME).exists():
+        raise ConfigurationError(
+            f"exp_dir={str(exp_path)!r} already holds an experiment (journal.jsonl); choose a "
+            "new directory, or delete the old one to start over."
+        )
+    backend_obj = _make_backend(backend, spark_master, spark_conf)
+    try:
+        return _run(
+            module_or_fn, space, task=task, metric=metric, direction=direction, max_epochs=max_epochs,
+            opt=opt, stopper=stopper, num_trials=num_trials, timeout=timeout,
+            backend_obj=backend_obj, workers=workers, trainer_kwargs=trainer_kwargs, exp_path=exp_path,
+            seed=seed, max_failures=max_failures, max_retries=max_retries,
+            heartbeat_timeout=heartbeat_timeout, verbose=verbose, extra=extra,
+        )
+    finally:
+        backend_obj.stop()
+
+
+def _run(
+    module_or_fn: Any,
+    space: Searchspace,
+    *,
+    task: Any,
+    metric: str,
+    direction: str,
+    max_epochs: int,
+    opt: AbstractOptimizer,
+    stopper: AbstractEarlyStop,
+    num_trials: int | None,
+    timeout: float | None,
+    backend_obj: Any,
+    workers: int | None,
+    trainer_kwargs: dict[str, Any],
+    exp_path: Path,
+    seed: int | None,
+    max_failures: int,
+    max_retries: int,
+    heartbeat_timeout: float,
+    verbose: bool,
+    extra: Mapping[str, Any] | None,
+) -> SearchResult:
+    """Runs a validated search on a created backend (which the caller stops)."""
+    if workers is None:
+        workers = backend_obj.default_workers() if hasattr(backend_obj, "default_workers") else 2
+    exp_path.mkdir(parents=True, exist_ok=True)
+    journal = Journal(exp_path / JOURNAL_NAME)
+    progress = Progress(num_trials, metric, direction, enabled=verbose, lines=backend_obj.name == "spark")
+    controller = Controller(  # validates the optimizer against the settings
+        optimizer=opt,
+        earlystop=stopper,
+        searchspace=space,
+        direction=direction,
+        max_epochs=max_epochs,
+        num_trials=num_trials,
+        timeout=timeout,
+        max_failures=max_failures,
+        max_retries=max_retries,
+        heartbeat_timeout=heartbeat_timeout,
+        journal=journal,
+        seed=seed,
+        on_trial_end=progress.update,
+    )
+    experiment = {
+        "name": getattr(module_or_fn, "__name__", type(module_or_fn).__name__),
+        "kind": task.kind,
+        "metric": metric,
+        "direction": direction,
+        "optimizer": type(opt).__name__,
+        "early_stop": type(stopper).__name__,
+        "num_trials": num_trials,
+        "timeout": timeout,
+        "max_epochs": max_epochs,
+        "backend": getattr(backend_obj, "name", type(backend_obj).__name__),
+        "workers": workers,
+        "seed": seed,
+        "space": space.to_dict(),
+        "trainer_kwargs": {k: repr(v) for k, v in trainer_kwargs.items()},
+        "versions": versions(),
+        "created": time.time(),
+        **dict(extra or {}),
+    }
+    (exp_path / "experiment.json").write_text(json.dumps(experiment, indent=2, default=str))
+    journal.append("experiment_start", experiment=experiment)
+
+    from lightning_maggy.lightning.worker import WorkerLaunch
+    from lightning_maggy.transport.zmq_transport import ZmqServer
+
+    key = os.urandom(32)
+    server = ZmqServer(key, host=getattr(backend_obj, "driver_host", "127.0.0.1"))
+    launch = WorkerLaunch(
+        address=server.address,
+        key=key,
+        exp_dir=str(exp_path.resolve()),
+        task=task,
+        heartbeat_interval=min(5.0, heartbeat_timeout / 4),
+    )
+    try:
+        try:
+            backend_obj.start(launch, workers)
+            controller.serve(server, backend_obj)
+        except KeyboardInterrupt:
+            controller.abort("interrupted by the user (Ctrl-C)", StopReason.INTERRUPTED)
+            progress.write("Interrupted: workers stopped; the partial result is saved in " + str(exp_path))
+        except BaseException as err:  # the record says why, then the error propagates
+            controller.abort(f"the driver failed: {type(err).__name__}: {err}")
+            raise
+    finally:
+        backend_obj.stop()
+        server.close()
+        progress.close()
+        result = SearchResult(
+            trials=list(controller.trials.values()),
+            metric=metric,
+            direction=direction,
+            exp_dir=str(exp_path),
+            stop_reason=controller.stop_reason or StopReason.INTERRUPTED,
+            best_trial=best_trial(controller.trials.values(), direction),
+            message=controller.abort_message,
+        )
+        write_result(result)
+        journal.close()
+    if verbose:
+        print(result.summary(), file=sys.stderr, flush=True)
+    if result.stop_reason == StopReason.ABORTED:
+        err = ExperimentError(f"the search was aborted: {result.message}")
+        err.result = result  # type: ignore[attr-defined]
+        raise err
+    return result
+
+
+def _make_backend(backend: Any, spark_master: str | None, spark_conf: Mapping[str, str] | None) -> Any:
+    from lightning_maggy.backends.base import Backend
+
+    if isinstance(backend, Backend):
+        return backend
+    if backend == "local":
+        from lightning_maggy.backends.local import LocalBackend
+
+        return LocalBackend()
+    if backend == "spark":
+        from lightning_maggy.backends.spark import SparkBackend
+
+        return SparkBackend(master=spark_master, conf=spark_conf)
+    raise ConfigurationError(f"backend={backend!r}: expected 'local', 'spark' or a Backend instance.")
+
+
+def _make_backend(backend: Any, spark_master: str | None, spark_conf: Mapping[str, str] | None) -> Any:
+    from lightning_maggy.backends.base import Backend
+
+    if isinstance(backend, Backend):
+        return backend
+    if backend == "local":
+        from lightning_maggy.backends.local import LocalBackend
+
+        return LocalBackend()
+    if backend == "spark":
+        from lightning_maggy.backends.spark import SparkBackend
+
+        return SparkBackend(master=spark_master, conf=spark_conf)
+    raise ConfigurationError(f"backend={backend!r}: expected 'local', 'spark' or a Backend instance.")

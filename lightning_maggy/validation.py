@@ -1,0 +1,175 @@
+"""Checks shared by every study (``search()`` and ``ablate()``), run before any worker starts.
+
+Each check raises :class:`~lightning_maggy.exceptions.ConfigurationError` with what was wrong,
+what was expected and how to fix it.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import inspect
+import platform
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from lightning_maggy.exceptions import ConfigurationError
+from lightning_maggy.searchspace import Searchspace
+
+__all__ = [
+    "check_metric",
+    "check_positive_int",
+    "check_run_settings",
+    "check_trainer_kwargs",
+    "default_exp_dir",
+    "normalize_direction",
+    "trial_kind",
+    "validate_module",
+    "versions",
+]
+
+_DIRECTIONS = {"max": "max", "maximize": "max", "min": "min", "minimize": "min"}
+
+
+def trial_kind(target: Any) -> str:
+    from lightning_maggy.lightning.namespace import imported_namespaces, is_lightning_module_class
+
+    if is_lightning_module_class(target):
+        return "module"
+    if any(isinstance(target, ns.LightningModule) for ns in imported_namespaces()):
+        raise ConfigurationError(
+            f"search() got a LightningModule instance ({type(target).__name__}(...)); pass the "
+            f"class, search({type(target).__name__}, space, ...): each trial builds its own "
+            "module from its hyperparameters."
+        )
+    if not callable(target) or isinstance(target, type):
+        raise ConfigurationError(
+            f"search() expects a LightningModule class, a train function fn(hparams) or a "
+            f"function trial fn(hparams, reporter); got {target!r}."
+        )
+    try:
+        params = [
+            p for p in inspect.signature(target).parameters.values()
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
+        ]
+    except (TypeError, ValueError):
+        return "train_fn"
+    if len(params) >= 2:
+        return "function"
+    if len(params) == 1:
+        return "train_fn"
+    raise ConfigurationError(
+        f"{getattr(target, '__name__', target)!r} takes no positional argument; a train "
+        "function is fn(hparams) and a function trial is fn(hparams, reporter)."
+    )
+
+
+def check_positive_int(name: str, value: Any, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigurationError(f"{name}={value!r}: expected a positive int.")
+
+
+def check_metric(metric: Any) -> None:
+    if not isinstance(metric, str) or not metric.strip() or metric != metric.strip():
+        raise ConfigurationError(
+            f"metric={metric!r}: expected the name of a logged metric such as 'val_acc' "
+            "(a non-empty str without surrounding spaces)."
+        )
+
+
+def normalize_direction(direction: Any) -> str:
+    """"max" or "min" (also accepts "maximize"/"minimize", any case)."""
+    if not isinstance(direction, str) or direction.lower() not in _DIRECTIONS:
+        raise ConfigurationError(f"direction={direction!r}: expected 'max' or 'min'.")
+    return _DIRECTIONS[direction.lower()]
+
+
+def check_run_settings(
+    *,
+    max_epochs: Any,
+    num_trials: Any,
+    workers: Any,
+    max_failures: Any,
+    max_retries: Any,
+    timeout: Any,
+    seed: Any,
+    heartbeat_timeout: Any,
+    backend: Any,
+    spark_master: Any,
+    spark_conf: Any,
+) -> None:
+    """The settings every study shares: budgets, parallelism, failure handling, seed."""
+    check_positive_int("max_epochs", max_epochs)
+    check_positive_int("num_trials", num_trials, allow_none=True)
+    check_positive_int("workers", workers, allow_none=True)
+    check_positive_int("max_failures", max_failures, allow_none=True)
+    if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+        raise ConfigurationError(f"max_retries={max_retries!r}: expected an int >= 0.")
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0):
+        raise ConfigurationError(f"timeout={timeout!r}: expected a positive number of seconds.")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise ConfigurationError(f"seed={seed!r}: expected an int or None.")
+    if not (isinstance(heartbeat_timeout, (int, float)) and heartbeat_timeout > 0):
+        raise ConfigurationError(f"heartbeat_timeout={heartbeat_timeout!r}: expected a positive number of seconds.")
+    if (spark_master is not None or spark_conf is not None) and backend != "spark":
+        raise ConfigurationError("spark_master/spark_conf apply only with backend='spark'.")
+
+
+def check_trainer_kwargs(trainer_kwargs: Mapping[str, Any] | None, kind: str) -> dict[str, Any]:
+    """A copy of ``trainer_kwargs``, refused when it sets what the study controls."""
+    from lightning_maggy.lightning.trainer import RESERVED_TRAINER_KWARGS
+
+    out = dict(trainer_kwargs or {})
+    reserved = sorted(set(out) & set(RESERVED_TRAINER_KWARGS))
+    if reserved:
+        raise ConfigurationError(
+            f"trainer_kwargs sets {reserved}, which the search controls: pass max_epochs= to "
+            "search() and let the optimizer decide each trial's epochs and checkpoints."
+        )
+    if out and kind != "module":
+        raise ConfigurationError(
+            "trainer_kwargs applies only when searching a LightningModule class; a train "
+            "function builds its own Trainer."
+        )
+    return out
+
+
+def validate_module(target: type, space: Searchspace, datamodule: Any) -> None:
+    from lightning_maggy.lightning.trainer import module_call_style
+
+    module_call_style(target, space.names())
+    if datamodule is None:
+        from lightning_maggy.lightning.namespace import namespace_of
+
+        ns = namespace_of(target)
+        if target.train_dataloader is ns.LightningModule.train_dataloader:
+            raise ConfigurationError(
+                f"{target.__name__} defines no train_dataloader() and no datamodule= was given; "
+                "pass datamodule= (an instance, a LightningDataModule class, or a function of "
+                "the hyperparameters) or define train_dataloader/val_dataloader on the module."
+            )
+
+
+def default_exp_dir(target: Any) -> str:
+    name = getattr(target, "__name__", "experiment")
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = Path.cwd() / "maggy_experiments" / f"{name}-{stamp}"
+    path, n = base, 1
+    while path.exists():
+        n += 1
+        path = base.with_name(f"{base.name}-{n}")
+    return str(path)
+
+
+def versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for pkg in ("lightning_maggy", "torch", "pytorch-lightning", "lightning", "pyzmq", "numpy"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            continue
+    return out

@@ -10,8 +10,10 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from lightning_maggy.ablation import AblationStudy, ablatable
 from lightning_maggy.earlystop import AbstractEarlyStop, MedianStoppingRule, NoEarlyStop
 from lightning_maggy.exceptions import (
+    AblationError,
     ConfigurationError,
     EarlyStopException,
     ExperimentError,
@@ -28,6 +30,8 @@ __version__ = "0.1.0"
 _LAZY = {
     "search": "lightning_maggy.experiment",
     "SearchResult": "lightning_maggy.experiment",
+    "ablate": "lightning_maggy.ablation.api",
+    "AblationResult": "lightning_maggy.ablation.result",
     "MaggyCallback": "lightning_maggy.lightning.callback",
     "Reporter": "lightning_maggy.lightning.context",
     "current_trial": "lightning_maggy.lightning.context",
@@ -36,6 +40,9 @@ _LAZY = {
 
 __all__ = [
     "ASHA",
+    "AblationError",
+    "AblationResult",
+    "AblationStudy",
     "IDLE",
     "AbstractEarlyStop",
     "AbstractOptimizer",
@@ -61,6 +68,8 @@ __all__ = [
     "Trial",
     "TrialState",
     "__version__",
+    "ablatable",
+    "ablate",
     "current_trial",
     "prewarm",
     "search",

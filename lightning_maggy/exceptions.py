@@ -50,3 +50,8 @@ class BackendError(MaggyError):
 
 class ExperimentError(MaggyError):
     """The experiment as a whole failed (for example too many failed trials)."""
+
+
+class AblationError(MaggyError):
+    """One ablation trial cannot run with its component left out (for example a removed layer
+    changes a shape the next layer needs). That trial fails before training; the study goes on."""

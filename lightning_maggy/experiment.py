@@ -103,7 +103,7 @@ def search(
     )
     trainer_kwargs = check_trainer_kwargs(trainer_kwargs, kind)
     if kind == "module":
-        validate_module(module_or_fn, space, datamodule)
+        validate_module(module_or_fn, space.names(), datamodule)
     opt = get_optimizer(optimizer, seed=seed) if isinstance(optimizer, str) else get_optimizer(optimizer)
     stopper = get_earlystop(early_stop)
     if num_trials is None and timeout is None and not isinstance(opt, GridSearch):

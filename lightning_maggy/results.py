@@ -63,6 +63,7 @@ class SearchResult:
                 "retries": t.retries,
                 "duration_s": None if t.duration is None else round(t.duration, 3),
                 "component": t.component,
+                "seed": t.seed,
                 "error": (t.error or "").strip().splitlines()[-1] if t.error else None,
             }
             row.update({f"config/{k}": v for k, v in t.config.items()})
@@ -140,6 +141,8 @@ def _write_tensorboard(result: SearchResult, logdir: Path) -> None:
         if t.final_metric is None:
             continue
         hparams = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in t.config.items()}
+        if t.component is not None or t.seed is not None:  # an ablation trial
+            hparams.update(component=t.component or "base", seed=int(t.seed or 0))
         with SummaryWriter(log_dir=str(logdir / t.trial_id)) as writer:
             writer.add_hparams(
                 hparams,

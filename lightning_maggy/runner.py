@@ -27,7 +27,7 @@ __all__ = ["run_study"]
 
 def run_study(
     module_or_fn: Any,
-    space: Searchspace,
+    space: Searchspace | None,
     *,
     task: Any,
     metric: str,
@@ -48,9 +48,11 @@ def run_study(
     spark_master: str | None,
     spark_conf: Mapping[str, str] | None,
     verbose: bool,
+    summary: bool = True,
     extra: Mapping[str, Any] | None = None,
 ) -> SearchResult:
-    """Runs a validated study; ``extra`` is added to ``experiment.json``.
+    """Runs a validated study; ``extra`` is added to ``experiment.json``; ``summary`` prints the
+    result's summary when ``verbose``.
 
     Raises:
         ConfigurationError: ``exp_dir`` holds an experiment already, the task cannot be shipped
@@ -74,7 +76,7 @@ def run_study(
             opt=opt, stopper=stopper, num_trials=num_trials, timeout=timeout,
             backend_obj=backend_obj, workers=workers, trainer_kwargs=trainer_kwargs, exp_path=exp_path,
             seed=seed, max_failures=max_failures, max_retries=max_retries,
-            heartbeat_timeout=heartbeat_timeout, verbose=verbose, extra=extra,
+            heartbeat_timeout=heartbeat_timeout, verbose=verbose, summary=summary, extra=extra,
         )
     finally:
         backend_obj.stop()
@@ -82,7 +84,7 @@ def run_study(
 
 def _run(
     module_or_fn: Any,
-    space: Searchspace,
+    space: Searchspace | None,
     *,
     task: Any,
     metric: str,
@@ -101,6 +103,7 @@ def _run(
     max_retries: int,
     heartbeat_timeout: float,
     verbose: bool,
+    summary: bool,
     extra: Mapping[str, Any] | None,
 ) -> SearchResult:
     """Runs a validated search on a created backend (which the caller stops)."""
@@ -137,7 +140,7 @@ def _run(
         "backend": getattr(backend_obj, "name", type(backend_obj).__name__),
         "workers": workers,
         "seed": seed,
-        "space": space.to_dict(),
+        "space": None if space is None else space.to_dict(),
         "trainer_kwargs": {k: repr(v) for k, v in trainer_kwargs.items()},
         "versions": versions(),
         "created": time.time(),
@@ -183,7 +186,7 @@ def _run(
         )
         write_result(result)
         journal.close()
-    if verbose:
+    if verbose and summary:
         print(result.summary(), file=sys.stderr, flush=True)
     if result.stop_reason == StopReason.ABORTED:
         err = ExperimentError(f"the search was aborted: {result.message}")

@@ -45,10 +45,13 @@ def _canonical(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
 
 
-def trial_id_for(config: Mapping[str, Any], component: str | None = None) -> str:
-    """A deterministic id from the configuration (and ablation component), so that the same
-    configuration always gets the same id and duplicates are detected."""
-    payload = _canonical({"config": dict(config), "component": component})
+def trial_id_for(config: Mapping[str, Any], component: str | None = None, seed: int | None = None) -> str:
+    """A deterministic id from the configuration (and ablation component and trial seed), so
+    that the same configuration always gets the same id and duplicates are detected."""
+    record: dict[str, Any] = {"config": dict(config), "component": component}
+    if seed is not None:  # only ablation trials carry a seed of their own; other ids stay as they were
+        record["seed"] = int(seed)
+    payload = _canonical(record)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -66,6 +69,8 @@ class Trial:
             Lightning trials, the return value for function trials).
         error: the traceback text of a FAILED trial.
         component: the ablation component left out, if any.
+        seed: the trial's own training seed (ablation trials repeat each component with the
+            same seeds); None: derived from the search's seed and the trial id.
         info: free-form JSON-able data an optimizer attaches (e.g. ASHA's bracket).
         retries: times this trial was lost and re-queued.
         worker: the worker that runs or ran it.
@@ -80,6 +85,7 @@ class Trial:
     final_metric: float | None = None
     error: str | None = None
     component: str | None = None
+    seed: int | None = None
     info: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     retries: int = 0
     worker: int | None = None
@@ -94,12 +100,14 @@ class Trial:
         budget: int = 0,
         component: str | None = None,
         info: Mapping[str, Any] | None = None,
+        seed: int | None = None,
     ) -> Trial:
         return cls(
-            trial_id=trial_id_for(config, component),
+            trial_id=trial_id_for(config, component, seed),
             config=dict(config),
             budget=int(budget),
             component=component,
+            seed=seed,
             info=dict(info or {}),
         )
 

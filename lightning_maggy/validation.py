@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from lightning_maggy.exceptions import ConfigurationError
-from lightning_maggy.searchspace import Searchspace
 
 __all__ = [
     "check_metric",
@@ -136,10 +135,11 @@ def check_trainer_kwargs(trainer_kwargs: Mapping[str, Any] | None, kind: str) ->
     return out
 
 
-def validate_module(target: type, space: Searchspace, datamodule: Any) -> None:
+def validate_module(target: type, names: list[str], datamodule: Any) -> None:
+    """The module accepts the hyperparameter ``names`` and has data (its own loaders or ``datamodule``)."""
     from lightning_maggy.lightning.trainer import module_call_style
 
-    module_call_style(target, space.names())
+    module_call_style(target, names)
     if datamodule is None:
         from lightning_maggy.lightning.namespace import namespace_of
 

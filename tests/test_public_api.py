@@ -10,6 +10,7 @@ EXPECTED = {
     "Integer", "MaggyCallback", "MaggyError", "MedianStoppingRule", "MetricNotFoundError",
     "NoEarlyStop", "RandomSearch", "Reporter", "SearchResult", "Searchspace", "SearchspaceError",
     "Trial", "TrialState", "__version__", "current_trial", "prewarm", "search",
+    "AblationError", "AblationResult", "AblationStudy", "ablatable", "ablate",
 }
 
 
@@ -20,7 +21,7 @@ def test_all_is_pinned_and_every_name_resolves():
 
 
 def test_errors_share_one_tree_and_the_stdlib_bases():
-    for cls in (lm.ConfigurationError, lm.SearchspaceError, lm.ExperimentError, lm.EarlyStopException):
+    for cls in (lm.ConfigurationError, lm.SearchspaceError, lm.ExperimentError, lm.EarlyStopException, lm.AblationError):
         assert issubclass(cls, lm.MaggyError)
     assert issubclass(lm.ConfigurationError, ValueError) and issubclass(lm.SearchspaceError, ValueError)
     assert issubclass(lm.MetricNotFoundError, KeyError)

@@ -403,6 +403,7 @@ class Controller:
                 "epochs_done": len(trial.history),
                 "resume": resume,
                 "component": trial.component,
+                "seed": trial.seed,
                 "retries": trial.retries,
                 "async_until": self._async_until(trial),
             },

@@ -50,6 +50,8 @@ class TrialContext:
         self.epochs_done: int = int(trial.get("epochs_done", 0))
         self.resume: bool = bool(trial.get("resume", False))
         self.component: str | None = trial.get("component")
+        #: the trial's own training seed (ablation trials), or None
+        self.seed: int | None = trial.get("seed")
         #: reports at epochs below this are sent without waiting: only CONTINUE can answer them
         self.async_until: int = int(trial.get("async_until", 0))
         self.trial_dir = trial_dir

@@ -40,6 +40,9 @@ class TrialTask:
         trainer_kwargs: extra Trainer arguments for "module" trials.
         seed: the search's seed; each trial is seeded from it and its id, so a trial trains the
             same way wherever it runs.
+        ablation: for an ablation study, component name -> the
+            :class:`~lightning_maggy.ablation.components.Component` that trials with that
+            ``component`` leave out.
     """
 
     kind: str
@@ -49,6 +52,7 @@ class TrialTask:
     datamodule: Any = None
     trainer_kwargs: Mapping[str, Any] | None = None
     seed: int | None = None
+    ablation: Mapping[str, Any] | None = None
 
 
 @dataclasses.dataclass
@@ -146,11 +150,11 @@ def trial_seed(seed: int, trial_id: str) -> int:
 
 
 def _seed(task: TrialTask, ctx: TrialContext) -> None:
-    if task.seed is None:
+    if task.seed is None and ctx.seed is None:
         return
     import random
 
-    value = trial_seed(task.seed, ctx.trial_id)
+    value = int(ctx.seed) if ctx.seed is not None else trial_seed(task.seed, ctx.trial_id)  # type: ignore[arg-type]
     random.seed(value)
     try:
         import numpy as np
@@ -182,6 +186,10 @@ def _run(task: TrialTask, ctx: TrialContext) -> Any:
 
     module = build_module(task.target, ctx.config)
     datamodule = build_datamodule(task.datamodule, ctx.config)
+    if task.ablation is not None and ctx.component is not None:
+        from lightning_maggy.ablation.surgery import leave_out
+
+        module = leave_out(module, datamodule, task.ablation[ctx.component])
     user_cbs = list((task.trainer_kwargs or {}).get("callbacks") or [])
     ours = [] if any(isinstance(cb, MaggyCallback) for cb in user_cbs) else [MaggyCallback(task.metric)]
     trainer = build_trainer(
@@ -281,6 +289,11 @@ def _make_trial_dir(trial_dir: str) -> bool:
 
 
 def _write_hparams(trial_dir: str, trial: Mapping[str, Any]) -> None:
-    record = {"trial_id": trial["trial_id"], "config": trial["config"], "component": trial.get("component")}
+    record = {
+        "trial_id": trial["trial_id"],
+        "config": trial["config"],
+        "component": trial.get("component"),
+        "seed": trial.get("seed"),
+    }
     with open(os.path.join(trial_dir, "hparams.json"), "w", encoding="utf-8") as fh:
         json.dump(record, fh, indent=2)

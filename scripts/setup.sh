@@ -6,8 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 extras=${1:-}
-if ! "$PY" -c "import torch" 2>/dev/null; then
+if ! "$PY" -c "import torch, torchvision" 2>/dev/null; then
   # shellcheck disable=SC2086
-  "$PY" -m pip install -q ${TORCH_PIP:-torch==2.14.1}
+  "$PY" -m pip install -q ${TORCH_PIP:-torch==2.14.1 torchvision==0.29.1}
 fi
 "$PY" -m pip install -q -e ".${extras:+[$extras]}"

@@ -103,3 +103,14 @@ def test_breast_cancer_features_group_and_custom_component_with_three_seeds(tmp_
     assert "mean ± std" in proc.stdout and "95% CI" in proc.stdout
     png = tmp_path / "exp" / "ablation.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_decorated_module_searched_normally_is_not_ablated(tmp_path):
+    space = lm.Searchspace(lr=lm.Double(0.01, 0.1, log=True))
+    result = lm.search(SignalNet, space, datamodule=SignalData, metric="val_acc", optimizer="random",
+                       num_trials=2, max_epochs=1, workers=2, exp_dir=tmp_path / "exp", verbose=False, seed=0)
+    assert [t.state.value for t in result.trials] == ["COMPLETED", "COMPLETED"]
+    assert all(t.component is None and t.seed is None for t in result.trials)
+    for t in result.trials:
+        log = (tmp_path / "exp" / "trials" / t.trial_id / "output.log").read_text()
+        assert "ablation" not in log

@@ -209,19 +209,3 @@ def _make_backend(backend: Any, spark_master: str | None, spark_conf: Mapping[st
 
         return SparkBackend(master=spark_master, conf=spark_conf)
     raise ConfigurationError(f"backend={backend!r}: expected 'local', 'spark' or a Backend instance.")
-
-
-def _make_backend(backend: Any, spark_master: str | None, spark_conf: Mapping[str, str] | None) -> Any:
-    from lightning_maggy.backends.base import Backend
-
-    if isinstance(backend, Backend):
-        return backend
-    if backend == "local":
-        from lightning_maggy.backends.local import LocalBackend
-
-        return LocalBackend()
-    if backend == "spark":
-        from lightning_maggy.backends.spark import SparkBackend
-
-        return SparkBackend(master=spark_master, conf=spark_conf)
-    raise ConfigurationError(f"backend={backend!r}: expected 'local', 'spark' or a Backend instance.")

@@ -134,12 +134,17 @@ class FeatureMask:
         return rebuild(x)
 
 
-def _columns(owner: Any, module: Any, datamodule: Any, features: Sequence[str]) -> dict[str, int]:
-    names = getattr(owner, "feature_names", None)
-    if names:
-        names = list(names)
-    else:
-        names = list(declared_features(owner)) or list(declared_features(module))
+def _columns(owner: Any, module: Any, x: Any, features: Sequence[str]) -> dict[str, int]:
+    """Feature name -> column of a tensor input ``x``: the index in the data's ``feature_names``,
+    else in the ``@ablatable(features=...)`` list, which must then name every column."""
+    names = list(getattr(owner, "feature_names", None) or declared_features(owner) or declared_features(module))
+    shape = getattr(x, "shape", None)
+    if shape is not None and len(shape) >= 2 and len(names) != int(shape[-1]):
+        raise AblationError(
+            f"Feature ablation: the input tensor has {int(shape[-1])} columns but the data names "
+            f"{len(names)} features ({names}), so a feature's column is ambiguous. Give the "
+            "DataModule a feature_names attribute that lists every column in order."
+        )
     missing = [f for f in features if f not in names]
     if missing:
         raise AblationError(f"Feature ablation: {missing} are not among the data's features {names}.")
@@ -160,18 +165,9 @@ def leave_out_features(module: Any, datamodule: Any, features: Sequence[str]) ->
         datamodule.setup("fit")
     mask = FeatureMask(features, None)
     loader = owner.train_dataloader()
-    first = next(iter(loader))
-    x, _ = _split(first)
+    x, _ = _split(next(iter(loader)))
     if not isinstance(x, dict):
-        mask.columns = _columns(owner, module, datamodule, features)
-        width = int(getattr(x, "shape", (0,))[-1]) if getattr(x, "shape", None) is not None else None
-        names = getattr(owner, "feature_names", None) or declared_features(owner) or declared_features(module)
-        if width is not None and len(x.shape) >= 2 and len(names) != width:
-            raise AblationError(
-                f"Feature ablation: the input tensor has {width} columns but the data names "
-                f"{len(names)} features ({list(names)}), so a feature's column is ambiguous. Give the "
-                "DataModule a feature_names attribute that lists every column in order."
-            )
+        mask.columns = _columns(owner, module, x, features)
     mask.fit(loader)
     print(f"[maggy] ablation: features {list(features)} replaced by their training means "
           f"{ {f: round(float(v), 6) for f, v in mask.fill.items() if v.numel() == 1} }", file=sys.stderr)

@@ -19,7 +19,7 @@ from lightning_maggy.exceptions import (
     MetricNotFoundError,
     SearchspaceError,
 )
-from lightning_maggy.optimizers import ASHA, IDLE, AbstractOptimizer, GridSearch, RandomSearch
+from lightning_maggy.optimizers import ASHA, IDLE, AbstractOptimizer, GridSearch, Hyperband, RandomSearch
 from lightning_maggy.searchspace import Categorical, Discrete, Double, Integer, Searchspace
 from lightning_maggy.trial import Decision, Trial, TrialState
 
@@ -47,6 +47,7 @@ __all__ = [
     "EarlyStopException",
     "ExperimentError",
     "GridSearch",
+    "Hyperband",
     "Integer",
     "MaggyCallback",
     "MaggyError",

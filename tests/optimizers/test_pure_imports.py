@@ -40,7 +40,7 @@ SCRIPT = textwrap.dedent(
     from lightning_maggy.trial import Trial, TrialState
 
     space = Searchspace(x=Double(0.0, 1.0))
-    for name in ("random", "grid", "asha"):
+    for name in ("random", "grid", "asha", "hyperband"):
         opt = optimizers.get_optimizer(name)
         trials = {{}}
         opt.setup(space, num_trials=2, direction="max", max_epochs=3, trials=trials, seed=0)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from lightning_maggy.earlystop import AbstractEarlyStop, MedianStoppingRule, NoEarlyStop
+from lightning_maggy.earlystop import AbstractEarlyStop, CurvePredictionRule, MedianStoppingRule, NoEarlyStop
 from lightning_maggy.exceptions import (
     ConfigurationError,
     EarlyStopException,
@@ -41,6 +41,7 @@ __all__ = [
     "AbstractOptimizer",
     "Categorical",
     "ConfigurationError",
+    "CurvePredictionRule",
     "Decision",
     "Discrete",
     "Double",

@@ -6,6 +6,7 @@ import lightning_maggy as lm
 
 EXPECTED = {
     "ASHA", "IDLE", "AbstractEarlyStop", "AbstractOptimizer", "Categorical", "ConfigurationError",
+    "CurvePredictionRule",
     "Decision", "Discrete", "Double", "EarlyStopException", "ExperimentError", "GridSearch", "Hyperband",
     "Integer", "MaggyCallback", "MaggyError", "MedianStoppingRule", "MetricNotFoundError",
     "NoEarlyStop", "RandomSearch", "Reporter", "SearchResult", "Searchspace", "SearchspaceError",

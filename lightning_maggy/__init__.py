@@ -11,7 +11,7 @@ import importlib
 from typing import Any
 
 from lightning_maggy.ablation import AblationStudy, ablatable
-from lightning_maggy.earlystop import AbstractEarlyStop, MedianStoppingRule, NoEarlyStop
+from lightning_maggy.earlystop import AbstractEarlyStop, CurvePredictionRule, MedianStoppingRule, NoEarlyStop
 from lightning_maggy.exceptions import (
     AblationError,
     ConfigurationError,
@@ -21,7 +21,7 @@ from lightning_maggy.exceptions import (
     MetricNotFoundError,
     SearchspaceError,
 )
-from lightning_maggy.optimizers import ASHA, IDLE, AbstractOptimizer, GridSearch, RandomSearch
+from lightning_maggy.optimizers import ASHA, IDLE, AbstractOptimizer, GridSearch, Hyperband, RandomSearch
 from lightning_maggy.searchspace import Categorical, Discrete, Double, Integer, Searchspace
 from lightning_maggy.trial import Decision, Trial, TrialState
 
@@ -48,12 +48,14 @@ __all__ = [
     "AbstractOptimizer",
     "Categorical",
     "ConfigurationError",
+    "CurvePredictionRule",
     "Decision",
     "Discrete",
     "Double",
     "EarlyStopException",
     "ExperimentError",
     "GridSearch",
+    "Hyperband",
     "Integer",
     "MaggyCallback",
     "MaggyError",

@@ -6,7 +6,8 @@ import lightning_maggy as lm
 
 EXPECTED = {
     "ASHA", "IDLE", "AbstractEarlyStop", "AbstractOptimizer", "Categorical", "ConfigurationError",
-    "Decision", "Discrete", "Double", "EarlyStopException", "ExperimentError", "GridSearch",
+    "CurvePredictionRule",
+    "Decision", "Discrete", "Double", "EarlyStopException", "ExperimentError", "GridSearch", "Hyperband",
     "Integer", "MaggyCallback", "MaggyError", "MedianStoppingRule", "MetricNotFoundError",
     "NoEarlyStop", "RandomSearch", "Reporter", "SearchResult", "Searchspace", "SearchspaceError",
     "Trial", "TrialState", "__version__", "current_trial", "prewarm", "search",

@@ -9,12 +9,17 @@ from __future__ import annotations
 from typing import Any
 
 from lightning_maggy.earlystop.base import AbstractEarlyStop, NoEarlyStop
+from lightning_maggy.earlystop.curve import CurvePredictionRule
 from lightning_maggy.earlystop.median import MedianStoppingRule
 from lightning_maggy.exceptions import ConfigurationError
 
-__all__ = ["AbstractEarlyStop", "MedianStoppingRule", "NoEarlyStop", "get_earlystop"]
+__all__ = ["AbstractEarlyStop", "CurvePredictionRule", "MedianStoppingRule", "NoEarlyStop", "get_earlystop"]
 
-_RULES: dict[str, type[AbstractEarlyStop]] = {"none": NoEarlyStop, "median": MedianStoppingRule}
+_RULES: dict[str, type[AbstractEarlyStop]] = {
+    "none": NoEarlyStop,
+    "median": MedianStoppingRule,
+    "curve": CurvePredictionRule,
+}
 
 
 def get_earlystop(
@@ -24,8 +29,10 @@ def get_earlystop(
 
     Args:
         name_or_obj: None or "none" (never stop), "median" (:class:`MedianStoppingRule`),
-            an :class:`AbstractEarlyStop` instance (returned as is) or subclass (instantiated).
-        **kwargs: constructor arguments, e.g. ``get_earlystop("median", min_trials=5)``.
+            "curve" (:class:`CurvePredictionRule`, learning-curve extrapolation), an
+            :class:`AbstractEarlyStop` instance (returned as is) or subclass (instantiated).
+        **kwargs: constructor arguments, e.g. ``get_earlystop("median", min_trials=5)`` or
+            ``get_earlystop("curve", threshold=0.1)``.
 
     Raises:
         ConfigurationError: for an unknown name or object, or arguments the rule rejects.
@@ -47,7 +54,7 @@ def get_earlystop(
     if cls is None:
         raise ConfigurationError(
             f"Unknown early-stop rule {name_or_obj!r}; choose one of "
-            f"{['none', 'median']} (or None), or pass an AbstractEarlyStop instance or subclass."
+            f"{list(_RULES)} (or None), or pass an AbstractEarlyStop instance or subclass."
         )
     try:
         return cls(**kwargs)

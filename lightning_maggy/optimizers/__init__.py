@@ -12,9 +12,12 @@ from lightning_maggy.exceptions import ConfigurationError
 from lightning_maggy.optimizers.asha import ASHA
 from lightning_maggy.optimizers.base import IDLE, AbstractOptimizer, Idle
 from lightning_maggy.optimizers.grid_search import GridSearch
+from lightning_maggy.optimizers.hyperband import Hyperband
 from lightning_maggy.optimizers.random_search import RandomSearch
 
-__all__ = ["ASHA", "IDLE", "AbstractOptimizer", "GridSearch", "Idle", "RandomSearch", "get_optimizer"]
+__all__ = [
+    "ASHA", "IDLE", "AbstractOptimizer", "GridSearch", "Hyperband", "Idle", "RandomSearch", "get_optimizer",
+]
 
 #: Names accepted by :func:`get_optimizer` (the original Maggy's names are aliases).
 _OPTIMIZERS: dict[str, type[AbstractOptimizer]] = {
@@ -23,16 +26,17 @@ _OPTIMIZERS: dict[str, type[AbstractOptimizer]] = {
     "grid": GridSearch,
     "gridsearch": GridSearch,
     "asha": ASHA,
+    "hyperband": Hyperband,
 }
-_PRIMARY = ("random", "grid", "asha")
-_PLANNED = ("hyperband", "gp", "tpe", "bohb")
+_PRIMARY = ("random", "grid", "asha", "hyperband")
+_PLANNED = ("gp", "tpe", "bohb")
 
 
 def get_optimizer(name_or_obj: str | AbstractOptimizer | type[AbstractOptimizer], **kwargs: Any) -> AbstractOptimizer:
     """The optimizer that ``name_or_obj`` names.
 
     Args:
-        name_or_obj: "random", "grid" or "asha" (case-insensitive; "randomsearch" and
+        name_or_obj: "random", "grid", "asha" or "hyperband" (case-insensitive; "randomsearch" and
             "gridsearch" also work), an :class:`AbstractOptimizer` instance (returned as is), or
             an :class:`AbstractOptimizer` subclass (instantiated with ``kwargs``).
         **kwargs: constructor arguments, e.g. ``get_optimizer("asha", reduction_factor=2)``.

@@ -5,12 +5,20 @@ from __future__ import annotations
 import pytest
 
 import lightning_maggy.earlystop as earlystop
-from lightning_maggy.earlystop import AbstractEarlyStop, MedianStoppingRule, NoEarlyStop, get_earlystop
+from lightning_maggy.earlystop import (
+    AbstractEarlyStop,
+    CurvePredictionRule,
+    MedianStoppingRule,
+    NoEarlyStop,
+    get_earlystop,
+)
 from lightning_maggy.exceptions import ConfigurationError
 
 
 def test_public_surface_is_pinned() -> None:
-    assert sorted(earlystop.__all__) == ["AbstractEarlyStop", "MedianStoppingRule", "NoEarlyStop", "get_earlystop"]
+    assert sorted(earlystop.__all__) == [
+        "AbstractEarlyStop", "CurvePredictionRule", "MedianStoppingRule", "NoEarlyStop", "get_earlystop"
+    ]
 
 
 def test_names_and_objects() -> None:
@@ -22,11 +30,13 @@ def test_names_and_objects() -> None:
     assert get_earlystop(rule) is rule
     assert isinstance(get_earlystop(MedianStoppingRule), MedianStoppingRule)
     assert get_earlystop(None).earlystop_check({}, [], "max") == []
+    assert isinstance(get_earlystop("curve"), CurvePredictionRule)
+    assert get_earlystop(" Curve ", threshold=0.2).threshold == 0.2  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize("bad", ["asha", "", 3, object(), AbstractEarlyStop])
 def test_unknown_is_a_configuration_error(bad) -> None:
-    with pytest.raises(ConfigurationError, match=r"\['none', 'median'\]|cannot create"):
+    with pytest.raises(ConfigurationError, match=r"\['none', 'median', 'curve'\]|cannot create"):
         get_earlystop(bad)
 
 

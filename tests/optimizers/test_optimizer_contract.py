@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import pytest
 
-from lightning_maggy.optimizers import ASHA, IDLE, AbstractOptimizer, GridSearch, RandomSearch
+from lightning_maggy.optimizers import ASHA, IDLE, AbstractOptimizer, GridSearch, Hyperband, RandomSearch
 from lightning_maggy.searchspace import Categorical, Double, Integer, Searchspace
 from lightning_maggy.trial import Decision, Trial, TrialState
 
@@ -36,6 +36,9 @@ FACTORIES: dict[str, Callable[[], AbstractOptimizer]] = {
     # Without retries, a rebuilt optimizer must replay the recorded draws to stay in step.
     "random-noretry": lambda: RandomSearch(seed=11, max_retries=0),
     "asha-noretry": lambda: ASHA(seed=11, max_retries=0),
+    "hyperband": lambda: Hyperband(reduction_factor=3, resource_min=1, seed=7),
+    "hyperband-eta2": lambda: Hyperband(reduction_factor=2, resource_max=8, brackets=3, seed=3),
+    "hyperband-noretry": lambda: Hyperband(seed=11, max_retries=0),
 }
 
 
@@ -231,3 +234,55 @@ def test_state_dict_round_trip_continues_identically(factory) -> None:
     fresh = sim._setup(sim.factory(), dict(sim.trials))
     fresh.load_state_dict(state)
     assert fresh.get_suggestion(None) == sim.opt.get_suggestion(None)
+
+
+def test_hyperband_promotes_within_several_brackets_in_the_simulation() -> None:
+    eta = 3
+    rungs = [[1, 3, 9], [3, 9], [9]]  # r=1, eta=3, R=9: brackets s=0, 1, 2
+    sim = SimController(lambda: Hyperband(reduction_factor=eta, seed=0), num_trials=45, workers=4)
+    promotions: list[tuple[str, int, int]] = []  # (trial_id, bracket, new budget)
+    new_brackets: list[int] = []
+    original_ask = sim.ask
+
+    def ask_and_check(worker: int) -> None:
+        before, suggestions = dict(sim.trials), len(sim.log)
+        original_ask(worker)
+        if len(sim.log) == suggestions:
+            return  # IDLE or None
+        tid, new_budget = sim.log[-1]
+        s = sim.trials[tid].info["bracket"]
+        if tid not in before:  # a new trial: round robin, at its bracket's bottom rung
+            new_brackets.append(s)
+            assert new_budget == rungs[s][0]
+            return
+        old_budget = before[tid].budget
+        assert rungs[s].index(new_budget) == rungs[s].index(old_budget) + 1
+        # At the moment of promotion it is in the top floor(n / eta) of its bracket's rung.
+        rung = {
+            t: v.history[old_budget - 1]
+            for t, v in before.items()
+            if v.info["bracket"] == s and len(v.history) >= old_budget
+        }
+        ranked = sorted(rung, key=lambda t: -rung[t])
+        assert tid in ranked[: len(rung) // eta]
+        promotions.append((tid, s, new_budget))
+
+    sim.ask = ask_and_check  # type: ignore[method-assign]
+    sim.run()
+    assert new_brackets == [i % 3 for i in range(45)]
+    assert {s for _, s, _ in promotions} == {0, 1}, "Hyperband did not promote in brackets 0 and 1"
+    assert (0, 9) in {(s, b) for _, s, b in promotions} and (1, 9) in {(s, b) for _, s, b in promotions}
+    assert len(promotions) == len({(t, b) for t, _, b in promotions}), "a trial was promoted twice to a rung"
+    for trial in sim.trials.values():
+        assert trial.budget in rungs[trial.info["bracket"]]
+        if trial.info["bracket"] == 2:
+            assert trial.state is TrialState.COMPLETED and len(trial.history) == 9
+
+
+def test_hyperband_with_one_bracket_decides_like_asha() -> None:
+    for kwargs in ({"reduction_factor": 3}, {"reduction_factor": 2, "resource_min": 2, "resource_max": 8}):
+        asha = SimController(lambda: ASHA(seed=5, **kwargs), num_trials=20).run()
+        hyperband = SimController(lambda: Hyperband(brackets=1, seed=5, **kwargs), num_trials=20).run()
+        assert hyperband.log == asha.log
+        histories = {t: v.history for t, v in asha.trials.items()}
+        assert {t: v.history for t, v in hyperband.trials.items()} == histories

@@ -42,7 +42,7 @@ SCRIPT = textwrap.dedent(
     from lightning_maggy.trial import Trial, TrialState
 
     space = Searchspace(x=Double(0.0, 1.0))
-    for name in ("random", "grid", "asha"):
+    for name in ("random", "grid", "asha", "hyperband"):
         opt = optimizers.get_optimizer(name)
         trials = {{}}
         opt.setup(space, num_trials=2, direction="max", max_epochs=3, trials=trials, seed=0)
@@ -62,6 +62,9 @@ SCRIPT = textwrap.dedent(
     rule = earlystop.get_earlystop("median")
     finished = [Trial(trial_id=str(i), config={{}}, state=TrialState.COMPLETED, history=(1.0, 2.0)) for i in range(3)]
     assert rule.earlystop_check({{"r": Trial(trial_id="r", config={{}}, history=(0.0,))}}, finished, "max") == ["r"]
+    curve = earlystop.get_earlystop("curve", grace_period=3)
+    low = Trial(trial_id="c", config={{}}, budget=30, history=(0.0, 0.0, 0.0))
+    assert curve.earlystop_check({{"c": low}}, finished, "max") == ["c"]
     loaded = sorted(m for m in BLOCKED if m in sys.modules)
     assert not loaded, loaded
     print("PURE-OK")

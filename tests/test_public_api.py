@@ -5,7 +5,7 @@ from __future__ import annotations
 import lightning_maggy as lm
 
 EXPECTED = {
-    "ASHA", "IDLE", "AbstractEarlyStop", "AbstractOptimizer", "Categorical", "ConfigurationError",
+    "ASHA", "BOHB", "GP", "IDLE", "OptunaSampler", "TPE", "AbstractEarlyStop", "AbstractOptimizer", "Categorical", "ConfigurationError",
     "Decision", "Discrete", "Double", "EarlyStopException", "ExperimentError", "GridSearch",
     "Integer", "MaggyCallback", "MaggyError", "MedianStoppingRule", "MetricNotFoundError",
     "NoEarlyStop", "RandomSearch", "Reporter", "SearchResult", "Searchspace", "SearchspaceError",

@@ -6,15 +6,38 @@ Use one by name (``get_optimizer("asha")``) or pass an instance. Write your own 
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 from lightning_maggy.exceptions import ConfigurationError
 from lightning_maggy.optimizers.asha import ASHA
-from lightning_maggy.optimizers.base import IDLE, AbstractOptimizer, Idle
+from lightning_maggy.optimizers.base import IDLE, AbstractOptimizer, Idle, Job
 from lightning_maggy.optimizers.grid_search import GridSearch
 from lightning_maggy.optimizers.random_search import RandomSearch
 
-__all__ = ["ASHA", "IDLE", "AbstractOptimizer", "GridSearch", "Idle", "RandomSearch", "get_optimizer"]
+__all__ = [
+    "ASHA",
+    "BOHB",
+    "GP",
+    "IDLE",
+    "TPE",
+    "AbstractOptimizer",
+    "GridSearch",
+    "Idle",
+    "Job",
+    "OptunaSampler",
+    "RandomSearch",
+    "get_optimizer",
+]
+
+#: Model-based optimizers, imported on first use (their modules import nothing heavy at import
+#: time either; torch, BoTorch and Optuna are imported when a model is fitted).
+_LAZY = {
+    "GP": "lightning_maggy.optimizers.gp",
+    "TPE": "lightning_maggy.optimizers.optuna_sampler",
+    "OptunaSampler": "lightning_maggy.optimizers.optuna_sampler",
+    "BOHB": "lightning_maggy.optimizers.bohb",
+}
 
 #: Names accepted by :func:`get_optimizer` (the original Maggy's names are aliases).
 _OPTIMIZERS: dict[str, type[AbstractOptimizer]] = {
@@ -24,15 +47,25 @@ _OPTIMIZERS: dict[str, type[AbstractOptimizer]] = {
     "gridsearch": GridSearch,
     "asha": ASHA,
 }
-_PRIMARY = ("random", "grid", "asha")
-_PLANNED = ("hyperband", "gp", "tpe", "bohb")
+#: Names of the lazily imported optimizers accepted by :func:`get_optimizer`.
+_LAZY_NAMES = {"gp": "GP", "tpe": "TPE", "bohb": "BOHB"}
+_PRIMARY = ("random", "grid", "asha", "gp", "tpe", "bohb")
+_PLANNED = ("hyperband",)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'lightning_maggy.optimizers' has no attribute {name!r}")
 
 
 def get_optimizer(name_or_obj: str | AbstractOptimizer | type[AbstractOptimizer], **kwargs: Any) -> AbstractOptimizer:
     """The optimizer that ``name_or_obj`` names.
 
     Args:
-        name_or_obj: "random", "grid" or "asha" (case-insensitive; "randomsearch" and
+        name_or_obj: "random", "grid", "asha", "gp", "tpe" or "bohb" (case-insensitive; "randomsearch" and
             "gridsearch" also work), an :class:`AbstractOptimizer` instance (returned as is), or
             an :class:`AbstractOptimizer` subclass (instantiated with ``kwargs``).
         **kwargs: constructor arguments, e.g. ``get_optimizer("asha", reduction_factor=2)``.
@@ -53,6 +86,8 @@ def get_optimizer(name_or_obj: str | AbstractOptimizer | type[AbstractOptimizer]
         key = name_or_obj.strip().lower()
         if key in _OPTIMIZERS:
             return _instantiate(_OPTIMIZERS[key], repr(name_or_obj), kwargs)
+        if key in _LAZY_NAMES:
+            return _instantiate(__getattr__(_LAZY_NAMES[key]), repr(name_or_obj), kwargs)
         if key in _PLANNED:
             raise ConfigurationError(
                 f"Optimizer {name_or_obj!r} is not available yet in lightning_maggy; choose one of "

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import pytest
 
-from lightning_maggy.optimizers import ASHA, IDLE, AbstractOptimizer, GridSearch, RandomSearch
+from lightning_maggy.optimizers import ASHA, BOHB, GP, IDLE, TPE, AbstractOptimizer, GridSearch, RandomSearch
 from lightning_maggy.searchspace import Categorical, Double, Integer, Searchspace
 from lightning_maggy.trial import Decision, Trial, TrialState
 
@@ -36,6 +36,11 @@ FACTORIES: dict[str, Callable[[], AbstractOptimizer]] = {
     # Without retries, a rebuilt optimizer must replay the recorded draws to stay in step.
     "random-noretry": lambda: RandomSearch(seed=11, max_retries=0),
     "asha-noretry": lambda: ASHA(seed=11, max_retries=0),
+    # Model-based: small settings keep the GP fits few and short (2 model proposals of 12).
+    # BOHB with a GP: tests/optimizers/test_model_based.py.
+    "gp": lambda: GP(seed=7, n_initial=10, num_restarts=2, raw_samples=32, mc_samples=32),
+    "tpe": lambda: TPE(seed=7, n_startup_trials=4),
+    "bohb": lambda: BOHB(seed=7, min_points=3),
 }
 
 

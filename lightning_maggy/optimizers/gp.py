@@ -133,11 +133,23 @@ class ModelSpace:
         return config
 
 
+def warped_outcomes(values: np.ndarray, direction: str) -> np.ndarray:
+    """The values as the GP models them: larger is better (negated for "min"), standardized,
+    then compressed with ``sign(z) * log(1 + |z|)`` (a bilog warping, as BoTorch's ``Bilog``
+    outcome transform, here on the standardized scale so it does not depend on the metric's
+    units). Monotone, so the best observation stays the best; it keeps a few very bad values
+    (a diverged run, Branin's corners) from flattening the model around the optimum."""
+    y = np.asarray(values, dtype=float) * (1.0 if direction == "max" else -1.0)
+    scale = float(np.std(y))
+    z = (y - float(np.mean(y))) / (scale if scale > 0 else 1.0)
+    return np.sign(z) * np.log1p(np.abs(z))
+
+
 def propose_gp(obs: Observations, settings: GPSettings = GPSettings()) -> list[dict[str, Any]]:
     """Fits a GP to the observations and returns candidate configurations, best first.
 
     The model: BoTorch's ``SingleTaskGP`` (times a categorical kernel with categorical
-    dimensions, see :func:`_gp_model`), outputs standardized, hyperparameters by maximum marginal likelihood
+    dimensions, see :func:`_gp_model`) on the warped outcomes (:func:`warped_outcomes`), hyperparameters by maximum marginal likelihood
     (``fit_gpytorch_mll``). The acquisition: ``qLogNoisyExpectedImprovement`` with the observed
     points as ``X_baseline`` and the pending ones as ``X_pending``. It is maximized with
     ``optimize_acqf`` (continuous spaces), ``optimize_acqf_mixed_alternating`` (integer,
@@ -163,8 +175,7 @@ def propose_gp(obs: Observations, settings: GPSettings = GPSettings()) -> list[d
     mspace = ModelSpace(obs.space)
     tkw: dict[str, Any] = {"dtype": torch.double}
     X = torch.tensor([mspace.to_model(c) for c, _ in obs.observed], **tkw)
-    values = obs.values()
-    Y = torch.tensor(values if obs.direction == "max" else -values, **tkw).unsqueeze(-1)
+    Y = torch.tensor(warped_outcomes(obs.values(), obs.direction), **tkw).unsqueeze(-1)
     X_pending = torch.tensor([mspace.to_model(c) for c in obs.pending], **tkw) if obs.pending else None
     bounds = torch.tensor([mspace.lower, mspace.upper], **tkw)
     with manual_seed(obs.seed), warnings.catch_warnings():

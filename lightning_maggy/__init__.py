@@ -36,6 +36,10 @@ _LAZY = {
     "Reporter": "lightning_maggy.lightning.context",
     "current_trial": "lightning_maggy.lightning.context",
     "prewarm": "lightning_maggy.backends.local",
+    "GP": "lightning_maggy.optimizers.gp",
+    "TPE": "lightning_maggy.optimizers.optuna_sampler",
+    "OptunaSampler": "lightning_maggy.optimizers.optuna_sampler",
+    "BOHB": "lightning_maggy.optimizers.bohb",
 }
 
 __all__ = [
@@ -43,6 +47,8 @@ __all__ = [
     "AblationError",
     "AblationResult",
     "AblationStudy",
+    "BOHB",
+    "GP",
     "IDLE",
     "AbstractEarlyStop",
     "AbstractOptimizer",
@@ -62,11 +68,13 @@ __all__ = [
     "MedianStoppingRule",
     "MetricNotFoundError",
     "NoEarlyStop",
+    "OptunaSampler",
     "RandomSearch",
     "Reporter",
     "SearchResult",
     "Searchspace",
     "SearchspaceError",
+    "TPE",
     "Trial",
     "TrialState",
     "__version__",

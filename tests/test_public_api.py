@@ -5,8 +5,8 @@ from __future__ import annotations
 import lightning_maggy as lm
 
 EXPECTED = {
-    "ASHA", "IDLE", "AbstractEarlyStop", "AbstractOptimizer", "Categorical", "ConfigurationError",
-    "CurvePredictionRule",
+    "ASHA", "BOHB", "GP", "IDLE", "OptunaSampler", "TPE", "AbstractEarlyStop", "AbstractOptimizer", "Categorical",
+    "ConfigurationError", "CurvePredictionRule",
     "Decision", "Discrete", "Double", "EarlyStopException", "ExperimentError", "GridSearch", "Hyperband",
     "Integer", "MaggyCallback", "MaggyError", "MedianStoppingRule", "MetricNotFoundError",
     "NoEarlyStop", "RandomSearch", "Reporter", "SearchResult", "Searchspace", "SearchspaceError",

@@ -5,6 +5,12 @@ It is a message handler with no I/O of its own besides the journal: :meth:`Contr
 takes one validated message and returns the messages to send (to that worker, or to workers
 that were parked waiting for work); :meth:`Controller.tick` handles time (heartbeat and search
 timeouts). :meth:`Controller.serve` runs both over a transport.
+
+Model fitting stays off the report path: while serving, the optimizer's jobs
+(:class:`~lightning_maggy.optimizers.base.Job`, e.g. a GP fit) run on one background thread
+(:class:`~lightning_maggy.driver.jobs.JobRunner`); the optimizer answers IDLE meanwhile (the
+asking worker is parked), reports keep being answered, and when the job is done its result is
+handed back on the serve thread (:meth:`Controller.poll_jobs`) and parked workers are served.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from collections.abc import Callable, Iterable
 from types import MappingProxyType
 from typing import Any
 
+from lightning_maggy.driver.jobs import JobRunner
 from lightning_maggy.driver.journal import Journal, history_with
 from lightning_maggy.earlystop.base import AbstractEarlyStop, NoEarlyStop
 from lightning_maggy.exceptions import BackendError
@@ -115,6 +122,7 @@ class Controller:
         self._exhausted = False
         self._finalized = False
         self._n_running = 0  # trials in state RUNNING, kept by _update (O(1) end-of-study checks)
+        self._jobs: JobRunner | None = None  # set while optimizer jobs run in the background
         optimizer.setup(
             searchspace,
             num_trials=num_trials,
@@ -203,20 +211,65 @@ class Controller:
             worker.trial_id = None
         return self._finish(reason)
 
+    def start_background_jobs(self) -> None:
+        """From now on the optimizer's jobs run on one background thread; call
+        :meth:`poll_jobs` regularly to hand their results back (:meth:`serve` does both)."""
+        if self._jobs is None:
+            self._jobs = JobRunner()
+            self.optimizer.enable_background_jobs(True)
+
+    def stop_background_jobs(self) -> None:
+        """The optimizer's jobs run inline again; a job in flight is dropped."""
+        if self._jobs is not None:
+            self.optimizer.enable_background_jobs(False)
+            self._jobs.close()
+            self._jobs = None
+
+    @property
+    def jobs_busy(self) -> bool:
+        """Whether an optimizer job is running in the background."""
+        return self._jobs is not None and self._jobs.busy
+
+    def poll_jobs(self) -> Outgoing:
+        """Hands finished background jobs' results to the optimizer and serves the workers
+        parked while they ran."""
+        if self._jobs is None:
+            return []
+        finished = self._jobs.poll()
+        for job, result, error in finished:
+            self.optimizer.complete_job(job, result, error)
+        return self._wake_parked() if finished else []
+
+    def _submit_job(self) -> None:
+        if self._jobs is not None:
+            job = self.optimizer.take_job()
+            if job is not None:
+                self._jobs.submit(job)
+
     def serve(self, transport: Any, backend: Any = None, tick_interval: float = 0.25) -> None:
-        """Runs the experiment over ``transport`` until it finishes.
+        """Runs the experiment over ``transport`` until it finishes, with the optimizer's jobs
+        on a background thread (see the module docstring).
 
         Args:
             transport: a :class:`~lightning_maggy.transport.base.ServerTransport`.
             backend: optional; its ``poll_lost()`` returns ``(worker_id, reason)`` pairs of
                 workers that died, and may raise BackendError when no worker can run.
         """
+        self.start_background_jobs()
+        try:
+            self._serve_loop(transport, backend, tick_interval)
+        finally:
+            self.stop_background_jobs()
+
+    def _serve_loop(self, transport: Any, backend: Any, tick_interval: float) -> None:
         next_tick = 0.0
         while not self.finished:
-            item = transport.recv(timeout=0.05)
+            # While a job runs, wake up often enough to hand its result back promptly.
+            item = transport.recv(timeout=0.005 if self.jobs_busy else 0.05)
             out: Outgoing = []
             if item is not None:
                 out += self.handle(*item)
+            out += self.poll_jobs()
             if self.clock() >= next_tick:
                 next_tick = self.clock() + tick_interval
                 if backend is not None:
@@ -362,6 +415,7 @@ class Controller:
             except Exception:  # a custom optimizer's bug ends the search with its traceback
                 self.abort(f"the optimizer raised in get_suggestion():\n{traceback.format_exc()}")
                 return None
+            self._submit_job()  # the work it waits for, if it answered IDLE for a model fit
             if suggestion is IDLE:
                 return IDLE
             if suggestion is None:

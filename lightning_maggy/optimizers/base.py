@@ -24,9 +24,10 @@ A custom optimizer::
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any, Union
 
@@ -36,7 +37,7 @@ from lightning_maggy.exceptions import ConfigurationError
 from lightning_maggy.searchspace import Searchspace
 from lightning_maggy.trial import Decision, Trial, TrialState
 
-__all__ = ["ALWAYS", "IDLE", "AbstractOptimizer", "Idle", "SuggestionResult"]
+__all__ = ["ALWAYS", "IDLE", "AbstractOptimizer", "Idle", "Job", "SuggestionResult"]
 
 
 class Idle(enum.Enum):
@@ -54,6 +55,23 @@ ALWAYS = 2**31 - 1
 #: What ``get_suggestion`` returns: a trial to run (new, or a PAUSED one with a larger budget to
 #: resume), :data:`IDLE` to wait, or ``None`` when the optimizer has nothing more to suggest.
 SuggestionResult = Union[Trial, Idle, None]
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Job:
+    """Expensive, pure work an optimizer needs before it can answer (fitting a model).
+
+    ``run`` is a closure over an immutable snapshot of the trial records: it must not read or
+    change the optimizer, so that it can run on any thread while the optimizer keeps answering
+    reports. See :meth:`AbstractOptimizer.take_job`.
+
+    Attributes:
+        run: computes the result; called once, without arguments.
+        name: what it computes, for logs (e.g. ``"GP fit on 42 observations"``).
+    """
+
+    run: Callable[[], Any]
+    name: str = "job"
 
 
 class AbstractOptimizer(ABC):
@@ -84,6 +102,10 @@ class AbstractOptimizer(ABC):
         self.max_epochs: int = 1
         self.rng: np.random.Generator = np.random.default_rng(seed)
         self._trials: Mapping[str, Trial] = MappingProxyType({})
+        self._background_jobs = False
+        self._job_wanted: Job | None = None
+        self._job_running: Job | None = None
+        self._job_outcome: tuple[Any, BaseException | None] | None = None
 
     # -- wiring (called by the controller) ---------------------------------------------------
     def setup(
@@ -177,6 +199,61 @@ class AbstractOptimizer(ABC):
     @abstractmethod
     def finalize_experiment(self, trials: list[Trial]) -> None:
         """Called once with every trial when the experiment ends."""
+
+    # -- work off the report path (model fitting) ----------------------------------------------
+    # A model-based optimizer must not fit its model inside get_suggestion() while a controller
+    # serves other workers' reports. It wraps the fit in a Job (a pure closure over a snapshot
+    # of the records) and calls _job_result(). Driven directly (tests, the contract test's
+    # simulator, a user), the job runs inline and get_suggestion() answers at once. Under a
+    # controller that called enable_background_jobs(), get_suggestion() answers IDLE instead and
+    # leaves the job for the controller, which takes it (take_job), runs it on one background
+    # thread and hands the result back on its serve thread (complete_job), then asks again.
+
+    def enable_background_jobs(self, enabled: bool = True) -> None:
+        """Called by a controller that runs this optimizer's jobs on a background thread
+        (``True``), or stops doing so (``False``: jobs run inline again, a job in flight is
+        forgotten)."""
+        self._background_jobs = bool(enabled)
+        if not enabled:
+            self._job_wanted = self._job_running = None
+            self._job_outcome = None
+
+    def take_job(self) -> Job | None:
+        """The job this optimizer waits for, handed to the caller to run (once), or None.
+
+        The caller must eventually call :meth:`complete_job` with it."""
+        job, self._job_wanted = self._job_wanted, None
+        if job is not None:
+            self._job_running = job
+        return job
+
+    def complete_job(self, job: Job, result: Any = None, error: BaseException | None = None) -> None:
+        """Hands back the ``result`` of a job from :meth:`take_job` (or the ``error`` it raised);
+        the next :meth:`get_suggestion` uses it. A job this optimizer no longer waits for is
+        ignored."""
+        if job is not self._job_running:
+            return
+        self._job_running = None
+        self._job_outcome = (result, error)
+
+    def _job_result(self, make_job: Callable[[], Job]) -> tuple[bool, Any]:
+        """For subclasses: ``(True, result)`` of the job ``make_job()`` builds, or ``(False,
+        None)`` when it runs in the background and the caller should return :data:`IDLE`.
+
+        A result that came back from the background is used once, by the first call after it
+        arrived, even if the records changed meanwhile (it is at most one fit old); a job that
+        raised re-raises its error here.
+        """
+        if self._job_outcome is not None:
+            (result, error), self._job_outcome = self._job_outcome, None
+            if error is not None:
+                raise error
+            return True, result
+        if not self._background_jobs:
+            return True, make_job().run()
+        if self._job_running is None and self._job_wanted is None:
+            self._job_wanted = make_job()
+        return False, None
 
     # -- persistence ------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

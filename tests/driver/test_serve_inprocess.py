@@ -291,3 +291,20 @@ def test_a_parked_worker_is_told_done_while_its_heartbeats_keep_coming(tmp_path:
     trials = s.by_x()
     assert trials[2].state is TrialState.COMPLETED and trials[2].history == (value(2, 0), value(2, 1))
     assert trials[1].state is TrialState.STOPPED and trials[1].history == (value(1, 0),)
+
+
+@pytest.mark.parametrize("name", ["tpe", "gp"])
+def test_a_model_based_search_fits_off_the_serve_thread(tmp_path: Path, name: str) -> None:
+    """GP and TPE end to end: their model proposals come from the controller's job thread."""
+    from lightning_maggy.optimizers import GP, TPE
+    from lightning_maggy.searchspace import Double
+
+    opt = GP(seed=0, n_initial=2, num_restarts=2, raw_samples=32, mc_samples=32) if name == "gp" else TPE(seed=0)
+    space = Searchspace(x=Double(0.0, 1.0))
+    s = Search(tmp_path, opt, lambda hp, reporter: -((hp["x"] - 0.3) ** 2), space=space, max_epochs=1,
+               num_trials=5)
+    assert s.ctl.stop_reason == "finished" and len(s.ctl.trials) == 5
+    assert all(t.state is TrialState.COMPLETED for t in s.ctl.trials.values())
+    sources = [t.info["suggested_by"] for t in s.ctl.trials.values()]
+    assert sources.count(name) >= 2, sources
+    assert not opt._background_jobs  # serve() handed the jobs back

@@ -11,7 +11,8 @@ from lightning_maggy.optimizers import ASHA, AbstractOptimizer, GridSearch, Hype
 
 def test_public_surface_is_pinned() -> None:
     assert sorted(optimizers.__all__) == sorted(
-        ["ASHA", "IDLE", "AbstractOptimizer", "GridSearch", "Hyperband", "Idle", "RandomSearch", "get_optimizer"]
+        ["ASHA", "BOHB", "GP", "Hyperband", "IDLE", "TPE", "AbstractOptimizer", "GridSearch", "Idle", "Job",
+         "OptunaSampler", "RandomSearch", "get_optimizer"]
     )
     assert optimizers.IDLE is optimizers.Idle.IDLE
 
@@ -51,14 +52,13 @@ def test_abstract_class_or_bad_kwargs_are_configuration_errors() -> None:
         get_optimizer("asha", reduction_factor=1)
 
 
-@pytest.mark.parametrize("name", ["gp", "TPE", "bohb"])
-def test_planned_names_are_not_available_yet(name) -> None:
-    with pytest.raises(ConfigurationError, match="not available yet") as info:
-        get_optimizer(name)
-    assert "'random', 'grid', 'asha', 'hyperband'" in str(info.value)
+@pytest.mark.parametrize(("name", "cls"), [("gp", "GP"), ("TPE", "TPE"), ("bohb", "BOHB")])
+def test_model_based_names(name, cls) -> None:
+    opt = get_optimizer(name, seed=3)
+    assert type(opt) is getattr(optimizers, cls) and opt.seed == 3
 
 
 @pytest.mark.parametrize("bad", ["bayes", "", 3, None, object(), str])
 def test_unknown_lists_the_valid_choices(bad) -> None:
-    with pytest.raises(ConfigurationError, match=r"choose one of \['random', 'grid', 'asha', 'hyperband'\]"):
+    with pytest.raises(ConfigurationError, match=r"choose one of \['random', 'grid', 'asha', 'hyperband', 'gp', 'tpe', 'bohb'\]"):
         get_optimizer(bad)

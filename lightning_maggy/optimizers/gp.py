@@ -149,7 +149,8 @@ def propose_gp(obs: Observations, settings: GPSettings = GPSettings()) -> list[d
     """Fits a GP to the observations and returns candidate configurations, best first.
 
     The model: BoTorch's ``SingleTaskGP`` (times a categorical kernel with categorical
-    dimensions, see :func:`_gp_model`) on the warped outcomes (:func:`warped_outcomes`), hyperparameters by maximum marginal likelihood
+    dimensions, see :func:`_gp_model`; a low noise floor, :func:`_likelihood`) on the warped
+    outcomes (:func:`warped_outcomes`), hyperparameters by maximum marginal likelihood
     (``fit_gpytorch_mll``). The acquisition: ``qLogNoisyExpectedImprovement`` with the observed
     points as ``X_baseline`` and the pending ones as ``X_pending``. It is maximized with
     ``optimize_acqf`` (continuous spaces), ``optimize_acqf_mixed_alternating`` (integer,

@@ -211,7 +211,7 @@ def main() -> None:
         cells = []
         for p in names:
             q1, q3 = np.percentile(regret[(p, m)], [25, 75])
-            cells.append(f"{med(p, m):.4f} [{q1:.4f}, {q3:.4f}] ({statistics.mean(seconds[(p, m)]):.1f}s)")
+            cells.append(f"{med(p, m):.2e} [{q1:.1e}, {q3:.1e}] ({statistics.mean(seconds[(p, m)]):.1f}s)")
         print(f"{m:<12}" + "".join(f"{c:>34}" for c in cells))
     print("\ngoals:")
     ok = True
@@ -220,7 +220,7 @@ def main() -> None:
             best_optuna = min(med(p, "optuna-gp"), med(p, "optuna-tpe"))
             holds = med(p, "gp") <= best_optuna
             ok &= holds
-            print(f"  {p}: gp {med(p, 'gp'):.4f} <= better Optuna sampler {best_optuna:.4f}: {'yes' if holds else 'NO'}")
+            print(f"  {p}: gp {med(p, 'gp'):.2e} <= better Optuna sampler {best_optuna:.2e}: {'yes' if holds else 'NO'}")
     if "random" in methods:
         for p in names:
             for m in (x for x in methods if x in MODEL_BASED):

@@ -61,7 +61,8 @@ def search(
         max_epochs: the full training budget of one trial (ASHA's R).
         datamodule: a LightningDataModule instance or class, or ``callable(hparams)``.
         direction: "max" or "min".
-        optimizer: "random" | "grid" | "asha" | "hyperband", or an :class:`AbstractOptimizer`.
+        optimizer: "random" | "grid" | "asha" | "hyperband" | "gp" | "tpe" | "bohb" (the last
+            three need ``pip install 'lightning_maggy[bo]'``), or an :class:`AbstractOptimizer`.
         early_stop: None | "median" | "curve" | an :class:`AbstractEarlyStop`.
         num_trials: distinct configurations to try; ``timeout`` may replace it.
         timeout: wall-clock budget in seconds: no new trials after it, running ones are stopped

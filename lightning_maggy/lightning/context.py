@@ -11,7 +11,7 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-from lightning_maggy.exceptions import EarlyStopException
+from lightning_maggy.exceptions import EarlyStopException, TrialDropped
 from lightning_maggy.trial import Decision
 
 __all__ = ["Reporter", "TrialContext", "current_trial"]
@@ -25,6 +25,8 @@ class TrialContext:
 
     Attributes:
         trial_id, config, budget: the assignment (train until ``budget`` epochs in total).
+        attempt: which run of the trial this is (every report names it; the server refuses
+            those of a stale attempt and this worker is then told to drop the trial).
         epochs_done: epochs already recorded by the server (a resumed trial starts there).
         resume: whether the trial continues from a checkpoint.
         trial_dir: this trial's folder in the experiment directory.
@@ -47,6 +49,7 @@ class TrialContext:
         self.trial_id: str = trial["trial_id"]
         self.config: dict[str, Any] = dict(trial["config"])
         self.budget: int = int(trial["budget"])
+        self.attempt: int = int(trial.get("attempt", 1))
         self.epochs_done: int = int(trial.get("epochs_done", 0))
         self.resume: bool = bool(trial.get("resume", False))
         self.component: str | None = trial.get("component")
@@ -59,7 +62,21 @@ class TrialContext:
         self.direction = direction
         self.last_decision = Decision.CONTINUE
         self.last_value: float | None = None
+        #: why the server told this worker to drop the attempt, once it did (None before)
+        self.dropped: str | None = None
+        #: set by the worker loop when the trial's code has returned (see worker._Heartbeat)
+        self.finished = False
         self._rows: list[str] = []
+
+    def drop(self, reason: str) -> None:
+        """Marks the attempt stale: the next report (or checkpoint) raises TrialDropped."""
+        if self.dropped is None:
+            self.dropped = reason
+
+    def check_dropped(self) -> None:
+        """Raises :class:`TrialDropped` if the server has told this worker to drop the attempt."""
+        if self.dropped is not None:
+            raise TrialDropped(f"trial {self.trial_id} attempt {self.attempt} dropped: {self.dropped}")
 
     @property
     def ckpt_path(self) -> str | None:
@@ -68,11 +85,17 @@ class TrialContext:
         return last if os.path.exists(last) else None
 
     def report(self, epoch: int, value: float) -> Decision:
-        """Sends one metric report and returns the server's decision."""
+        """Sends one metric report and returns the server's decision.
+
+        Raises:
+            TrialDropped: the server refused the report: this attempt is stale.
+        """
+        self.check_dropped()
         message = {
             "type": "report",
             "worker_id": self.worker_id,
             "trial_id": self.trial_id,
+            "attempt": self.attempt,
             "epoch": int(epoch),
             "value": float(value),
         }
@@ -81,7 +104,11 @@ class TrialContext:
                 self._client.send({**message, "sync": False})
                 decision = Decision.CONTINUE.value
             else:
-                decision = self._client.request(message, timeout=600.0)["decision"]
+                reply = self._client.request(message, timeout=600.0)
+                if reply["type"] == "drop":
+                    self.drop(reply["reason"])
+                    self.check_dropped()
+                decision = reply["decision"]
         self.last_value = float(value)
         self.last_decision = Decision(decision)
         self._append_metrics(epoch, value)
@@ -93,7 +120,8 @@ class TrialContext:
     def close(self) -> None:
         """Appends this run's reports to ``trial_dir/metrics.csv`` (kept across resumes; the
         journal on the driver has every report as it happens)."""
-        if not self._rows:
+        if not self._rows or self.dropped is not None:  # a stale attempt's reports were refused
+            self._rows = []
             return
         path = os.path.join(self.trial_dir, "metrics.csv")
         header = "" if os.path.exists(path) else f"epoch,{self.metric},decision\n"

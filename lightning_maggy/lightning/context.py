@@ -6,6 +6,7 @@ and :class:`Reporter` read it. Outside a search there is none, and both do nothi
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 from collections.abc import Mapping
@@ -100,7 +101,9 @@ class TrialContext:
             "value": float(value),
         }
         with _lock:
-            if epoch < self.async_until:  # the answer can only be CONTINUE: don't wait for it
+            # Below async_until the answer can only be CONTINUE: don't wait for it. A NaN/inf
+            # value is always awaited: the server stops such a trial at once.
+            if epoch < self.async_until and math.isfinite(value):
                 self._client.send({**message, "sync": False})
                 decision = Decision.CONTINUE.value
             else:

@@ -122,7 +122,7 @@ class _Heartbeat(threading.Thread):
     def run(self) -> None:
         client = self._make_client("hb")
         try:
-            while not self._stop_event.wait(self._interval):
+            while not self._stop_event.wait(min(self._interval, 0.1)):
                 ctx = self.ctx
                 client.send(
                     {
@@ -132,19 +132,22 @@ class _Heartbeat(threading.Thread):
                         "attempt": None if ctx is None else ctx.attempt,
                     }
                 )
-                self._hear_drops(client)
+                self._listen(client, time.monotonic() + max(0.0, self._interval - 0.1))
                 self._enforce(ctx)
         finally:
             client.close()
 
-    def _hear_drops(self, client: Any) -> None:
-        while True:
-            msg = client.poll(0.0)
-            if msg is None:
+    def _listen(self, client: Any, until: float) -> None:
+        """Until the next heartbeat is due, hears ``drop`` messages as they come."""
+        while not self._stop_event.is_set():
+            left = until - time.monotonic()
+            msg = client.poll(min(max(left, 0.0), 0.1))
+            if msg is None and left <= 0:
                 return
             ctx = self.ctx
             if (
-                msg.get("type") == "drop"
+                msg is not None
+                and msg.get("type") == "drop"
                 and ctx is not None
                 and msg["trial_id"] == ctx.trial_id
                 and msg["attempt"] == ctx.attempt

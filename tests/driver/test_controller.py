@@ -871,3 +871,44 @@ def test_only_duplicates_end_the_study_with_a_reason(make: Any) -> None:
     assert done_peers(out) == [rpc(1), rpc(2)]
     assert h.ctl.stop_reason == "stalled" and "duplicates" in h.ctl.abort_message
     assert opt.calls < 200  # bounded asking, no busy loop
+
+
+# -- replays on the wire ---------------------------------------------------------------------------
+
+
+def test_a_replayed_register_does_not_lose_the_trial_or_redirect_replies(make: Any) -> None:
+    """A captured, validly signed ``register`` sent again would mark the worker's trial LOST
+    and send its replies to the attacker; the transport drops it, so nothing changes."""
+    from lightning_maggy.transport import InProcessServer
+
+    h = make(RandomSearch(), num_trials=3)
+    server = InProcessServer(KEY)
+    client = server.connect("w1-rpc")
+    captured: list[list[bytes]] = []
+    send = client._send_frames
+
+    def tapped(frames: list[bytes]) -> None:
+        captured.append(list(frames))
+        send(frames)
+
+    client._send_frames = tapped
+
+    def pump() -> Outgoing:
+        out: Outgoing = []
+        while (item := server.recv(0.01)) is not None:
+            out += h.ctl.handle(*item)
+        for peer, message in out:
+            server.send(peer, message)
+        return out
+
+    client.send({"type": "register", "worker_id": 1, "pid": 1, "host": "h"})
+    client.send({"type": "get", "worker_id": 1})
+    out = pump()
+    tid = next(m["trial"]["trial_id"] for _, m in out if m["type"] == "trial")
+    before = dict(h.ctl.trials)
+    for frames in captured:  # the register and the get, replayed from another peer
+        server.inject(b"attacker", frames)
+    assert pump() == []
+    assert server.dropped == 2 and "replayed" in (server.last_drop_reason or "")
+    assert h.ctl.trials == before and h.trial(tid).state is TrialState.RUNNING
+    assert h.ctl.workers[1].peer == b"w1-rpc"

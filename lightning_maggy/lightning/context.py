@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 import threading
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -65,9 +66,27 @@ class TrialContext:
         self.last_value: float | None = None
         #: why the server told this worker to drop the attempt, once it did (None before)
         self.dropped: str | None = None
-        #: set by the worker loop when the trial's code has returned (see worker._Heartbeat)
+        # The handshake with the heartbeat thread, which may raise TrialDropped asynchronously
+        # in the trial's thread (see worker._Heartbeat): it never does once ``finished`` is set
+        # or while ``in_request`` is (a reply must never be left unread on the socket).
         self.finished = False
+        self.in_request = False
+        self.raising = False
         self._rows: list[str] = []
+
+    def absorb_pending_drop(self) -> None:
+        """Waits until the heartbeat thread is not raising, and absorbs an asynchronous
+        TrialDropped that is pending in this thread (``dropped`` is set whenever one was raised,
+        so the caller still learns of it)."""
+        while True:
+            try:
+                while self.raising:
+                    time.sleep(0.001)
+                for _ in range(64):  # backward jumps: a pending asynchronous exception fires here
+                    pass
+                return
+            except TrialDropped:
+                continue
 
     def drop(self, reason: str) -> None:
         """Marks the attempt stale: the next report (or checkpoint) raises TrialDropped."""
@@ -91,7 +110,19 @@ class TrialContext:
         Raises:
             TrialDropped: the server refused the report: this attempt is stale.
         """
-        self.check_dropped()
+        self.in_request = True
+        try:
+            self.absorb_pending_drop()
+            self.check_dropped()
+            decision = self._send_report(epoch, value)
+        finally:
+            self.in_request = False
+        self.last_value = float(value)
+        self.last_decision = Decision(decision)
+        self._append_metrics(epoch, value)
+        return self.last_decision
+
+    def _send_report(self, epoch: int, value: float) -> str:
         message = {
             "type": "report",
             "worker_id": self.worker_id,
@@ -112,10 +143,7 @@ class TrialContext:
                     self.drop(reply["reason"])
                     self.check_dropped()
                 decision = reply["decision"]
-        self.last_value = float(value)
-        self.last_decision = Decision(decision)
-        self._append_metrics(epoch, value)
-        return self.last_decision
+        return str(decision)
 
     def _append_metrics(self, epoch: int, value: float) -> None:
         self._rows.append(f"{int(epoch)},{float(value)!r},{self.last_decision.value}\n")

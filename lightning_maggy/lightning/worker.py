@@ -111,7 +111,6 @@ class _Heartbeat(threading.Thread):
         #: the context of the attempt being run, and the thread running it
         self.ctx: TrialContext | None = None
         self.trial_thread = threading.get_ident()
-        self.raising = False
         self._dropped_at: float | None = None
 
     @property
@@ -166,16 +165,17 @@ class _Heartbeat(threading.Thread):
         if now - self._dropped_at < self.grace:
             return
         self._dropped_at = now  # again after another grace period if it did not take
-        # The handshake with end_trial(): ``raising`` is set before ``finished`` is read, and
-        # end_trial() sets ``finished`` before it waits for ``raising`` to clear.
-        self.raising = True
+        # The handshake with end_trial() and TrialContext.report(): ``raising`` is set before
+        # ``finished``/``in_request`` are read; they set theirs before waiting for ``raising``
+        # to clear (TrialContext.absorb_pending_drop).
+        ctx.raising = True
         try:
-            if not ctx.finished:
+            if not ctx.finished and not ctx.in_request:
                 ctypes.pythonapi.PyThreadState_SetAsyncExc(
                     ctypes.c_ulong(self.trial_thread), ctypes.py_object(TrialDropped)
                 )
         finally:
-            self.raising = False
+            ctx.raising = False
 
     def end_trial(self) -> None:
         """Called by the trial's thread when the trial's code has returned: afterwards no
@@ -183,15 +183,7 @@ class _Heartbeat(threading.Thread):
         ctx = self.ctx
         if ctx is not None:
             ctx.finished = True
-        while True:
-            try:
-                while self.raising:
-                    time.sleep(0.001)
-                for _ in range(64):  # backward jumps: a pending asynchronous exception fires here
-                    pass
-                break
-            except TrialDropped:
-                continue
+            ctx.absorb_pending_drop()
         self.ctx = None
 
     def stop(self) -> None:

@@ -414,7 +414,7 @@ class Controller:
                 out += self.tick()
             for peer, message in out:
                 transport.send(peer, message)
-        self.journal.append("transport", dropped_messages=transport.dropped)
+        self.journal.append("transport", dropped_messages=transport.dropped, refused_messages=self.refused)
 
     def elapsed(self) -> float:
         return self.clock() - self.started_at

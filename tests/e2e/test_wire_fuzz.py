@@ -157,7 +157,8 @@ class Attack:
         self.replays = 0
 
     def frames(self, i: int) -> list[bytes]:
-        kind, msg_kind, wid, n, sync = self.recipes[i % len(self.recipes)]
+        first_kind, msg_kind, wid, n, sync = self.recipes[i % len(self.recipes)]
+        kind = KINDS[(KINDS.index(first_kind) + i) % len(KINDS)]  # every kind, whatever was drawn
         n = (n + i * 7919) % 2**31
         key = self.tap.key
         assert key is not None
@@ -271,5 +272,6 @@ def test_hostile_messages_during_a_live_search_change_nothing(
         assert not any(math.isnan(v) for v in t.history) and len(t.history) == MAX_EPOCHS
     transport = [e for e in read_journal(Path(attacked.exp_dir) / "journal.jsonl") if e["event"] == "transport"]
     assert transport and transport[0]["dropped_messages"] == attack.must_drop
+    assert transport[0]["refused_messages"] >= N_MESSAGES - attack.must_drop  # the signed, wrong ones
     assert attack.replays > 100
     assert time.monotonic() - started < 60

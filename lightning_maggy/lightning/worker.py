@@ -392,14 +392,16 @@ def run_worker(
 
 
 def _run_attempt(task: TrialTask, ctx: TrialContext, heartbeat: _Heartbeat) -> dict[str, Any]:
-    """Claims the trial folder for this attempt (fencing out older ones), runs the trial, and
-    ends it with the heartbeat thread (after which no asynchronous TrialDropped can come); one
-    raised outside ``run_trial``'s own handlers is caught here."""
+    """Claims the trial folder for this attempt (fencing out older attempts' checkpoints), runs
+    the trial, and ends it with the heartbeat thread (after which no asynchronous TrialDropped
+    can come); one raised outside ``run_trial``'s own handlers is caught here."""
     outcome: dict[str, Any] | None = None
     while True:
         try:
             if outcome is None:
-                if fence.claim(ctx.trial_dir, ctx.attempt):
+                # Only our Trainer's checkpoints are fenced (function trials write none; a train
+                # function's own checkpoints are its own): claim the folder for those.
+                if task.kind != "module" or fence.claim(ctx.trial_dir, ctx.attempt):
                     outcome = run_trial(task, ctx)
                 else:
                     outcome = _dropped(f"a newer attempt than {ctx.attempt} holds {ctx.trial_dir}")

@@ -113,11 +113,6 @@ class _Heartbeat(threading.Thread):
         self.trial_thread = threading.get_ident()
         self._dropped_at: float | None = None
 
-    @property
-    def trial_id(self) -> str | None:
-        ctx = self.ctx
-        return None if ctx is None else ctx.trial_id
-
     def run(self) -> None:
         client = self._make_client("hb")
         try:

@@ -59,7 +59,7 @@ def main() -> None:
         ctl.handle(b"B", {"type": "register", "worker_id": 2, "pid": 2, "host": "h"})
         ((_, reply),) = ctl.handle(b"B", {"type": "get", "worker_id": 2})
         inline_s = time.perf_counter() - t0
-        b_trial = reply["trial"]["trial_id"]
+        b_trial, b_attempt = reply["trial"]["trial_id"], reply["trial"]["attempt"]
 
         server = ZmqServer(key)
         serving = threading.Thread(target=ctl.serve, args=(server,), kwargs={"tick_interval": 0.25}, daemon=True)
@@ -77,7 +77,7 @@ def main() -> None:
             while not stop.is_set():
                 busy = ctl.jobs_busy
                 t = time.perf_counter()
-                rep = b.request({"type": "report", "worker_id": 2, "trial_id": b_trial, "epoch": epoch,
+                rep = b.request({"type": "report", "worker_id": 2, "trial_id": b_trial, "attempt": b_attempt, "epoch": epoch,
                                  "value": 0.1}, timeout=10)
                 (busy_lat if busy and ctl.jobs_busy else idle_lat).append(time.perf_counter() - t)
                 assert rep["decision"] == "continue", rep
@@ -92,10 +92,11 @@ def main() -> None:
             got = a.request(msg, timeout=120)
             suggest_s.append(time.perf_counter() - t)
             assert got["type"] == "trial", got
-            tid = got["trial"]["trial_id"]
-            a.request({"type": "report", "worker_id": 1, "trial_id": tid, "epoch": 0, "value": 0.0}, timeout=10)
-            msg = {"type": "final", "worker_id": 1, "trial_id": tid, "status": "completed", "metric": 0.0,
-                   "error": None, "error_type": None}
+            tid, attempt = got["trial"]["trial_id"], got["trial"]["attempt"]
+            a.request({"type": "report", "worker_id": 1, "trial_id": tid, "attempt": attempt, "epoch": 0,
+                       "value": 0.0}, timeout=10)
+            msg = {"type": "final", "worker_id": 1, "trial_id": tid, "attempt": attempt, "status": "ok",
+                   "metric": 0.0, "error": None, "error_type": None, "fatal": False}
         stop.set()
         thread.join(10)
         ctl.abort("benchmark over")

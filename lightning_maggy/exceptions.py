@@ -40,6 +40,13 @@ class EarlyStopException(MaggyError):
         self.metric = metric
 
 
+class TrialDropped(MaggyError):
+    """Raised in a worker when the server says its attempt at a trial is stale (the trial was
+    re-queued elsewhere after this worker was wrongly declared lost, ran over ``trial_timeout``,
+    or the study ended): the worker stops training that attempt at once and writes nothing more
+    for it. Let it propagate; lightning_maggy catches it."""
+
+
 class ProtocolError(MaggyError):
     """A message on the wire was unsigned, malformed, oversized or of an unknown version."""
 

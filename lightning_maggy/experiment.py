@@ -37,6 +37,7 @@ def search(
     early_stop: str | AbstractEarlyStop | None = None,
     num_trials: int | None = None,
     timeout: float | None = None,
+    trial_timeout: float | None = None,
     backend: Any = "local",
     workers: int | None = None,
     trainer_kwargs: Mapping[str, Any] | None = None,
@@ -67,6 +68,10 @@ def search(
         num_trials: distinct configurations to try; ``timeout`` may replace it.
         timeout: wall-clock budget in seconds: no new trials after it, running ones are stopped
             at their next report and recorded.
+        trial_timeout: seconds one run (attempt) of a trial may take; a trial over it is
+            recorded STOPPED (its reports so far kept, so it may still be the best) with an
+            error naming the limit, and its worker is told to drop it and goes on with the next
+            trial. None: no limit.
         backend: "local" (worker processes on this machine), "spark" (the tasks of one Spark
             job; needs ``pip install lightning_maggy[spark]`` and Java 17+), or a Backend.
         workers: number of parallel workers (default: 2 local workers; on Spark, the task slots
@@ -100,7 +105,7 @@ def search(
     check_run_settings(
         max_epochs=max_epochs, num_trials=num_trials, workers=workers, max_failures=max_failures,
         max_retries=max_retries, timeout=timeout, seed=seed, heartbeat_timeout=heartbeat_timeout,
-        backend=backend, spark_master=spark_master, spark_conf=spark_conf,
+        backend=backend, spark_master=spark_master, spark_conf=spark_conf, trial_timeout=trial_timeout,
     )
     trainer_kwargs = check_trainer_kwargs(trainer_kwargs, kind)
     if kind == "module":
@@ -130,7 +135,8 @@ def search(
     )
     return run_study(
         module_or_fn, space, task=task, metric=metric, direction=direction, max_epochs=max_epochs,
-        opt=opt, stopper=stopper, num_trials=num_trials, timeout=timeout, backend=backend,
+        opt=opt, stopper=stopper, num_trials=num_trials, timeout=timeout, trial_timeout=trial_timeout,
+        backend=backend,
         workers=workers, trainer_kwargs=trainer_kwargs, exp_dir=exp_dir, seed=seed,
         max_failures=max_failures, max_retries=max_retries, heartbeat_timeout=heartbeat_timeout,
         spark_master=spark_master, spark_conf=spark_conf, verbose=verbose,

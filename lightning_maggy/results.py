@@ -25,7 +25,9 @@ class SearchResult:
         best_trial: the trial with the best final metric (None if none produced one).
         best_config / best_metric: shortcuts into ``best_trial``.
         exp_dir: the experiment directory (journal, result.json, trials.csv, per-trial folders).
-        stop_reason: "finished", "timeout", "aborted" or "interrupted".
+        stop_reason: "finished", "timeout", "aborted", "interrupted" or "stalled" (the optimizer
+            had nothing to propose while nothing ran that could change that; see ``message``).
+        message: why the study was aborted or stalled, else None.
     """
 
     trials: list[Trial]
@@ -61,6 +63,7 @@ class SearchResult:
                 "epochs": t.epochs_done,
                 "budget": t.budget,
                 "retries": t.retries,
+                "attempts": t.attempt,
                 "duration_s": None if t.duration is None else round(t.duration, 3),
                 "component": t.component,
                 "seed": t.seed,
@@ -84,6 +87,8 @@ class SearchResult:
         scored.sort(key=lambda t: t.final_metric, reverse=self.direction == "max")  # type: ignore[arg-type,return-value]
         counts = ", ".join(f"{v} {k.lower()}" for k, v in self.counts().items() if v)
         lines = [f"{len(self.trials)} trials ({counts}); stop reason: {self.stop_reason}; exp_dir: {self.exp_dir}"]
+        if self.message:
+            lines.append(self.message.strip().splitlines()[0])
         if scored:
             lines.append(f"{'trial':<18}{'state':<11}{'epochs':>6}  {self.metric:>12}  config")
             for t in scored[:top]:

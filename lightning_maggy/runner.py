@@ -39,6 +39,7 @@ def run_study(
     timeout: float | None,
     backend: Any,
     workers: int | None,
+    trial_timeout: float | None = None,
     trainer_kwargs: dict[str, Any],
     exp_dir: str | os.PathLike[str] | None,
     seed: int | None,
@@ -73,7 +74,7 @@ def run_study(
     try:
         return _run(
             module_or_fn, space, task=task, metric=metric, direction=direction, max_epochs=max_epochs,
-            opt=opt, stopper=stopper, num_trials=num_trials, timeout=timeout,
+            opt=opt, stopper=stopper, num_trials=num_trials, timeout=timeout, trial_timeout=trial_timeout,
             backend_obj=backend_obj, workers=workers, trainer_kwargs=trainer_kwargs, exp_path=exp_path,
             seed=seed, max_failures=max_failures, max_retries=max_retries,
             heartbeat_timeout=heartbeat_timeout, verbose=verbose, summary=summary, extra=extra,
@@ -94,6 +95,7 @@ def _run(
     stopper: AbstractEarlyStop,
     num_trials: int | None,
     timeout: float | None,
+    trial_timeout: float | None,
     backend_obj: Any,
     workers: int | None,
     trainer_kwargs: dict[str, Any],
@@ -120,6 +122,7 @@ def _run(
         max_epochs=max_epochs,
         num_trials=num_trials,
         timeout=timeout,
+        trial_timeout=trial_timeout,
         max_failures=max_failures,
         max_retries=max_retries,
         heartbeat_timeout=heartbeat_timeout,
@@ -136,6 +139,7 @@ def _run(
         "early_stop": type(stopper).__name__,
         "num_trials": num_trials,
         "timeout": timeout,
+        "trial_timeout": trial_timeout,
         "max_epochs": max_epochs,
         "backend": getattr(backend_obj, "name", type(backend_obj).__name__),
         "workers": workers,
@@ -163,6 +167,7 @@ def _run(
     )
     try:
         try:
+            backend_obj.plan_restarts(workers=workers, max_failures=max_failures, max_retries=max_retries)
             backend_obj.start(launch, workers)
             controller.serve(server, backend_obj)
         except KeyboardInterrupt:

@@ -73,6 +73,10 @@ class Trial:
             same seeds); None: derived from the search's seed and the trial id.
         info: free-form JSON-able data an optimizer attaches (e.g. ASHA's bracket).
         retries: times this trial was lost and re-queued.
+        attempt: how many times the trial was handed to a worker (1 for its first run; every
+            promotion and every re-queue is a new attempt). Reports and FINALs carry it, and
+            those of any attempt but the current one are refused (the worker is told to drop
+            the trial), so a worker wrongly declared lost never trains beside its successor.
         worker: the worker that runs or ran it.
         created / started / finished: UNIX timestamps.
     """
@@ -88,6 +92,7 @@ class Trial:
     seed: int | None = None
     info: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     retries: int = 0
+    attempt: int = 0
     worker: int | None = None
     created: float | None = None
     started: float | None = None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import inspect
+import math
 import platform
 from collections.abc import Mapping
 from pathlib import Path
@@ -98,6 +99,7 @@ def check_run_settings(
     backend: Any,
     spark_master: Any,
     spark_conf: Any,
+    trial_timeout: Any = None,
 ) -> None:
     """The settings every study shares: budgets, parallelism, failure handling, seed."""
     check_positive_int("max_epochs", max_epochs)
@@ -108,6 +110,16 @@ def check_run_settings(
         raise ConfigurationError(f"max_retries={max_retries!r}: expected an int >= 0.")
     if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0):
         raise ConfigurationError(f"timeout={timeout!r}: expected a positive number of seconds.")
+    if trial_timeout is not None and (
+        isinstance(trial_timeout, bool)
+        or not isinstance(trial_timeout, (int, float))
+        or not math.isfinite(trial_timeout)
+        or not trial_timeout > 0
+    ):
+        raise ConfigurationError(
+            f"trial_timeout={trial_timeout!r}: expected a positive number of seconds one run of a "
+            "trial may take (e.g. trial_timeout=600), or None for no limit."
+        )
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise ConfigurationError(f"seed={seed!r}: expected an int or None.")
     if not (isinstance(heartbeat_timeout, (int, float)) and heartbeat_timeout > 0):

@@ -90,6 +90,7 @@ def ablate(
     exp_dir: str | os.PathLike[str] | None = None,
     seed: int | None = None,
     timeout: float | None = None,
+    trial_timeout: float | None = None,
     max_failures: int | None = None,
     max_retries: int = 3,
     heartbeat_timeout: float = 120.0,
@@ -115,7 +116,7 @@ def ablate(
         hparams: the fixed hyperparameters of every trial (plain JSON data).
         seeds: k (seeds ``seed, seed+1, ..., seed+k-1``; ``seed`` defaults to 0) or an explicit
             list of seeds. Each trial seeds Python, NumPy and torch with its seed.
-        backend / workers / trainer_kwargs / exp_dir / timeout / max_retries /
+        backend / workers / trainer_kwargs / exp_dir / timeout / trial_timeout / max_retries /
             heartbeat_timeout / spark_master / spark_conf / verbose: as in
             :func:`lightning_maggy.search`.
         max_failures: the study stops after this many failed trials (default: never; a
@@ -146,7 +147,7 @@ def ablate(
     check_run_settings(
         max_epochs=max_epochs, num_trials=None, workers=workers, max_failures=max_failures,
         max_retries=max_retries, timeout=timeout, seed=seed, heartbeat_timeout=heartbeat_timeout,
-        backend=backend, spark_master=spark_master, spark_conf=spark_conf,
+        backend=backend, spark_master=spark_master, spark_conf=spark_conf, trial_timeout=trial_timeout,
     )
     trainer_kwargs = check_trainer_kwargs(trainer_kwargs, "module")
     from lightning_maggy.lightning.trainer import build_module
@@ -187,6 +188,7 @@ def ablate(
         search_result = run_study(
             module_cls, None, task=task, metric=metric, direction=direction,  # type: ignore[arg-type]
             max_epochs=max_epochs, opt=opt, stopper=NoEarlyStop(), num_trials=total, timeout=timeout,
+            trial_timeout=trial_timeout,
             backend=backend, workers=workers, trainer_kwargs=trainer_kwargs, exp_dir=exp_dir,
             seed=seed_list[0], max_failures=max_failures if max_failures is not None else total + 1,
             max_retries=max_retries, heartbeat_timeout=heartbeat_timeout, spark_master=spark_master,

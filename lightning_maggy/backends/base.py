@@ -88,6 +88,10 @@ class Backend(ABC):
         self._start(launch, num_workers)
         self.started = True
 
+    def plan_restarts(self, *, workers: int, max_failures: int, max_retries: int) -> None:
+        """Told the study's failure budget before :meth:`start`; a backend that restarts dead
+        workers sizes its restart budget from it (default: nothing to do)."""
+
     def poll_lost(self) -> list[tuple[int, str]]:
         """``(worker_id, reason)`` for each worker found dead since the last call (the backend
         restarts it if it can). Raises BackendError when no worker can run any more."""

@@ -115,11 +115,33 @@ def _gpu_count() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
+def exit_cause(code: int | None) -> str:
+    """How a worker process ended, in words (a negative code is the signal that killed it)."""
+    if code is not None and code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        hint = {
+            "SIGKILL": " (killed: out of memory, or by another process)",
+            "SIGSEGV": " (a segmentation fault in native code)",
+            "SIGABRT": " (aborted by native code)",
+            "SIGBUS": " (a bus error in native code)",
+        }.get(name, "")
+        return f"was killed by {name}{hint}"
+    return f"exited with code {code}"
+
+
 class LocalBackend(Backend):
     """``workers`` processes on this machine.
 
     Args:
-        max_restarts: how many times a worker that died is restarted before the study ends.
+        max_restarts: how many times, in all, workers that died are restarted. None (the
+            default): enough for the study's failure budget, ``workers + max_failures *
+            (max_retries + 1)``: a trial that kills its worker every time (a segfault, an OOM
+            kill) is retried ``max_retries`` times and then FAILED, and the study goes on, while
+            a worker that cannot start at all still ends the study after a bounded number of
+            tries.
         gpus_per_worker: GPUs each worker sees (via CUDA_VISIBLE_DEVICES); 0 for none. The
             default gives each worker one GPU, round-robin, when GPUs are present (several
             workers then share a GPU when there are more workers than GPUs).
@@ -129,7 +151,7 @@ class LocalBackend(Backend):
     #: Workers on this machine reach the server over a Unix socket.
     driver_host = "ipc"
 
-    def __init__(self, max_restarts: int = 3, gpus_per_worker: int | None = None) -> None:
+    def __init__(self, max_restarts: int | None = None, gpus_per_worker: int | None = None) -> None:
         super().__init__()
         self.max_restarts = max_restarts
         self.gpus_per_worker = gpus_per_worker
@@ -139,7 +161,13 @@ class LocalBackend(Backend):
         self._devices: dict[int, str | None] = {}
         self._threads: int | None = None
 
+    def plan_restarts(self, *, workers: int, max_failures: int, max_retries: int) -> None:
+        if self.max_restarts is None:
+            self.max_restarts = workers + max_failures * (max_retries + 1)
+
     def _start(self, launch: WorkerLaunch, num_workers: int) -> None:
+        if self.max_restarts is None:
+            self.max_restarts = 3 * num_workers
         self._blob = pack_launch(launch)
         gpus = _gpu_count() if self.gpus_per_worker != 0 else 0
         self._devices = assign_devices(num_workers, gpus, self.gpus_per_worker or 1)
@@ -167,8 +195,8 @@ class LocalBackend(Backend):
             code = proc.exitcode
             if code == 0:  # told done, or left on its own after the driver went away
                 continue
-            lost.append((wid, f"worker {wid} (pid {proc.pid}) exited with code {code}"))
-            if self._restarts >= self.max_restarts:
+            lost.append((wid, f"worker {wid} (pid {proc.pid}) {exit_cause(code)}"))
+            if self._restarts >= (self.max_restarts or 0):
                 del self._procs[wid]
                 if not any(p.is_alive() for p in self._procs.values()):
                     raise BackendError(

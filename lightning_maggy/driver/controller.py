@@ -11,6 +11,21 @@ Model fitting stays off the report path: while serving, the optimizer's jobs
 (:class:`~lightning_maggy.driver.jobs.JobRunner`); the optimizer answers IDLE meanwhile (the
 asking worker is parked), reports keep being answered, and when the job is done its result is
 handed back on the serve thread (:meth:`Controller.poll_jobs`) and parked workers are served.
+
+Attempts and fencing: every assignment of a trial to a worker is a new *attempt* (numbered
+from 1, journaled with the trial). Reports, FINALs and heartbeats name the attempt they belong
+to; one that does not name the worker's current attempt of a RUNNING trial -- a worker wrongly
+declared lost, a trial stopped by ``trial_timeout`` or by an abort, or a hostile message -- changes
+nothing, and the worker is told to ``drop`` the trial (it stops training at once). Checkpoints
+are fenced on the worker side (see :mod:`lightning_maggy.lightning.fence`).
+
+The study never waits forever: when the optimizer answers IDLE (or only duplicates) while no
+trial runs, none is re-queued and no background job is computing, nothing could change its
+answer, and the study ends with :attr:`StopReason.STALLED` and a message saying why.
+
+Non-finite metrics (NaN, +-inf): the report is recorded as NaN, the trial is told to STOP and
+ends STOPPED with no final metric and an ``error`` that names the value, so it is never promoted
+(ASHA ranks NaN last and promotes only PAUSED trials) and never the best trial.
 """
 
 from __future__ import annotations
@@ -39,9 +54,12 @@ log = logging.getLogger(__name__)
 
 Outgoing = list[tuple[bytes, dict[str, Any]]]
 
-#: Exceptions raised in a worker that mean the experiment itself is misconfigured: every trial
-#: would fail the same way, so the first one ends the search with its message.
-FATAL_ERROR_TYPES = frozenset({"MetricNotFoundError", "ConfigurationError", "SearchspaceError"})
+# A FINAL with ``fatal=True`` aborts the study at once: the worker found the trial's error to be
+# one of lightning_maggy's own misconfiguration errors, which every trial would hit (it decides
+# with isinstance, never by class name: see lightning_maggy.lightning.worker.FATAL_ERRORS).
+
+#: Duplicate suggestions in a row after which the controller stops asking for now.
+MAX_DUPLICATES_IN_A_ROW = 50
 
 
 class StopReason:
@@ -49,6 +67,8 @@ class StopReason:
     TIMEOUT = "timeout"
     ABORTED = "aborted"
     INTERRUPTED = "interrupted"
+    #: the optimizer had nothing to propose while nothing ran that could change its answer
+    STALLED = "stalled"
 
 
 @dataclasses.dataclass
@@ -57,6 +77,12 @@ class _Worker:
     peer: bytes
     last_seen: float
     trial_id: str | None = None
+    attempt: int | None = None  # of trial_id
+    trial_started: float | None = None  # clock() when the attempt was handed out
+    #: the assignment last taken away from this worker (lost, over its time, aborted): the one
+    #: stale FINAL it may still send, and is answered with new work
+    stale: tuple[str, int] | None = None
+    hb_peer: bytes | None = None  # its heartbeat socket: where unsolicited drops go
     last_finished: Trial | None = None
     parked: bool = False
 
@@ -70,6 +96,8 @@ class Controller:
         searchspace / direction / max_epochs / num_trials / seed: the experiment's settings.
         timeout: wall-clock budget in seconds; after it no new trial starts and running trials
             are stopped at their next report.
+        trial_timeout: seconds one attempt of a trial may run; a trial over it is recorded
+            STOPPED (its reports so far kept) and its worker told to drop it.
         max_failures: the experiment is aborted when this many trials have failed.
         max_retries: a trial whose worker is lost is re-queued at most this many times.
         heartbeat_timeout: a worker silent for this long while it holds a trial is lost.
@@ -89,6 +117,7 @@ class Controller:
         journal: Journal,
         earlystop: AbstractEarlyStop | None = None,
         timeout: float | None = None,
+        trial_timeout: float | None = None,
         max_failures: int = 3,
         max_retries: int = 3,
         heartbeat_timeout: float = 120.0,
@@ -104,6 +133,7 @@ class Controller:
         self.max_epochs = max_epochs
         self.num_trials = num_trials
         self.timeout = timeout
+        self.trial_timeout = trial_timeout
         self.max_failures = max_failures
         self.max_retries = max_retries
         self.heartbeat_timeout = heartbeat_timeout
@@ -122,6 +152,13 @@ class Controller:
         self._exhausted = False
         self._finalized = False
         self._n_running = 0  # trials in state RUNNING, kept by _update (O(1) end-of-study checks)
+        self._nonfinite: dict[str, str] = {}  # trial_id -> why (the NaN/inf policy)
+        self.refused = 0  # stale or hostile reports, finals and heartbeats (changed nothing)
+        # Why the optimizer's last answer was no trial (IDLE / duplicates), and the state
+        # version it was given at: unchanged state + nothing running = a stall.
+        self._stall_note: str | None = None
+        self._stall_at = -1
+        self._version = 0
         self._jobs: JobRunner | None = None  # set while optimizer jobs run in the background
         optimizer.setup(
             searchspace,
@@ -138,15 +175,28 @@ class Controller:
         return self.stop_reason is not None
 
     def handle(self, peer: bytes, msg: dict[str, Any]) -> Outgoing:
-        """Applies one validated message; returns the replies to send."""
+        """Applies one validated message; returns the replies to send.
+
+        A report, FINAL or heartbeat that does not belong to the sender's current attempt of a
+        RUNNING trial changes nothing (not even the worker's address or liveness); see
+        :meth:`_refuse`.
+        """
         wid = msg["worker_id"]
-        now = self.clock()
+        kind = msg["type"]
         worker = self.workers.get(wid)
+        if kind in ("report", "final", "heartbeat") and not self._current(worker, msg):
+            return self._refuse(worker, peer, msg)
+        now = self.clock()
         if worker is None:
             worker = self.workers[wid] = _Worker(wid, peer, now)
+        if kind == "get" and (worker.trial_id is not None or worker.parked):
+            # A worker asks once and waits; it never asks while it holds a trial. Changing
+            # nothing here keeps a forged "get" from redirecting a parked worker's next trial.
+            self.refused += 1
+            return []
         worker.last_seen = now
-        kind = msg["type"]
-        if kind == "heartbeat":  # sent from the worker's own heartbeat socket: replies never go there
+        if kind == "heartbeat":  # from the worker's own heartbeat socket: only drops go there
+            worker.hb_peer = peer
             return []
         worker.peer = peer
         if kind == "register":
@@ -154,21 +204,76 @@ class Controller:
             out: Outgoing = []
             if worker.trial_id is not None:  # a restarted worker: its old trial was lost
                 out += self._lose(worker.trial_id, f"worker {wid} restarted")
-                worker.trial_id = None
+                self._take_away(worker)
                 out += self._wake_parked(exclude=wid)
+            worker.stale = None  # a new process: the old one's stale FINAL is answered "done"
+            worker.parked = False
+            worker.hb_peer = None
             return [(peer, {"type": "welcome", "worker_id": wid}), *out]
         if kind == "report":
             reply = self._on_report(worker, msg)
             return [(peer, reply)] if msg.get("sync", True) else []
         if kind == "final":
             out = self._on_final(worker, msg)  # an abort's "done" to the parked workers
-            if worker.trial_id is not None:  # a stale final from a worker that holds another trial
-                return out
             return out + self._serve(worker) + self._wake_parked(exclude=wid)
         if kind == "get":
             return self._serve(worker)
         log.warning("ignoring message of type %r from worker %s", kind, wid)
         return []
+
+    def _current(self, worker: _Worker | None, msg: dict[str, Any]) -> bool:
+        """Whether a report/final/heartbeat belongs to ``worker``'s current attempt."""
+        tid = msg.get("trial_id")
+        if msg["type"] == "heartbeat" and tid is None:
+            return worker is None or worker.trial_id is None  # an idle worker's heartbeat
+        if worker is None or worker.trial_id != tid or worker.attempt != msg.get("attempt"):
+            return False
+        trial = self.trials.get(tid)  # type: ignore[arg-type]
+        return trial is not None and trial.state is TrialState.RUNNING and trial.attempt == worker.attempt
+
+    def _refuse(self, worker: _Worker | None, peer: bytes, msg: dict[str, Any]) -> Outgoing:
+        """Answers a message of a stale attempt (or a hostile one) without changing any state.
+
+        A synchronous report or a heartbeat naming a trial is answered ``drop`` (its worker
+        stops training that attempt); a FINAL of the attempt last taken away from this worker
+        is answered with new work, any other FINAL with ``done`` (a zombie worker whose slot
+        a new process took over exits).
+        """
+        self.refused += 1
+        kind, tid, attempt = msg["type"], msg.get("trial_id"), msg.get("attempt")
+        drop = {
+            "type": "drop",
+            "trial_id": tid or "",
+            "attempt": attempt or 1,
+            "reason": self._stale_reason(worker, tid, attempt),
+        }
+        if kind == "report":
+            return [(peer, drop)] if msg.get("sync", True) else []
+        if kind == "heartbeat":  # an idle heartbeat racing an assignment needs no answer
+            return [(peer, drop)] if tid is not None else []
+        # final
+        if worker is not None and worker.stale == (tid, attempt) and worker.trial_id is None:
+            worker.stale = None
+            worker.peer = peer
+            worker.last_seen = self.clock()
+            return self._serve(worker) + self._wake_parked(exclude=worker.worker_id)
+        return [(peer, {"type": "done"})]
+
+    def _stale_reason(self, worker: _Worker | None, tid: str | None, attempt: int | None) -> str:
+        trial = self.trials.get(tid or "")
+        if trial is None:
+            return f"unknown trial {tid!r}"
+        if worker is None or worker.trial_id != tid:
+            return f"trial {tid} attempt {attempt} is not this worker's (it is {trial.state.value}, attempt {trial.attempt})"
+        return f"trial {tid} attempt {attempt} is stale (current attempt {trial.attempt}, {trial.state.value})"
+
+    def _take_away(self, worker: _Worker) -> None:
+        """The worker no longer holds its trial; its stale FINAL will be answered with work."""
+        if worker.trial_id is not None and worker.attempt is not None:
+            worker.stale = (worker.trial_id, worker.attempt)
+        worker.trial_id = None
+        worker.attempt = None
+        worker.trial_started = None
 
     def tick(self) -> Outgoing:
         """Applies the passage of time: the search timeout and lost (silent) workers."""
@@ -184,9 +289,36 @@ class Controller:
         for worker in self.workers.values():
             if worker.trial_id is not None and now - worker.last_seen > self.heartbeat_timeout:
                 out += self._lose(worker.trial_id, f"worker {worker.worker_id} silent for {now - worker.last_seen:.0f} s")
-                worker.trial_id = None
+                self._take_away(worker)
                 out += self._wake_parked()
+            elif (
+                self.trial_timeout is not None
+                and worker.trial_id is not None
+                and worker.trial_started is not None
+                and now - worker.trial_started > self.trial_timeout
+            ):
+                out += self._over_time(worker, now - worker.trial_started)
         return out + self._finish_if_done()
+
+    def _over_time(self, worker: _Worker, ran: float) -> Outgoing:
+        """Records a trial that ran over ``trial_timeout`` as STOPPED and tells its worker to
+        drop it (on its heartbeat socket now, and in answer to its next report)."""
+        tid, attempt = worker.trial_id, worker.attempt
+        assert tid is not None and attempt is not None
+        trial = self.trials[tid]
+        self._decisions.pop(tid, None)
+        note = f"ran over trial_timeout={self.trial_timeout:g} s (attempt {attempt}, {ran:.1f} s); stopped"
+        self.journal.append("trial_timeout", trial_id=tid, attempt=attempt, seconds=ran)
+        final = None if tid in self._nonfinite else _final_metric(None, trial.history)
+        self._update(
+            trial.evolve(state=TrialState.STOPPED, finished=time.time(), error=self._nonfinite.get(tid, note),
+                         final_metric=final)
+        )
+        self._take_away(worker)
+        out: Outgoing = []
+        if worker.hb_peer is not None:
+            out.append((worker.hb_peer, {"type": "drop", "trial_id": tid, "attempt": attempt, "reason": note}))
+        return out + self._wake_parked()
 
     def worker_lost(self, worker_id: int, reason: str) -> Outgoing:
         """Called by a backend that saw a worker die; its trial is re-queued."""
@@ -194,7 +326,7 @@ class Controller:
         if worker is None or worker.trial_id is None:
             return []
         out = self._lose(worker.trial_id, reason)
-        worker.trial_id = None
+        self._take_away(worker)
         worker.parked = False
         return out + self._wake_parked() + self._finish_if_done()
 
@@ -208,7 +340,7 @@ class Controller:
                 self._update(trial.evolve(state=TrialState.STOPPED, finished=time.time(), error=message))
         self._requeue.clear()
         for worker in self.workers.values():
-            worker.trial_id = None
+            self._take_away(worker)
         return self._finish(reason)
 
     def start_background_jobs(self) -> None:
@@ -238,6 +370,7 @@ class Controller:
         finished = self._jobs.poll()
         for job, result, error in finished:
             self.optimizer.complete_job(job, result, error)
+            self._version += 1
         return self._wake_parked() if finished else []
 
     def _submit_job(self) -> None:
@@ -281,21 +414,21 @@ class Controller:
                 out += self.tick()
             for peer, message in out:
                 transport.send(peer, message)
-        self.journal.append("transport", dropped_messages=transport.dropped)
+        self.journal.append("transport", dropped_messages=transport.dropped, refused_messages=self.refused)
 
     def elapsed(self) -> float:
         return self.clock() - self.started_at
 
     # -- reports ------------------------------------------------------------------------------
     def _on_report(self, worker: _Worker, msg: dict[str, Any]) -> dict[str, Any]:
-        tid = msg["trial_id"]
-        trial = self.trials.get(tid)
-        if trial is None or worker.trial_id != tid or trial.state is not TrialState.RUNNING:
-            # A stale report (the trial was lost/stopped meanwhile): tell the worker to drop it.
-            return {"type": "decision", "decision": Decision.STOP.value}
+        tid = msg["trial_id"]  # the worker's current attempt of a RUNNING trial (see handle)
+        trial = self.trials[tid]
         epoch, value = msg["epoch"], float(msg["value"])
         if epoch < 0:  # not an epoch: answer as before, record nothing
             return {"type": "decision", "decision": self._decisions.get(tid, Decision.CONTINUE).value}
+        if not math.isfinite(value):
+            return self._on_non_finite(trial, epoch, value)
+        self._version += 1
         trial = trial.evolve(history=history_with(trial.history, epoch, value))
         self.trials[tid] = trial
         decision = self._decide(trial)
@@ -306,6 +439,21 @@ class Controller:
             self._decisions[tid] = decision
         self.journal.report(tid, epoch, value, decision.value)
         return {"type": "decision", "decision": decision.value}
+
+    def _on_non_finite(self, trial: Trial, epoch: int, value: float) -> dict[str, Any]:
+        """The NaN/inf policy: record NaN, stop the trial, never promote it or count it best."""
+        tid = trial.trial_id
+        if tid not in self._nonfinite:
+            self._nonfinite[tid] = (
+                f"reported a non-finite metric ({value!r}) at epoch {epoch}; stopped, and not "
+                "eligible for promotion or best (NaN/inf policy)"
+            )
+            self.journal.append("non_finite", trial_id=tid, attempt=trial.attempt, epoch=epoch, value=repr(value))
+        self._version += 1
+        self.trials[tid] = trial.evolve(history=history_with(trial.history, epoch, math.nan))
+        self._decisions[tid] = Decision.STOP
+        self.journal.report(tid, epoch, math.nan, Decision.STOP.value)
+        return {"type": "decision", "decision": Decision.STOP.value}
 
     def _decide(self, trial: Trial) -> Decision:
         if self.timed_out or self.finished:
@@ -322,14 +470,27 @@ class Controller:
 
     # -- trial ends ---------------------------------------------------------------------------
     def _on_final(self, worker: _Worker, msg: dict[str, Any]) -> Outgoing:
-        tid = msg["trial_id"]
-        trial = self.trials.get(tid)
-        if trial is None or worker.trial_id != tid or trial.state is not TrialState.RUNNING:
-            return []  # stale: the trial was already re-queued or ended
-        worker.trial_id = None
-        decision = self._decisions.pop(tid, None)
+        tid = msg["trial_id"]  # the worker's current attempt of a RUNNING trial (see handle)
+        trial = self.trials[tid]
         status = msg["status"]
+        if status == "dropped":  # the worker gave up an attempt the server still counts: re-queue
+            out = self._lose(tid, f"worker {worker.worker_id} dropped attempt {trial.attempt}")
+            worker.trial_id = worker.attempt = worker.trial_started = None
+            return out
+        worker.trial_id = worker.attempt = worker.trial_started = None
+        worker.stale = None
+        decision = self._decisions.pop(tid, None)
         metric = msg.get("metric")
+        if (
+            status != "failed"
+            and isinstance(metric, (int, float))
+            and not math.isfinite(metric)
+            and tid not in self._nonfinite
+        ):
+            self._nonfinite[tid] = (
+                f"returned a non-finite final metric ({float(metric)!r}); stopped, and not eligible "
+                "for promotion or best (NaN/inf policy)"
+            )
         changes: dict[str, Any] = {"finished": time.time(), "worker": worker.worker_id}
         if status == "failed":
             state = TrialState.FAILED
@@ -345,11 +506,15 @@ class Controller:
         else:
             state = TrialState.COMPLETED
         changes["final_metric"] = _final_metric(metric, trial.history)
+        if tid in self._nonfinite and state is not TrialState.FAILED:
+            state = TrialState.STOPPED
+            changes["final_metric"] = None
+            changes["error"] = self._nonfinite[tid]
         trial = trial.evolve(state=state, **changes)
         self._update(trial)
         worker.last_finished = trial
         if state is TrialState.FAILED:
-            if msg.get("error_type") in FATAL_ERROR_TYPES:
+            if msg.get("fatal") is True:
                 self.failures += 1
                 return self.abort(f"trial {tid} failed with an error every trial would hit: {changes['error'].strip()}")
             last_line = (changes["error"].strip().splitlines() or ["?"])[-1]
@@ -373,11 +538,18 @@ class Controller:
         if trial.state is not TrialState.RUNNING:
             return []
         self._decisions.pop(tid, None)
+        if tid in self._nonfinite:  # already stopped by the NaN/inf policy: not resumed
+            self._update(trial.evolve(state=TrialState.STOPPED, finished=time.time(), error=self._nonfinite[tid],
+                                      final_metric=None))
+            return []
         if self.timed_out:
             self._update(trial.evolve(state=TrialState.STOPPED, finished=time.time(), error=reason))
             return []
         if trial.retries >= self.max_retries:
-            error = f"lost {trial.retries + 1} times (max_retries={self.max_retries}); last: {reason}"
+            error = (
+                f"lost {trial.retries + 1} times in {trial.attempt} attempts (max_retries={self.max_retries}); "
+                f"last: {reason}"
+            )
             self._update(trial.evolve(state=TrialState.FAILED, finished=time.time(), error=error))
             return self._count_failure(f"{tid}, was {error}")
         self._update(trial.evolve(state=TrialState.LOST, retries=trial.retries + 1, worker=None, error=reason))
@@ -391,6 +563,7 @@ class Controller:
         nxt = self._next_trial(worker)
         if isinstance(nxt, Trial):
             worker.parked = False
+            self._stall_note = None
             return [(worker.peer, self._start(worker, nxt))]
         worker.parked = True
         if self.finished:  # _next_trial aborted (an optimizer bug): tell every parked worker
@@ -409,7 +582,7 @@ class Controller:
             return self.trials[self._requeue.popleft()]
         if self.timed_out or self._exhausted:
             return None
-        for _ in range(50):
+        for _ in range(MAX_DUPLICATES_IN_A_ROW):
             try:
                 suggestion = self.optimizer.get_suggestion(worker.last_finished)
             except Exception:  # a custom optimizer's bug ends the search with its traceback
@@ -417,6 +590,7 @@ class Controller:
                 return None
             self._submit_job()  # the work it waits for, if it answered IDLE for a model fit
             if suggestion is IDLE:
+                self._stalled("the optimizer answered IDLE (no trial to run yet)")
                 return IDLE
             if suggestion is None:
                 self._exhausted = True
@@ -433,13 +607,22 @@ class Controller:
             if existing.state is TrialState.PAUSED and suggestion.budget > existing.budget:
                 return existing.evolve(budget=suggestion.budget)
             self.duplicates += 1
-        return IDLE if self._running() else None
+        self._stalled(
+            f"the optimizer proposed only trials already run ({MAX_DUPLICATES_IN_A_ROW} duplicates in a row, "
+            f"{self.duplicates} in all)"
+        )
+        return IDLE
+
+    def _stalled(self, note: str) -> None:
+        self._stall_note = note
+        self._stall_at = self._version
 
     def _start(self, worker: _Worker, trial: Trial) -> dict[str, Any]:
         now = time.time()
         resume = trial.trial_id in self.trials and bool(trial.history)
         trial = trial.evolve(
             state=TrialState.RUNNING,
+            attempt=trial.attempt + 1,
             worker=worker.worker_id,
             created=trial.created or now,
             started=trial.started or now,
@@ -448,6 +631,9 @@ class Controller:
         )
         self._update(trial)
         worker.trial_id = trial.trial_id
+        worker.attempt = trial.attempt
+        worker.trial_started = self.clock()
+        worker.stale = None
         return {
             "type": "trial",
             "trial": {
@@ -459,6 +645,7 @@ class Controller:
                 "component": trial.component,
                 "seed": trial.seed,
                 "retries": trial.retries,
+                "attempt": trial.attempt,
                 "async_until": self._async_until(trial),
             },
         }
@@ -474,6 +661,7 @@ class Controller:
     def _update(self, trial: Trial) -> None:
         old = self.trials.get(trial.trial_id)
         self._n_running += (trial.state is TrialState.RUNNING) - (old is not None and old.state is TrialState.RUNNING)
+        self._version += 1
         self.trials[trial.trial_id] = trial
         self.journal.trial(trial)
         if trial.state.finished or trial.state is TrialState.PAUSED:
@@ -490,6 +678,16 @@ class Controller:
             return self._finish(StopReason.TIMEOUT)
         if self._exhausted:
             return self._finish(StopReason.FINISHED)
+        if self._stall_note is not None and self._stall_at == self._version and not self.jobs_busy:
+            # Nothing runs, nothing is re-queued, no job computes: the optimizer's answer cannot
+            # change, and waiting would be forever.
+            self.abort_message = (
+                f"{self._stall_note} while no trial was running or re-queued and no optimizer job "
+                "was computing, so nothing could change its answer; the study ends here instead "
+                "of waiting forever."
+            )
+            self.journal.append("stalled", message=self.abort_message)
+            return self._finish(StopReason.STALLED)
         return []
 
     def _finish(self, reason: str) -> Outgoing:

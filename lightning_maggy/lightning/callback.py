@@ -10,12 +10,14 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
-from lightning_maggy.exceptions import MetricNotFoundError
+from lightning_maggy.exceptions import MetricNotFoundError, TrialDropped
 from lightning_maggy.lightning.context import current_trial
 from lightning_maggy.lightning.namespace import available_namespaces
 from lightning_maggy.trial import Decision
 
 __all__ = ["MaggyCallback"]
+
+_DROP = "drop"  # broadcast to every rank when the server refused rank 0's report
 
 # A subclass of both namespaces' Callback, so a Trainer from either accepts it.
 _BASES: tuple[type, ...] = tuple(ns.Callback for ns in available_namespaces()) or (object,)
@@ -26,7 +28,9 @@ class MaggyCallback(*_BASES):  # type: ignore[misc]
 
     Inside a search, the server answers CONTINUE, STOP (early stop) or PAUSE (an ASHA rung is
     reached; the trial may later resume from its checkpoint); STOP and PAUSE set
-    ``trainer.should_stop``. Outside a search the callback does nothing but warn once, so the
+    ``trainer.should_stop``. When the server answers that this worker's attempt at the trial is
+    stale, the callback raises :class:`~lightning_maggy.exceptions.TrialDropped` on every rank,
+    which ends ``fit`` before another checkpoint is written. Outside a search the callback does nothing but warn once, so the
     same training script runs standalone.
 
     Args:
@@ -58,8 +62,15 @@ class MaggyCallback(*_BASES):  # type: ignore[misc]
                 )
             return
         value = self._read_metric(trainer)
-        decision = ctx.report(trainer.current_epoch, value).value if trainer.is_global_zero else None
+        decision = None
+        if trainer.is_global_zero:
+            try:
+                decision = ctx.report(trainer.current_epoch, value).value
+            except TrialDropped:
+                decision = _DROP
         decision = trainer.strategy.broadcast(decision, src=0)
+        if decision == _DROP:  # a stale attempt: stop at once, before any further checkpoint
+            raise TrialDropped(f"trial {ctx.trial_id} attempt {ctx.attempt} dropped: {ctx.dropped}")
         if decision in (Decision.STOP.value, Decision.PAUSE.value):
             trainer.should_stop = True
 

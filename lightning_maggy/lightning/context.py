@@ -6,12 +6,14 @@ and :class:`Reporter` read it. Outside a search there is none, and both do nothi
 
 from __future__ import annotations
 
+import math
 import os
 import threading
+import time
 from collections.abc import Mapping
 from typing import Any
 
-from lightning_maggy.exceptions import EarlyStopException
+from lightning_maggy.exceptions import EarlyStopException, TrialDropped
 from lightning_maggy.trial import Decision
 
 __all__ = ["Reporter", "TrialContext", "current_trial"]
@@ -25,6 +27,8 @@ class TrialContext:
 
     Attributes:
         trial_id, config, budget: the assignment (train until ``budget`` epochs in total).
+        attempt: which run of the trial this is (every report names it; the server refuses
+            those of a stale attempt and this worker is then told to drop the trial).
         epochs_done: epochs already recorded by the server (a resumed trial starts there).
         resume: whether the trial continues from a checkpoint.
         trial_dir: this trial's folder in the experiment directory.
@@ -47,6 +51,7 @@ class TrialContext:
         self.trial_id: str = trial["trial_id"]
         self.config: dict[str, Any] = dict(trial["config"])
         self.budget: int = int(trial["budget"])
+        self.attempt: int = int(trial.get("attempt", 1))
         self.epochs_done: int = int(trial.get("epochs_done", 0))
         self.resume: bool = bool(trial.get("resume", False))
         self.component: str | None = trial.get("component")
@@ -59,7 +64,39 @@ class TrialContext:
         self.direction = direction
         self.last_decision = Decision.CONTINUE
         self.last_value: float | None = None
+        #: why the server told this worker to drop the attempt, once it did (None before)
+        self.dropped: str | None = None
+        # The handshake with the heartbeat thread, which may raise TrialDropped asynchronously
+        # in the trial's thread (see worker._Heartbeat): it never does once ``finished`` is set
+        # or while ``in_request`` is (a reply must never be left unread on the socket).
+        self.finished = False
+        self.in_request = False
+        self.raising = False
         self._rows: list[str] = []
+
+    def absorb_pending_drop(self) -> None:
+        """Waits until the heartbeat thread is not raising, and absorbs an asynchronous
+        TrialDropped that is pending in this thread (``dropped`` is set whenever one was raised,
+        so the caller still learns of it)."""
+        while True:
+            try:
+                while self.raising:
+                    time.sleep(0.001)
+                for _ in range(64):  # backward jumps: a pending asynchronous exception fires here
+                    pass
+                return
+            except TrialDropped:
+                continue
+
+    def drop(self, reason: str) -> None:
+        """Marks the attempt stale: the next report (or checkpoint) raises TrialDropped."""
+        if self.dropped is None:
+            self.dropped = reason
+
+    def check_dropped(self) -> None:
+        """Raises :class:`TrialDropped` if the server has told this worker to drop the attempt."""
+        if self.dropped is not None:
+            raise TrialDropped(f"trial {self.trial_id} attempt {self.attempt} dropped: {self.dropped}")
 
     @property
     def ckpt_path(self) -> str | None:
@@ -68,24 +105,45 @@ class TrialContext:
         return last if os.path.exists(last) else None
 
     def report(self, epoch: int, value: float) -> Decision:
-        """Sends one metric report and returns the server's decision."""
-        message = {
-            "type": "report",
-            "worker_id": self.worker_id,
-            "trial_id": self.trial_id,
-            "epoch": int(epoch),
-            "value": float(value),
-        }
-        with _lock:
-            if epoch < self.async_until:  # the answer can only be CONTINUE: don't wait for it
-                self._client.send({**message, "sync": False})
-                decision = Decision.CONTINUE.value
-            else:
-                decision = self._client.request(message, timeout=600.0)["decision"]
+        """Sends one metric report and returns the server's decision.
+
+        Raises:
+            TrialDropped: the server refused the report: this attempt is stale.
+        """
+        self.in_request = True
+        try:
+            self.absorb_pending_drop()
+            self.check_dropped()
+            decision = self._send_report(epoch, value)
+        finally:
+            self.in_request = False
         self.last_value = float(value)
         self.last_decision = Decision(decision)
         self._append_metrics(epoch, value)
         return self.last_decision
+
+    def _send_report(self, epoch: int, value: float) -> str:
+        message = {
+            "type": "report",
+            "worker_id": self.worker_id,
+            "trial_id": self.trial_id,
+            "attempt": self.attempt,
+            "epoch": int(epoch),
+            "value": float(value),
+        }
+        with _lock:
+            # Below async_until the answer can only be CONTINUE: don't wait for it. A NaN/inf
+            # value is always awaited: the server stops such a trial at once.
+            if epoch < self.async_until and math.isfinite(value):
+                self._client.send({**message, "sync": False})
+                decision = Decision.CONTINUE.value
+            else:
+                reply = self._client.request(message, timeout=600.0)
+                if reply["type"] == "drop":
+                    self.drop(reply["reason"])
+                    self.check_dropped()
+                decision = reply["decision"]
+        return str(decision)
 
     def _append_metrics(self, epoch: int, value: float) -> None:
         self._rows.append(f"{int(epoch)},{float(value)!r},{self.last_decision.value}\n")
@@ -93,7 +151,8 @@ class TrialContext:
     def close(self) -> None:
         """Appends this run's reports to ``trial_dir/metrics.csv`` (kept across resumes; the
         journal on the driver has every report as it happens)."""
-        if not self._rows:
+        if not self._rows or self.dropped is not None:  # a stale attempt's reports were refused
+            self._rows = []
             return
         path = os.path.join(self.trial_dir, "metrics.csv")
         header = "" if os.path.exists(path) else f"epoch,{self.metric},decision\n"

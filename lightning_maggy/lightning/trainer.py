@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import inspect
 import os
 from collections.abc import Callable, Mapping
@@ -66,6 +67,41 @@ def build_datamodule(datamodule: Any, config: Mapping[str, Any]) -> Any:
     return datamodule(dict(config))
 
 
+@functools.lru_cache(maxsize=None)
+def fenced_checkpoint_class(checkpoint_cls: type) -> type:
+    """A subclass of a namespace's ``ModelCheckpoint`` whose writes are fenced per attempt.
+
+    Each checkpoint is written to a file of its own attempt and renamed over its real name only
+    while this attempt still holds the trial folder (:mod:`lightning_maggy.lightning.fence`);
+    a stale attempt's write is discarded and raises TrialDropped, which ends its training.
+    """
+
+    class FencedModelCheckpoint(checkpoint_cls):  # type: ignore[misc, valid-type]
+        def __init__(self, *args: Any, trial_dir: str, attempt: int, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.trial_dir = trial_dir
+            self.attempt = attempt
+
+        def _save_checkpoint(self, trainer: Any, filepath: str) -> None:
+            from lightning_maggy.exceptions import TrialDropped
+            from lightning_maggy.lightning.fence import commit
+
+            tmp = f"{filepath}.attempt-{self.attempt}.tmp"
+            super()._save_checkpoint(trainer, tmp)
+            ok = commit(tmp, filepath, self.trial_dir, self.attempt) if trainer.is_global_zero else True
+            ok = trainer.strategy.broadcast(ok, src=0)
+            self._last_checkpoint_saved = filepath
+            if not ok:
+                raise TrialDropped(
+                    f"a newer attempt holds {self.trial_dir}; attempt {self.attempt}'s checkpoint was discarded"
+                )
+
+    # The same state key as the plain class (it is built from __qualname__), so checkpoints
+    # written with and without fencing resume alike.
+    FencedModelCheckpoint.__qualname__ = checkpoint_cls.__qualname__
+    return FencedModelCheckpoint
+
+
 def build_trainer(
     module: Any,
     *,
@@ -73,10 +109,12 @@ def build_trainer(
     budget: int,
     callbacks: list[Any],
     trainer_kwargs: Mapping[str, Any] | None = None,
+    attempt: int = 1,
 ) -> Any:
     """A Trainer of the module's Lightning namespace: ``budget`` epochs, checkpoints and logs in
     ``trial_dir``, quiet console; ``trainer_kwargs`` override the defaults, and their callbacks
-    are added to ours."""
+    are added to ours. Checkpoint writes are fenced for ``attempt`` (see
+    :func:`fenced_checkpoint_class`)."""
     ns = namespace_of(module)
     kwargs = dict(trainer_kwargs or {})
     # A fresh copy per trial: stateful callbacks (EarlyStopping's best score, ...) must not carry
@@ -84,7 +122,9 @@ def build_trainer(
     user_callbacks = copy.deepcopy(list(kwargs.pop("callbacks", None) or []))
     # The newest state after every epoch, always as checkpoints/last.ckpt: what a promoted or
     # re-queued trial resumes from. (save_last=True alone writes only when a top-k save happens.)
-    checkpoint = ns.callbacks.ModelCheckpoint(
+    checkpoint = fenced_checkpoint_class(ns.callbacks.ModelCheckpoint)(
+        trial_dir=trial_dir,
+        attempt=attempt,
         dirpath=os.path.join(trial_dir, "checkpoints"),
         filename="last",
         monitor=None,

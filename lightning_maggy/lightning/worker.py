@@ -7,6 +7,7 @@ The same loop runs in a local worker process and in a Spark task. What it runs i
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import dataclasses
 import json
 import logging
@@ -14,17 +15,31 @@ import os
 import socket
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from lightning_maggy.exceptions import EarlyStopException
+from lightning_maggy.exceptions import (
+    ConfigurationError,
+    EarlyStopException,
+    MetricNotFoundError,
+    SearchspaceError,
+    TrialDropped,
+)
+from lightning_maggy.lightning import fence
 from lightning_maggy.lightning.context import Reporter, TrialContext, _set_current
 from lightning_maggy.trial import Decision
 
-__all__ = ["TrialTask", "WorkerLaunch", "run_trial", "run_worker"]
+__all__ = ["FATAL_ERRORS", "TrialTask", "WorkerLaunch", "run_trial", "run_worker"]
 
 MAX_ERROR_CHARS = 64_000
+
+#: lightning_maggy's own errors that mean the study is misconfigured (every trial would fail the
+#: same way): a trial failing with one of these (isinstance, subclasses included) is sent with
+#: ``fatal=True`` and the server ends the study with its message. A user's exception that merely
+#: shares a name (``class ConfigurationError(Exception)`` in the user's code) fails its trial only.
+FATAL_ERRORS: tuple[type[BaseException], ...] = (MetricNotFoundError, ConfigurationError, SearchspaceError)
 
 
 @dataclasses.dataclass
@@ -76,7 +91,15 @@ def trial_dir_for(exp_dir: str, trial_id: str) -> str:
 
 
 class _Heartbeat(threading.Thread):
-    """Tells the server this worker is alive, on a socket of its own, while a trial runs."""
+    """Tells the server this worker is alive, on a socket of its own, and hears ``drop``.
+
+    Each heartbeat names the attempt being run. When the server answers that the attempt is
+    stale (re-queued elsewhere, over ``trial_timeout``, the study ended), the trial's context is
+    marked dropped, so its next report or checkpoint raises TrialDropped. If the trial's code is
+    still running ``grace`` seconds later (it neither reports nor checkpoints), TrialDropped is
+    raised asynchronously in the thread running the trial (effective at its next Python
+    bytecode; a call stuck inside C code is not interrupted).
+    """
 
     def __init__(self, make_client: Callable[[str], Any], worker_id: int, interval: float) -> None:
         super().__init__(name=f"maggy-heartbeat-{worker_id}", daemon=True)
@@ -84,15 +107,79 @@ class _Heartbeat(threading.Thread):
         self._worker_id = worker_id
         self._interval = interval
         self._stop_event = threading.Event()
-        self.trial_id: str | None = None
+        self.grace = max(1.0, 2 * interval)
+        #: the context of the attempt being run, and the thread running it
+        self.ctx: TrialContext | None = None
+        self.trial_thread = threading.get_ident()
+        self._dropped_at: float | None = None
 
     def run(self) -> None:
         client = self._make_client("hb")
         try:
-            while not self._stop_event.wait(self._interval):
-                client.send({"type": "heartbeat", "worker_id": self._worker_id, "trial_id": self.trial_id})
+            while not self._stop_event.wait(min(self._interval, 0.1)):
+                ctx = self.ctx
+                client.send(
+                    {
+                        "type": "heartbeat",
+                        "worker_id": self._worker_id,
+                        "trial_id": None if ctx is None else ctx.trial_id,
+                        "attempt": None if ctx is None else ctx.attempt,
+                    }
+                )
+                self._listen(client, time.monotonic() + max(0.0, self._interval - 0.1))
+                self._enforce(ctx)
         finally:
             client.close()
+
+    def _listen(self, client: Any, until: float) -> None:
+        """Until the next heartbeat is due, hears ``drop`` messages as they come."""
+        while not self._stop_event.is_set():
+            left = until - time.monotonic()
+            msg = client.poll(min(max(left, 0.0), 0.1))
+            if msg is None and left <= 0:
+                return
+            ctx = self.ctx
+            if (
+                msg is not None
+                and msg.get("type") == "drop"
+                and ctx is not None
+                and msg["trial_id"] == ctx.trial_id
+                and msg["attempt"] == ctx.attempt
+            ):
+                ctx.drop(msg["reason"])
+
+    def _enforce(self, ctx: TrialContext | None) -> None:
+        """Raises TrialDropped in the trial's thread once a dropped trial overstays ``grace``."""
+        if ctx is None or ctx.dropped is None or ctx.finished:
+            self._dropped_at = None
+            return
+        now = time.monotonic()
+        if self._dropped_at is None:
+            self._dropped_at = now
+            return
+        if now - self._dropped_at < self.grace:
+            return
+        self._dropped_at = now  # again after another grace period if it did not take
+        # The handshake with end_trial() and TrialContext.report(): ``raising`` is set before
+        # ``finished``/``in_request`` are read; they set theirs before waiting for ``raising``
+        # to clear (TrialContext.absorb_pending_drop).
+        ctx.raising = True
+        try:
+            if not ctx.finished and not ctx.in_request:
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                    ctypes.c_ulong(self.trial_thread), ctypes.py_object(TrialDropped)
+                )
+        finally:
+            ctx.raising = False
+
+    def end_trial(self) -> None:
+        """Called by the trial's thread when the trial's code has returned: afterwards no
+        TrialDropped can be raised in it any more (a pending one is absorbed here)."""
+        ctx = self.ctx
+        if ctx is not None:
+            ctx.finished = True
+            ctx.absorb_pending_drop()
+        self.ctx = None
 
     def stop(self) -> None:
         self._stop_event.set()
@@ -130,18 +217,33 @@ def run_trial(task: TrialTask, ctx: TrialContext) -> dict[str, Any]:
         status = "ok"
     except EarlyStopException as stop:
         metric, status = stop.metric, "stopped"
+    except TrialDropped as dropped:
+        return _dropped(str(dropped))
     except Exception as err:  # user code failed: the trial fails, the search goes on
+        if ctx.dropped is not None:  # the user's code turned our TrialDropped into its own error
+            return _dropped(ctx.dropped)
         text = traceback.format_exc()
         if len(text) > MAX_ERROR_CHARS:
             text = "...\n" + text[-MAX_ERROR_CHARS:]
         print(text, file=sys.stderr, flush=True)
-        return {"status": "failed", "metric": None, "error": text, "error_type": type(err).__name__}
+        return {
+            "status": "failed",
+            "metric": None,
+            "error": text,
+            "error_type": type(err).__name__,
+            "fatal": isinstance(err, FATAL_ERRORS),
+        }
     if metric is not None:
         try:
             metric = float(metric)
         except (TypeError, ValueError):
             metric = None
-    return {"status": status, "metric": metric, "error": None, "error_type": None}
+    return {"status": status, "metric": metric, "error": None, "error_type": None, "fatal": False}
+
+
+def _dropped(reason: str) -> dict[str, Any]:
+    print(f"lightning_maggy: {reason}", file=sys.stderr, flush=True)
+    return {"status": "dropped", "metric": None, "error": reason, "error_type": None, "fatal": False}
 
 
 def trial_seed(seed: int, trial_id: str) -> int:
@@ -193,7 +295,12 @@ def _run(task: TrialTask, ctx: TrialContext) -> Any:
     user_cbs = list((task.trainer_kwargs or {}).get("callbacks") or [])
     ours = [] if any(isinstance(cb, MaggyCallback) for cb in user_cbs) else [MaggyCallback(task.metric)]
     trainer = build_trainer(
-        module, trial_dir=ctx.trial_dir, budget=ctx.budget, callbacks=ours, trainer_kwargs=task.trainer_kwargs
+        module,
+        trial_dir=ctx.trial_dir,
+        budget=ctx.budget,
+        callbacks=ours,
+        trainer_kwargs=task.trainer_kwargs,
+        attempt=ctx.attempt,
     )
     ckpt = ctx.ckpt_path if ctx.resume or ctx.epochs_done else None
     if datamodule is not None:
@@ -255,26 +362,49 @@ def run_worker(
                 metric=launch.task.metric,
                 direction=launch.task.direction,
             )
-            heartbeat.trial_id = ctx.trial_id
+            heartbeat.trial_thread = threading.get_ident()
+            heartbeat.ctx = ctx
             _set_current(ctx)
             try:
                 with _output_to(os.path.join(trial_dir, "output.log")):
-                    outcome = run_trial(launch.task, ctx)
+                    outcome = _run_attempt(launch.task, ctx, heartbeat)
             finally:
                 _set_current(None)
-                ctx.close()
-                heartbeat.trial_id = None
+            if outcome["status"] == "dropped":
+                ctx.drop(outcome["error"] or "dropped")  # its rows are not the trial's record
+            ctx.close()
             ran += 1
             if outcome["status"] == "ok" and ctx.last_decision is not Decision.CONTINUE:
                 outcome["status"] = "stopped" if ctx.last_decision is Decision.STOP else "paused"
             reply = client.request(
-                {"type": "final", "worker_id": worker_id, "trial_id": ctx.trial_id, **outcome},
+                {"type": "final", "worker_id": worker_id, "trial_id": ctx.trial_id, "attempt": ctx.attempt, **outcome},
                 still_wanted=still_wanted,
             )
     finally:
         heartbeat.stop()
         client.close()
     return ran
+
+
+def _run_attempt(task: TrialTask, ctx: TrialContext, heartbeat: _Heartbeat) -> dict[str, Any]:
+    """Claims the trial folder for this attempt (fencing out older attempts' checkpoints), runs
+    the trial, and ends it with the heartbeat thread (after which no asynchronous TrialDropped
+    can come); one raised outside ``run_trial``'s own handlers is caught here."""
+    outcome: dict[str, Any] | None = None
+    while True:
+        try:
+            if outcome is None:
+                # Only our Trainer's checkpoints are fenced (function trials write none; a train
+                # function's own checkpoints are its own): claim the folder for those.
+                if task.kind != "module" or fence.claim(ctx.trial_dir, ctx.attempt):
+                    outcome = run_trial(task, ctx)
+                else:
+                    outcome = _dropped(f"a newer attempt than {ctx.attempt} holds {ctx.trial_dir}")
+            heartbeat.end_trial()
+            return outcome
+        except TrialDropped as dropped:
+            if outcome is None:
+                outcome = _dropped(ctx.dropped or str(dropped))
 
 
 def _make_trial_dir(trial_dir: str) -> bool:

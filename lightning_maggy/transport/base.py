@@ -3,7 +3,9 @@
 Two implementations share it: :mod:`~lightning_maggy.transport.zmq_transport` (pyzmq ROUTER on
 the driver, one DEALER per worker) and :mod:`~lightning_maggy.transport.inprocess` (queues, for
 controller tests without sockets). Both carry the same signed frames from
-:mod:`~lightning_maggy.transport.messages`.
+:mod:`~lightning_maggy.transport.messages`, and both ends number what they send in a session of
+their own and refuse replays (:class:`~lightning_maggy.transport.messages.ReplayGuard`), here in
+the shared base classes, so the carriers only move frames.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from lightning_maggy.exceptions import ProtocolError
-from lightning_maggy.transport.messages import decode, encode
+from lightning_maggy.transport.messages import ReplayGuard, Session, decode, encode
 
 __all__ = ["ClientTransport", "ServerTransport"]
 
@@ -21,13 +23,16 @@ __all__ = ["ClientTransport", "ServerTransport"]
 class ServerTransport(ABC):
     """Receives requests from workers and sends replies to them.
 
-    Invalid messages never reach the caller: they are dropped and counted in :attr:`dropped`.
+    Invalid and replayed messages never reach the caller: they are dropped and counted in
+    :attr:`dropped`. Messages reach the caller without their envelope (``sid``, ``seq``).
     """
 
     def __init__(self, key: bytes) -> None:
         self.key = key
         self.dropped = 0
         self.last_drop_reason: str | None = None
+        self.session = Session()
+        self._replay = ReplayGuard()
 
     @property
     @abstractmethod
@@ -50,7 +55,7 @@ class ServerTransport(ABC):
         while item is not None:
             peer, frames = item
             try:
-                return peer, decode(frames, self.key)
+                return peer, _accept(frames, self.key, self._replay)
             except ProtocolError as err:
                 self.dropped += 1
                 self.last_drop_reason = str(err)
@@ -58,15 +63,20 @@ class ServerTransport(ABC):
         return None
 
     def send(self, peer: bytes, message: Mapping[str, Any]) -> None:
-        self._send_frames(peer, encode(message, self.key))
+        self._send_frames(peer, encode(message, self.key, self.session))
 
 
 class ClientTransport(ABC):
-    """One worker's connection: request/reply plus fire-and-forget messages."""
+    """One worker's connection: request/reply plus fire-and-forget messages.
+
+    Forged and replayed replies are dropped and counted in :attr:`dropped`.
+    """
 
     def __init__(self, key: bytes) -> None:
         self.key = key
         self.dropped = 0
+        self.session = Session()
+        self._replay = ReplayGuard()
 
     @abstractmethod
     def _send_frames(self, frames: list[bytes]) -> None: ...
@@ -79,7 +89,19 @@ class ClientTransport(ABC):
 
     def send(self, message: Mapping[str, Any]) -> None:
         """Sends without waiting for a reply (heartbeats)."""
-        self._send_frames(encode(message, self.key))
+        self._send_frames(encode(message, self.key, self.session))
+
+    def poll(self, timeout: float = 0.0) -> dict[str, Any] | None:
+        """The next valid message sent to this client, or None if none came in ``timeout`` s
+        (for messages nobody asked for, such as a ``drop`` on the heartbeat socket)."""
+        frames = self._recv_frames(timeout)
+        while frames is not None:
+            try:
+                return _accept(frames, self.key, self._replay)
+            except ProtocolError:
+                self.dropped += 1
+            frames = self._recv_frames(0)
+        return None
 
     def request(
         self,
@@ -101,7 +123,7 @@ class ClientTransport(ABC):
             frames = self._recv_frames(step)
             if frames is not None:
                 try:
-                    return decode(frames, self.key)
+                    return _accept(frames, self.key, self._replay)
                 except ProtocolError:
                     self.dropped += 1
                     continue
@@ -110,3 +132,11 @@ class ClientTransport(ABC):
                 raise TimeoutError(f"no reply to {message.get('type')!r} within {timeout} s")
             if still_wanted is not None and not still_wanted():
                 raise ConnectionAbortedError("the driver went away while waiting for a reply")
+
+
+def _accept(frames: list[bytes], key: bytes, guard: ReplayGuard) -> dict[str, Any]:
+    """Verifies ``frames``, refuses a replay, and returns the message without its envelope."""
+    body = decode(frames, key)
+    guard.check(body)
+    del body["sid"], body["seq"]
+    return body

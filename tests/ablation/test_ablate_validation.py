@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 from ablation_models import SignalData, SignalNet
 from torch import nn
@@ -55,3 +57,11 @@ def test_an_undecorated_module_without_a_study_is_an_empty_study(tmp_path):
 
     with pytest.raises(lm.ConfigurationError, match="Nothing to ablate"):
         _ablate(tmp_path, module=Plain, datamodule=lambda hp: None)
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, math.inf, math.nan, True, "60"], ids=repr)
+def test_ablate_refuses_a_bad_trial_timeout(tmp_path, bad):
+    with pytest.raises(lm.ConfigurationError, match=r"trial_timeout=.*positive number of seconds"):
+        lm.ablate(SignalNet, datamodule=SignalData, metric="val_acc", max_epochs=1, hparams={"lr": 0.05},
+                  trial_timeout=bad, exp_dir=tmp_path / "exp", verbose=False)
+    assert not (tmp_path / "exp").exists()

@@ -52,7 +52,7 @@ def test_random_search_reports_need_no_answer_and_are_recorded(tmp_path):
     trial = _start(ctl)
     assert trial["async_until"] == ALWAYS
     for epoch in range(3):
-        out = ctl.handle(b"w", _wire({"type": "report", "worker_id": 0, "trial_id": trial["trial_id"],
+        out = ctl.handle(b"w", _wire({"type": "report", "worker_id": 0, "trial_id": trial["trial_id"], "attempt": 1,
                                       "epoch": epoch, "value": 0.1 * epoch, "sync": False}))
         assert out == []  # nothing is sent back
     assert ctl.trials[trial["trial_id"]].history == (0.0, 0.1, 0.2)
@@ -65,9 +65,9 @@ def test_asha_waits_only_for_the_rung_report(tmp_path):
     trial = _start(ctl)
     assert trial["budget"] == 3 and trial["async_until"] == 2  # epochs 0, 1 cannot be paused
     for epoch in range(2):
-        assert ctl.handle(b"w", _wire({"type": "report", "worker_id": 0, "trial_id": trial["trial_id"],
+        assert ctl.handle(b"w", _wire({"type": "report", "worker_id": 0, "trial_id": trial["trial_id"], "attempt": 1,
                                        "epoch": epoch, "value": 0.5, "sync": False})) == []
-    ((_, reply),) = ctl.handle(b"w", _wire({"type": "report", "worker_id": 0, "trial_id": trial["trial_id"],
+    ((_, reply),) = ctl.handle(b"w", _wire({"type": "report", "worker_id": 0, "trial_id": trial["trial_id"], "attempt": 1,
                                             "epoch": 2, "value": 0.5}))
     assert reply["decision"] == Decision.PAUSE.value
     top = ctl.trials[trial["trial_id"]].evolve(budget=9)
@@ -88,15 +88,15 @@ def test_a_custom_on_report_makes_every_report_wait(tmp_path):
     ctl = _controller(tmp_path, Custom(seed=0))
     trial = _start(ctl)
     assert trial["async_until"] == 0
-    ((_, reply),) = ctl.handle(b"w", _wire({"type": "report", "worker_id": 0, "trial_id": trial["trial_id"],
+    ((_, reply),) = ctl.handle(b"w", _wire({"type": "report", "worker_id": 0, "trial_id": trial["trial_id"], "attempt": 1,
                                             "epoch": 0, "value": -1.0}))
     assert reply["decision"] == "stop"
     ctl.handle(b"w", _wire({"type": "final", "worker_id": 0, "trial_id": trial["trial_id"], "status": "stopped",
-                            "metric": None, "error": None, "error_type": None}))
+                            "attempt": 1, "metric": None, "error": None, "error_type": None, "fatal": False}))
     assert ctl.trials[trial["trial_id"]].state is TrialState.STOPPED
 
 
 def test_sync_must_be_a_bool():
     with pytest.raises(ProtocolError, match="sync"):
-        decode(encode({"type": "report", "worker_id": 0, "trial_id": "t", "epoch": 0, "value": 1.0,
+        decode(encode({"type": "report", "worker_id": 0, "trial_id": "t", "attempt": 1, "epoch": 0, "value": 1.0,
                        "sync": "no"}, KEY), KEY)

@@ -99,7 +99,7 @@ def test_a_worker_waits_for_the_fit_while_reports_are_answered(journal):
         assert _register_and_get(ctl, 3) == []  # one job at a time: no second fit is started
         assert opt.jobs_made == 1
         for epoch in range(3):  # reports are answered while the fit runs
-            ((_, reply),) = ctl.handle(b"w1", wire({"type": "report", "worker_id": 1, "trial_id": tid,
+            ((_, reply),) = ctl.handle(b"w1", wire({"type": "report", "worker_id": 1, "trial_id": tid, "attempt": 1,
                                                     "epoch": epoch, "value": 0.1}))
             assert reply["decision"] == "continue"
         assert ctl.poll_jobs() == [] and ctl.jobs_busy
@@ -181,7 +181,7 @@ def test_serve_answers_reports_promptly_while_a_cpu_bound_fit_runs(tmp_path, jou
         latencies = []
         for epoch in range(5):
             t0 = time.perf_counter()
-            reply = w1.request({"type": "report", "worker_id": 1, "trial_id": first["trial_id"], "epoch": epoch,
+            reply = w1.request({"type": "report", "worker_id": 1, "trial_id": first["trial_id"], "attempt": 1, "epoch": epoch,
                                 "value": 0.5}, timeout=5)
             latencies.append(time.perf_counter() - t0)
             assert reply["decision"] == "continue"

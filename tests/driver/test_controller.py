@@ -99,9 +99,19 @@ class Harness:
     def get(self, wid: int) -> Outgoing:
         return self.handle(wid, {"type": "get"})
 
-    def report(self, wid: int, tid: str, epoch: int, value: float) -> str:
-        out = self.handle(wid, {"type": "report", "trial_id": tid, "epoch": epoch, "value": value})
-        assert len(out) == 1 and out[0][0] == rpc(wid) and out[0][1]["type"] == "decision"
+    def attempt_of(self, tid: str) -> int:
+        """The trial's current attempt (what its rightful worker names)."""
+        trial = self.ctl.trials.get(tid)
+        return max(1, trial.attempt) if trial is not None else 1
+
+    def report(self, wid: int, tid: str, epoch: int, value: float, attempt: int | None = None) -> str:
+        """The decision, or "drop" when the server refuses the report as stale."""
+        attempt = self.attempt_of(tid) if attempt is None else attempt
+        out = self.handle(wid, {"type": "report", "trial_id": tid, "attempt": attempt, "epoch": epoch, "value": value})
+        assert len(out) == 1 and out[0][0] == rpc(wid) and out[0][1]["type"] in ("decision", "drop")
+        if out[0][1]["type"] == "drop":
+            assert out[0][1]["trial_id"] == tid and out[0][1]["attempt"] == attempt and out[0][1]["reason"]
+            return "drop"
         return out[0][1]["decision"]
 
     def final(
@@ -112,21 +122,27 @@ class Harness:
         metric: float | None = None,
         error: str | None = None,
         error_type: str | None = None,
+        fatal: bool = False,
+        attempt: int | None = None,
     ) -> Outgoing:
         return self.handle(
             wid,
             {
                 "type": "final",
                 "trial_id": tid,
+                "attempt": self.attempt_of(tid) if attempt is None else attempt,
                 "status": status,
                 "metric": metric,
                 "error": error,
                 "error_type": error_type,
+                "fatal": fatal,
             },
         )
 
-    def heartbeat(self, wid: int, tid: str | None = None) -> Outgoing:
-        return self.handle(wid, {"type": "heartbeat", "trial_id": tid}, peer=hb(wid))
+    def heartbeat(self, wid: int, tid: str | None = None, attempt: int | None = None) -> Outgoing:
+        if tid is not None and attempt is None:
+            attempt = self.attempt_of(tid)
+        return self.handle(wid, {"type": "heartbeat", "trial_id": tid, "attempt": attempt}, peer=hb(wid))
 
     # -- reading replies ----------------------------------------------------------------------
     @staticmethod
@@ -211,12 +227,13 @@ def test_full_trial_completes_with_final_metric(make: Any) -> None:
 
 
 def test_final_without_metric_takes_last_non_nan_report(make: Any) -> None:
-    h = make(GridSearch(), searchspace=GRID3, num_trials=None, max_epochs=2)
+    h = make(GridSearch(), searchspace=GRID3, num_trials=None, max_epochs=4)
     tid = h.start(1)["trial_id"]
     h.report(1, tid, 0, 0.3)
-    h.report(1, tid, 1, float("nan"))
+    h.report(1, tid, 3, 0.2)  # epochs 1 and 2 were never reported: NaN gaps
     h.final(1, tid, metric=None)
-    assert h.trial(tid).final_metric == 0.3
+    assert h.trial(tid).final_metric == 0.2
+    assert h.trial(tid).state is TrialState.COMPLETED
 
 
 # -- ASHA: pause, promotion, resume ------------------------------------------------------------
@@ -314,9 +331,9 @@ def test_max_failures_aborts_and_stops_running_trials(make: Any) -> None:
     assert "max_failures=2" in h.ctl.abort_message and "ValueError: boom" in h.ctl.abort_message
     # The worker that reported and the one waiting are told done at once.
     assert done_peers(out2) == [rpc(1), rpc(2)]
-    # The running trial is recorded as STOPPED; its worker learns at its next report.
+    # The running trial is recorded as STOPPED; its worker is told to drop it at its next report.
     assert h.trial(c["trial_id"]).state is TrialState.STOPPED
-    assert h.report(3, c["trial_id"], 1, 0.6) == "stop"
+    assert h.report(3, c["trial_id"], 1, 0.6) == "drop"
     assert h.trial(c["trial_id"]).history == (0.5,)
     assert done_peers(h.final(3, c["trial_id"], status="stopped")) == [rpc(3)]
     assert h.trial(c["trial_id"]).state is TrialState.STOPPED
@@ -331,7 +348,7 @@ def test_a_fatal_error_type_aborts_at_once(make: Any) -> None:
     assert h.get(3) == []  # ASHA waits: worker 3 parked
     msg = "metric 'val_acc' was not logged; logged metrics: ['val_loss']"
     error = f"Traceback...\nMetricNotFoundError: {msg}"
-    out = h.final(1, a["trial_id"], status="failed", error=error, error_type="MetricNotFoundError")
+    out = h.final(1, a["trial_id"], status="failed", error=error, error_type="MetricNotFoundError", fatal=True)
     assert h.ctl.failures == 1
     assert h.ctl.stop_reason == "aborted"
     assert msg in h.ctl.abort_message
@@ -396,7 +413,7 @@ def test_silent_worker_trial_is_lost_requeued_then_failed_after_max_retries(make
     assert again["retries"] == 1 and again["resume"] is True and again["epochs_done"] == 1
     assert h.trial(a["trial_id"]).state is TrialState.RUNNING and h.trial(a["trial_id"]).worker == 3
     # The first worker comes back: its reports and final are stale.
-    assert h.report(1, a["trial_id"], 1, 0.99) == "stop"
+    assert h.report(1, a["trial_id"], 1, 0.99, attempt=1) == "drop"
     assert h.trial(a["trial_id"]).history == (0.4,)
     # Lost a second time: beyond max_retries=1, the trial fails.
     h.clock.advance(25.0)
@@ -439,8 +456,8 @@ def test_stale_report_is_answered_stop_and_not_recorded(make: Any) -> None:
     a, b = h.start(1), h.start(2)
     h.report(1, a["trial_id"], 0, 0.5)
     lines = len(list(read_journal(h.journal_path)))
-    assert h.report(2, a["trial_id"], 1, 0.9) == "stop"  # not worker 2's trial
-    assert h.report(2, "0123456789abcdef", 0, 0.9) == "stop"  # unknown trial
+    assert h.report(2, a["trial_id"], 1, 0.9) == "drop"  # not worker 2's trial
+    assert h.report(2, "0123456789abcdef", 0, 0.9) == "drop"  # unknown trial
     assert h.trial(a["trial_id"]).history == (0.5,)
     assert h.trial(b["trial_id"]).history == ()
     assert len(list(read_journal(h.journal_path))) == lines
@@ -543,14 +560,16 @@ def test_journal_replay_reproduces_the_final_trial_records(make: Any) -> None:
 
 
 class ReturnsDict(AbstractOptimizer):
-    """Idle once, then returns a plain dict instead of a Trial."""
+    """One trial, then idle once, then returns a plain dict instead of a Trial."""
 
     def initialize(self) -> None:
         self.calls = 0
 
     def get_suggestion(self, trial: Trial | None = None) -> Any:
         self.calls += 1
-        return IDLE if self.calls == 1 else {"lr": 0.01, "x": 1}
+        if self.calls == 1:
+            return self.create_trial({"lr": 0.01, "x": 1}, budget=self.max_epochs)
+        return IDLE if self.calls == 2 else {"lr": 0.01, "x": 1}
 
     def finalize_experiment(self, trials: list[Trial]) -> None:
         self.finalized = list(trials)
@@ -570,14 +589,15 @@ class Raises(AbstractOptimizer):
 def test_custom_optimizer_returning_a_wrong_type_aborts_with_a_clear_message(make: Any) -> None:
     opt = ReturnsDict()
     h = make(opt)
-    assert h.get(1) == []  # IDLE: parked
-    out = h.get(2)
+    tid = h.start(1)["trial_id"]
+    assert h.get(2) == []  # IDLE while a trial runs: parked
+    out = h.get(3)
     assert h.ctl.stop_reason == "aborted"
     assert "ReturnsDict.get_suggestion() returned {'lr': 0.01, 'x': 1}" in h.ctl.abort_message
     assert "expected a Trial, IDLE or None" in h.ctl.abort_message
-    assert done_peers(out) == [rpc(1), rpc(2)]
-    assert h.ctl.trials == {}
-    assert opt.finalized == []
+    assert done_peers(out) == [rpc(2), rpc(3)]
+    assert list(h.ctl.trials) == [tid] and h.trial(tid).state is TrialState.STOPPED
+    assert [t.trial_id for t in opt.finalized] == [tid]
 
 
 def test_custom_optimizer_that_raises_aborts_with_its_traceback(make: Any) -> None:
@@ -612,3 +632,283 @@ def test_median_rule_stops_a_bad_trial(make: Any) -> None:
     assert rec.state is TrialState.STOPPED and rec.history == (0.1, 0.99)
     # A trial above the median continues.
     assert h.report(2, bad_early["trial_id"], 1, 0.95) == "continue"
+
+
+# -- attempts: a worker wrongly declared lost never trains beside its successor ------------------
+
+
+def test_a_stale_attempt_is_refused_told_to_drop_and_changes_nothing(make: Any) -> None:
+    h = make(RandomSearch(), num_trials=3, heartbeat_timeout=30.0, max_retries=2, max_failures=10)
+    a = h.start(1)
+    assert a["attempt"] == 1
+    h.heartbeat(1, a["trial_id"])  # worker 1's heartbeat socket is known
+    h.report(1, a["trial_id"], 0, 0.4)
+    h.clock.advance(31.0)
+    h.tick()  # worker 1 is silent (a long GIL-holding call, a network pause): declared lost
+    again = h.start(2)
+    assert again["trial_id"] == a["trial_id"] and again["attempt"] == 2
+    assert h.trial(a["trial_id"]).attempt == 2 and h.trial(a["trial_id"]).worker == 2
+    before = h.trial(a["trial_id"])
+    lines = len(list(read_journal(h.journal_path)))
+    # Worker 1 wakes up and goes on with attempt 1: every message of it is refused.
+    assert h.report(1, a["trial_id"], 1, 0.99, attempt=1) == "drop"
+    out = h.heartbeat(1, a["trial_id"], attempt=1)
+    assert out == [(hb(1), {"type": "drop", "trial_id": a["trial_id"], "attempt": 1, "reason": out[0][1]["reason"]})]
+    assert "attempt 2" in out[0][1]["reason"]
+    # Worker 2, with the wrong attempt number, is refused too; with its own it is answered.
+    assert h.report(2, a["trial_id"], 1, 0.5, attempt=1) == "drop"
+    assert h.trial(a["trial_id"]) == before
+    assert len(list(read_journal(h.journal_path))) == lines  # nothing journaled
+    assert h.report(2, a["trial_id"], 1, 0.5) == "continue"
+    # Worker 1's FINAL of the dropped attempt changes nothing, and it gets other work.
+    out = h.final(1, a["trial_id"], status="dropped", attempt=1)
+    nxt = h.trial_for(out, 1)
+    assert nxt["trial_id"] != a["trial_id"] and nxt["attempt"] == 1
+    assert h.trial(a["trial_id"]).state is TrialState.RUNNING and h.trial(a["trial_id"]).history == (0.4, 0.5)
+    # A second stale FINAL (a replay-like duplicate) gets "done", not a second trial.
+    assert h.final(1, a["trial_id"], status="ok", attempt=1) == [(rpc(1), {"type": "done"})]
+    assert h.trial(nxt["trial_id"]).worker == 1
+    # The attempts are journaled with the trial.
+    attempts = [e["trial"]["attempt"] for e in read_journal(h.journal_path)
+                if e["event"] == "trial" and e["trial"]["trial_id"] == a["trial_id"]]
+    assert attempts == [1, 1, 2]  # RUNNING (1), LOST (1), RUNNING (2)
+    assert h.ctl.refused >= 4
+
+
+def test_a_promotion_is_a_new_attempt(make: Any) -> None:
+    h = make(ASHA(reduction_factor=2), max_epochs=2, num_trials=2)
+    a, b = h.start(1), h.start(2)
+    h.report(1, a["trial_id"], 0, 0.9)
+    h.final(1, a["trial_id"], status="paused")
+    h.report(2, b["trial_id"], 0, 0.1)
+    promoted = h.trial_for(h.final(2, b["trial_id"], status="paused"), 2)
+    assert promoted["trial_id"] == a["trial_id"] and promoted["attempt"] == 2
+    assert h.report(2, a["trial_id"], 1, 0.95, attempt=1) == "drop"  # the rung run's number
+    assert h.report(2, a["trial_id"], 1, 0.95) == "continue"
+
+
+def test_forged_messages_for_a_parked_worker_do_not_redirect_its_work(make: Any) -> None:
+    h = make(ASHA(reduction_factor=2), max_epochs=2, num_trials=2)
+    a, b = h.start(1), h.start(2)
+    assert h.get(3) == []  # parked
+    attacker = b"attacker"
+    # A get and a stale final in worker 3's name, from another socket: nothing changes.
+    assert h.handle(3, {"type": "get"}, peer=attacker) == []
+    out = h.handle(
+        3,
+        {"type": "final", "trial_id": a["trial_id"], "attempt": 1, "status": "ok", "metric": 1.0,
+         "error": None, "error_type": None, "fatal": False},
+        peer=attacker,
+    )
+    assert out == [(attacker, {"type": "done"})]
+    assert h.ctl.workers[3].peer == rpc(3)
+    h.report(1, a["trial_id"], 0, 0.9)
+    h.final(1, a["trial_id"], status="paused")
+    h.report(2, b["trial_id"], 0, 0.1)
+    out = h.final(2, b["trial_id"], status="paused")
+    assert [p for p, m in out if m["type"] == "trial"] == [rpc(2)]
+    assert h.trial(a["trial_id"]).state is TrialState.RUNNING
+
+
+def test_a_worker_dropping_its_current_attempt_requeues_the_trial(make: Any) -> None:
+    h = make(RandomSearch(), num_trials=2, max_retries=1)
+    a = h.start(1)
+    h.report(1, a["trial_id"], 0, 0.3)
+    out = h.final(1, a["trial_id"], status="dropped")
+    again = h.trial_for(out, 1)
+    assert again["trial_id"] == a["trial_id"] and again["attempt"] == 2 and again["resume"] is True
+    assert h.trial(a["trial_id"]).retries == 1
+
+
+# -- fatal errors: decided by the worker (isinstance), sent as a flag ------------------------------
+
+
+def test_a_users_exception_named_like_ours_fails_its_trial_only(make: Any) -> None:
+    h = make(GridSearch(), searchspace=GRID3, num_trials=None, max_epochs=1, max_failures=5)
+    a = h.start(1)
+    error = "Traceback...\nConfigurationError: the user's own class of that name"
+    out = h.final(1, a["trial_id"], status="failed", error=error, error_type="ConfigurationError", fatal=False)
+    assert h.ctl.stop_reason is None and h.ctl.failures == 1
+    assert h.trial(a["trial_id"]).state is TrialState.FAILED
+    assert h.trial_for(out, 1)["trial_id"] != a["trial_id"]  # the search goes on
+
+
+def test_the_fatal_flag_alone_decides_whatever_the_class_name(make: Any) -> None:
+    h = make(GridSearch(), searchspace=GRID3, num_trials=None, max_epochs=1, max_failures=5)
+    a = h.start(1)
+    h.final(1, a["trial_id"], status="failed", error="E", error_type="SubclassOfMetricNotFound", fatal=True)
+    assert h.ctl.stop_reason == "aborted"
+
+
+# -- non-finite metrics ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad", [math.inf, -math.inf, math.nan])
+def test_a_non_finite_report_stops_the_trial_never_promoted_never_best(make: Any, bad: float) -> None:
+    h = make(ASHA(reduction_factor=2), max_epochs=2, num_trials=2)
+    a, b = h.start(1), h.start(2)
+    h.report(1, a["trial_id"], 0, 0.5)
+    assert h.report(1, a["trial_id"], 0, bad) == "stop"  # +inf would rank first under "max"
+    assert h.final(1, a["trial_id"], status="stopped", metric=bad) == []  # parked: b still runs
+    rec = h.trial(a["trial_id"])
+    assert rec.state is TrialState.STOPPED and rec.final_metric is None
+    assert math.isnan(rec.history[0]) and "non-finite" in (rec.error or "")
+    assert h.report(2, b["trial_id"], 0, 0.1) == "pause"
+    out = h.final(2, b["trial_id"], status="paused")
+    promoted = [m["trial"]["trial_id"] for _, m in out if m["type"] == "trial"]
+    assert promoted == [b["trial_id"]]  # the only promotable trial is the finite one
+    h.report(2, b["trial_id"], 1, 0.2)
+    h.final(2, b["trial_id"])
+    assert h.ctl.stop_reason == "finished"
+    assert h.ctl.best().trial_id == b["trial_id"]
+    events = [e for e in read_journal(h.journal_path) if e["event"] == "non_finite"]
+    assert [e["trial_id"] for e in events] == [a["trial_id"]]
+    # The journal replays to the same record.
+    assert same_floats(replay(h.journal_path)[a["trial_id"]].history, rec.history)
+
+
+def test_a_non_finite_returned_metric_is_never_best(make: Any) -> None:
+    h = make(GridSearch(), searchspace=GRID3, num_trials=None, max_epochs=1)
+    a = h.start(1)
+    h.report(1, a["trial_id"], 0, 0.9)
+    nxt = h.trial_for(h.final(1, a["trial_id"], metric=math.inf), 1)
+    assert h.trial(a["trial_id"]).state is TrialState.STOPPED and h.trial(a["trial_id"]).final_metric is None
+    h.report(1, nxt["trial_id"], 0, 0.1)
+    h.final(1, nxt["trial_id"], metric=0.1)
+    assert h.ctl.best().trial_id == nxt["trial_id"]
+
+
+# -- trial_timeout ---------------------------------------------------------------------------------
+
+
+def test_a_trial_over_trial_timeout_is_stopped_and_its_worker_told_to_drop_it(make: Any) -> None:
+    h = make(RandomSearch(), num_trials=2, trial_timeout=10.0, heartbeat_timeout=60.0)
+    a = h.start(1)
+    h.heartbeat(1, a["trial_id"])
+    h.report(1, a["trial_id"], 0, 0.6)
+    h.clock.advance(9.0)
+    h.heartbeat(1, a["trial_id"])
+    assert h.tick() == []
+    h.clock.advance(2.0)
+    out = h.tick()
+    assert [(p, m["type"], m["trial_id"], m["attempt"]) for p, m in out] == [(hb(1), "drop", a["trial_id"], 1)]
+    rec = h.trial(a["trial_id"])
+    assert rec.state is TrialState.STOPPED and "trial_timeout=10" in (rec.error or "")
+    assert rec.final_metric == 0.6 and rec.history == (0.6,)
+    assert h.report(1, a["trial_id"], 1, 0.7, attempt=1) == "drop"
+    nxt = h.trial_for(h.final(1, a["trial_id"], status="dropped", attempt=1), 1)
+    assert nxt["trial_id"] != a["trial_id"]
+    assert any(e["event"] == "trial_timeout" for e in read_journal(h.journal_path))
+    assert h.trial(a["trial_id"]).state is TrialState.STOPPED  # the record stands
+
+
+# -- the controller never waits forever ------------------------------------------------------------
+
+
+class AlwaysIdle(AbstractOptimizer):
+    def initialize(self) -> None:
+        pass
+
+    def get_suggestion(self, trial: Trial | None = None) -> Any:
+        return IDLE
+
+    def finalize_experiment(self, trials: list[Trial]) -> None:
+        pass
+
+
+class SameTrialForever(AbstractOptimizer):
+    def initialize(self) -> None:
+        self.calls = 0
+
+    def get_suggestion(self, trial: Trial | None = None) -> Any:
+        self.calls += 1
+        return self.create_trial({"lr": 0.01, "x": 1})
+
+    def finalize_experiment(self, trials: list[Trial]) -> None:
+        pass
+
+
+class IdleAfterOne(AbstractOptimizer):
+    def initialize(self) -> None:
+        self.calls = 0
+
+    def get_suggestion(self, trial: Trial | None = None) -> Any:
+        self.calls += 1
+        return self.create_trial({"lr": 0.01, "x": 1}) if self.calls == 1 else IDLE
+
+    def finalize_experiment(self, trials: list[Trial]) -> None:
+        pass
+
+
+def test_an_optimizer_idle_with_nothing_running_ends_the_study_with_a_reason(make: Any) -> None:
+    h = make(AlwaysIdle(), num_trials=3)
+    out = h.get(1)
+    assert done_peers(out) == [rpc(1)]
+    assert h.ctl.stop_reason == "stalled"
+    assert "IDLE" in h.ctl.abort_message and "nothing could change" in h.ctl.abort_message
+    ends = [e for e in read_journal(h.journal_path) if e["event"] == "experiment_end"]
+    assert ends[0]["reason"] == "stalled" and "IDLE" in ends[0]["message"]
+
+
+def test_idle_while_a_trial_runs_waits_then_ends_when_nothing_can_change(make: Any) -> None:
+    h = make(IdleAfterOne(), num_trials=3)
+    a = h.start(1)
+    assert h.get(2) == [] and h.ctl.stop_reason is None  # a trial runs: its end may change things
+    h.report(1, a["trial_id"], 0, 0.5)
+    out = h.final(1, a["trial_id"])
+    assert done_peers(out) == [rpc(1), rpc(2)]
+    assert h.ctl.stop_reason == "stalled"
+    assert h.trial(a["trial_id"]).state is TrialState.COMPLETED
+
+
+def test_only_duplicates_end_the_study_with_a_reason(make: Any) -> None:
+    opt = SameTrialForever()
+    h = make(opt, num_trials=5)
+    a = h.start(1)
+    assert h.get(2) == []  # duplicates while a runs: wait for it
+    h.report(1, a["trial_id"], 0, 0.5)
+    out = h.final(1, a["trial_id"])
+    assert done_peers(out) == [rpc(1), rpc(2)]
+    assert h.ctl.stop_reason == "stalled" and "duplicates" in h.ctl.abort_message
+    assert opt.calls < 200  # bounded asking, no busy loop
+
+
+# -- replays on the wire ---------------------------------------------------------------------------
+
+
+def test_a_replayed_register_does_not_lose_the_trial_or_redirect_replies(make: Any) -> None:
+    """A captured, validly signed ``register`` sent again would mark the worker's trial LOST
+    and send its replies to the attacker; the transport drops it, so nothing changes."""
+    from lightning_maggy.transport import InProcessServer
+
+    h = make(RandomSearch(), num_trials=3)
+    server = InProcessServer(KEY)
+    client = server.connect("w1-rpc")
+    captured: list[list[bytes]] = []
+    send = client._send_frames
+
+    def tapped(frames: list[bytes]) -> None:
+        captured.append(list(frames))
+        send(frames)
+
+    client._send_frames = tapped
+
+    def pump() -> Outgoing:
+        out: Outgoing = []
+        while (item := server.recv(0.01)) is not None:
+            out += h.ctl.handle(*item)
+        for peer, message in out:
+            server.send(peer, message)
+        return out
+
+    client.send({"type": "register", "worker_id": 1, "pid": 1, "host": "h"})
+    client.send({"type": "get", "worker_id": 1})
+    out = pump()
+    tid = next(m["trial"]["trial_id"] for _, m in out if m["type"] == "trial")
+    before = dict(h.ctl.trials)
+    for frames in captured:  # the register and the get, replayed from another peer
+        server.inject(b"attacker", frames)
+    assert pump() == []
+    assert server.dropped == 2 and "replayed" in (server.last_drop_reason or "")
+    assert h.ctl.trials == before and h.trial(tid).state is TrialState.RUNNING
+    assert h.ctl.workers[1].peer == b"w1-rpc"

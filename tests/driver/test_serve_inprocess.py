@@ -308,3 +308,52 @@ def test_a_model_based_search_fits_off_the_serve_thread(tmp_path: Path, name: st
     sources = [t.info["suggested_by"] for t in s.ctl.trials.values()]
     assert sources.count(name) >= 2, sources
     assert not opt._background_jobs  # serve() handed the jobs back
+
+
+def test_a_trial_that_never_reports_is_stopped_by_trial_timeout_and_its_worker_goes_on(tmp_path: Path) -> None:
+    """x=1 spins in pure Python without reporting: over ``trial_timeout`` it is recorded
+    STOPPED, its worker hears ``drop`` on its heartbeat socket and the spin is interrupted
+    (TrialDropped raised in the trial's thread); the worker then runs other trials."""
+    spins: list[int] = []
+
+    def fn(hparams: dict[str, Any], reporter: Any) -> float:
+        if hparams["x"] == 1:
+            reporter.broadcast(0.5, 0)
+            n = 0
+            while True:  # never reports again, never returns
+                n += 1
+                if n % 1_000_000 == 0:
+                    spins.append(n)
+        for step in range(reporter.budget):
+            time.sleep(0.01)
+            reporter.broadcast(value(hparams["x"], step), step)
+        return value(hparams["x"], reporter.budget - 1)
+
+    started = time.monotonic()
+    s = Search(
+        tmp_path, GridSearch(), fn, space=Searchspace(x=Discrete([1, 2, 3])), max_epochs=2, num_trials=None,
+        workers=2, trial_timeout=0.3,
+    )
+    assert time.monotonic() - started < 8.0
+    assert s.ctl.stop_reason == "finished"
+    t = s.by_x()
+    assert t[1].state is TrialState.STOPPED and "trial_timeout=0.3" in (t[1].error or "")
+    assert t[1].history == (0.5,) and t[1].final_metric == 0.5 and t[1].attempt == 1
+    assert t[2].state is TrialState.COMPLETED and t[3].state is TrialState.COMPLETED
+    # (Search checked that every worker loop returned: the spinning one was interrupted.)
+    n = len(spins)
+    time.sleep(0.2)
+    assert len(spins) == n  # the spin was really interrupted
+
+
+def test_non_finite_reports_stop_their_trial_and_never_count_as_best(tmp_path: Path) -> None:
+    def values(x: int, step: int) -> float:
+        return math.inf if x == 3 and step == 1 else x / 10 + step / 100
+
+    fn = Recorder(values=values)
+    s = Search(tmp_path, GridSearch(), fn, space=Searchspace(x=Discrete([1, 2, 3])), max_epochs=3, num_trials=None)
+    t = s.by_x()
+    assert t[3].state is TrialState.STOPPED and t[3].final_metric is None
+    assert math.isnan(t[3].history[1]) and "non-finite" in (t[3].error or "")
+    assert fn.ran(3) == [0, 1]  # stopped at the inf report
+    assert s.ctl.best() is t[2]

@@ -21,7 +21,14 @@ import zmq
 
 from lightning_maggy.exceptions import ProtocolError
 from lightning_maggy.transport import InProcessServer
-from lightning_maggy.transport.messages import MAX_MESSAGE_BYTES, PROTOCOL_VERSION, decode, encode, sign
+from lightning_maggy.transport.messages import (
+    MAX_MESSAGE_BYTES,
+    PROTOCOL_VERSION,
+    Session,
+    decode,
+    encode,
+    sign,
+)
 from lightning_maggy.transport.zmq_transport import ZmqClient, ZmqServer
 
 KEY = b"experiment-secret-0123456789abcdef"
@@ -109,32 +116,66 @@ def _json(body: Any) -> bytes:
 
 
 GET = {"v": PROTOCOL_VERSION, "type": "get", "worker_id": 7}
-REPORT = {"v": PROTOCOL_VERSION, "type": "report", "worker_id": 1, "trial_id": "t", "epoch": 0, "value": 0.5}
+REPORT = {
+    "v": PROTOCOL_VERSION, "type": "report", "worker_id": 1, "trial_id": "t", "attempt": 1, "epoch": 0, "value": 0.5
+}
+REGISTER = {"v": PROTOCOL_VERSION, "type": "register", "worker_id": 0, "pid": 4242, "host": "victim"}
+_ENV = {"sid": "attacker-session", "seq": 1}
+
+
+def _env(body: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    """``body`` with a well-formed envelope (so that each bad message below is bad for its
+    stated reason only)."""
+    return {**body, **_ENV, **changes}
 
 #: name -> raw frames of a message the server must drop.
 BAD_MESSAGES: dict[str, list[bytes]] = {
     "signed with another key": encode(GET, OTHER_KEY),
-    "missing signature": [b"", _json(GET)],
-    "signature of another payload": [sign(KEY, _json(REPORT)), _json(GET)],
-    "tampered payload": [encode(GET, KEY)[0], _json({**GET, "worker_id": 8})],
-    "one frame only": [_json(GET)],
+    "missing signature": [b"", _json(_env(GET))],
+    "signature of another payload": [sign(KEY, _json(_env(REPORT))), _json(_env(GET))],
+    "tampered payload": [encode(GET, KEY)[0], _json(_env(GET, worker_id=8))],
+    "one frame only": [_json(_env(GET))],
     "three frames": [*encode(GET, KEY), b"extra"],
     "non-JSON payload": _signed(b"this is { not json"),
     "non-UTF-8 payload": _signed(b"\xff\xfe\x00garbage"),
-    "JSON array": _signed(_json([GET])),
+    "JSON array": _signed(_json([_env(GET)])),
     "JSON string": _signed(_json("get")),
     "JSON number": _signed(b"42"),
-    "wrong protocol version": _signed(_json({**GET, "v": PROTOCOL_VERSION + 1})),
-    "missing version": _signed(_json({k: v for k, v in GET.items() if k != "v"})),
-    "unknown type": _signed(_json({**GET, "type": "shutdown"})),
-    "type not a string": _signed(_json({**GET, "type": ["get"]})),
-    "missing field": _signed(_json({"v": PROTOCOL_VERSION, "type": "get"})),
-    "ill-typed field (str for int)": _signed(_json({**GET, "worker_id": "7"})),
-    "ill-typed field (bool for int)": _signed(_json({**GET, "worker_id": True})),
-    "ill-typed field (float for int)": _signed(_json({**REPORT, "epoch": 1.5})),
-    "ill-typed field (str for number)": _signed(_json({**REPORT, "value": "0.5"})),
-    "pickle protocol 0 (ASCII)": _signed(pickle.dumps(GET, protocol=0)),
-    "pickle protocol 5": _signed(pickle.dumps(GET, protocol=5)),
+    "wrong protocol version": _signed(_json(_env(GET, v=PROTOCOL_VERSION + 1))),
+    "protocol version 1 (no replay envelope)": _signed(_json({**GET, "v": 1})),
+    "missing version": _signed(_json({k: v for k, v in _env(GET).items() if k != "v"})),
+    "unknown type": _signed(_json(_env(GET, type="shutdown"))),
+    "type not a string": _signed(_json(_env(GET, type=["get"]))),
+    "missing field": _signed(_json(_env({"v": PROTOCOL_VERSION, "type": "get"}))),
+    "missing session id": _signed(_json({**GET, "seq": 1})),
+    "missing sequence number": _signed(_json({**GET, "sid": "s"})),
+    "empty session id": _signed(_json(_env(GET, sid=""))),
+    "session id too long": _signed(_json(_env(GET, sid="s" * 65))),
+    "sequence number 0": _signed(_json(_env(GET, seq=0))),
+    "sequence number not an int": _signed(_json(_env(GET, seq="1"))),
+    "ill-typed field (str for int)": _signed(_json(_env(GET, worker_id="7"))),
+    "ill-typed field (bool for int)": _signed(_json(_env(GET, worker_id=True))),
+    "ill-typed field (float for int)": _signed(_json(_env(REPORT, epoch=1.5))),
+    "ill-typed field (str for number)": _signed(_json(_env(REPORT, value="0.5"))),
+    "attempt 0": _signed(_json(_env(REPORT, attempt=0))),
+    "unknown final status": _signed(
+        _json(
+            _env(
+                {"v": PROTOCOL_VERSION, "type": "final", "worker_id": 1, "trial_id": "t", "attempt": 1},
+                status="won", metric=None, error=None, error_type=None, fatal=False,
+            )
+        )
+    ),
+    "fatal flag not a bool": _signed(
+        _json(
+            _env(
+                {"v": PROTOCOL_VERSION, "type": "final", "worker_id": 1, "trial_id": "t", "attempt": 1},
+                status="failed", metric=None, error="E", error_type="E", fatal=1,
+            )
+        )
+    ),
+    "pickle protocol 0 (ASCII)": _signed(pickle.dumps(_env(GET), protocol=0)),
+    "pickle protocol 5": _signed(pickle.dumps(_env(GET), protocol=5)),
 }
 
 
@@ -150,7 +191,7 @@ def test_request_reply_round_trip(carrier: Carrier) -> None:
         assert msg == GET
         carrier.server.send(peer, {"type": "welcome", "worker_id": 7})
         reply = pending.result(timeout=5)
-    assert reply == {"type": "welcome", "worker_id": 7, "v": PROTOCOL_VERSION}
+    assert reply == {"type": "welcome", "worker_id": 7, "v": PROTOCOL_VERSION}  # the envelope stays in the transport
     assert carrier.server.dropped == 0
     assert client.dropped == 0
 
@@ -196,7 +237,7 @@ def test_every_invalid_message_in_a_row_is_dropped_then_a_valid_one_arrives(carr
 def test_oversized_signed_message_is_dropped(carrier: Carrier) -> None:
     # A correctly signed, otherwise valid heartbeat of 1.5 MiB: over MAX_MESSAGE_BYTES, below zmq's
     # hard cap, so it reaches our check (and must not reach the caller).
-    big = {**GET, "type": "heartbeat", "trial_id": "x" * (3 * MAX_MESSAGE_BYTES // 2)}
+    big = _env(GET, type="heartbeat", trial_id="x" * (3 * MAX_MESSAGE_BYTES // 2), attempt=None)
     payload = _json(big)
     assert len(payload) > MAX_MESSAGE_BYTES
     carrier.raw_send(_signed(payload))
@@ -245,6 +286,112 @@ def test_request_times_out_without_reply(carrier: Carrier) -> None:
     assert time.monotonic() - start < 2.0
 
 
+# -- replays ----------------------------------------------------------------------------------
+
+
+def _tap(client: Any) -> list[list[bytes]]:
+    """Records the raw frames ``client`` puts on the wire (what an eavesdropper captures)."""
+    captured: list[list[bytes]] = []
+    send = client._send_frames
+
+    def tapped(frames: list[bytes]) -> None:
+        captured.append([bytes(f) for f in frames])
+        send(frames)
+
+    client._send_frames = tapped
+    return captured
+
+
+def test_a_captured_message_sent_again_is_dropped(carrier: Carrier) -> None:
+    client = carrier.connect("worker-0")
+    captured = _tap(client)
+    client.send({"type": "register", "worker_id": 0, "pid": 4242, "host": "victim"})
+    peer, msg = _recv_valid(carrier.server)
+    assert peer == b"worker-0" and msg["type"] == "register"
+    # The eavesdropper sends the validly signed register again, from its own socket...
+    carrier.raw_send(captured[0])
+    marker = {**GET, "worker_id": 77}
+    carrier.raw_send(encode(marker, KEY))
+    assert _recv_valid(carrier.server) == (b"attacker", marker)
+    assert carrier.server.dropped == 1
+    assert "replayed" in (carrier.server.last_drop_reason or "")
+    # ... and the owner's next message is still accepted.
+    client.send({"type": "heartbeat", "worker_id": 0, "trial_id": None, "attempt": None})
+    assert _recv_valid(carrier.server)[1]["type"] == "heartbeat"
+    assert carrier.server.dropped == 1
+
+
+def test_every_captured_message_replayed_in_any_order_is_dropped(carrier: Carrier) -> None:
+    client = carrier.connect("worker-r")
+    captured = _tap(client)
+    for n in range(5):
+        client.send({"type": "heartbeat", "worker_id": 1, "trial_id": f"t{n}", "attempt": 1})
+    assert [_recv_valid(carrier.server)[1]["trial_id"] for _ in range(5)] == [f"t{n}" for n in range(5)]
+    for frames in reversed(captured):  # newest first, then older ones: all already seen
+        carrier.raw_send(frames)
+    carrier.raw_send(captured[-1])
+    carrier.raw_send(encode({**GET, "worker_id": 5}, KEY))
+    assert _recv_valid(carrier.server)[1]["worker_id"] == 5
+    assert carrier.server.dropped == 6
+
+
+def test_a_message_held_back_and_delivered_late_is_dropped(carrier: Carrier) -> None:
+    session = Session("held-back")
+    first = encode({**GET, "worker_id": 1}, KEY, session)  # seq 1, held back by the attacker
+    second = encode({**GET, "worker_id": 2}, KEY, session)  # seq 2, delivered
+    carrier.raw_send(second)
+    assert _recv_valid(carrier.server)[1]["worker_id"] == 2
+    carrier.raw_send(first)
+    carrier.raw_send(encode({**GET, "worker_id": 3}, KEY))
+    assert _recv_valid(carrier.server)[1]["worker_id"] == 3
+    assert carrier.server.dropped == 1 and "out-of-order" in (carrier.server.last_drop_reason or "")
+
+
+def test_sessions_are_independent(carrier: Carrier) -> None:
+    a, b = Session("a"), Session("b")
+    for frames in (encode(GET, KEY, a), encode(GET, KEY, b), encode(GET, KEY, b), encode(GET, KEY, a)):
+        carrier.raw_send(frames)
+    for _ in range(4):
+        _recv_valid(carrier.server)
+    assert carrier.server.dropped == 0
+
+
+def test_client_drops_a_replayed_reply(carrier: Carrier) -> None:
+    client = carrier.connect("worker-p")
+    replies: list[list[bytes]] = []
+    send = carrier.server._send_frames
+
+    def tapped(peer: bytes, frames: list[bytes]) -> None:
+        replies.append([bytes(f) for f in frames])
+        send(peer, frames)
+
+    carrier.server._send_frames = tapped
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(client.request, {**GET, "worker_id": 1}, 5.0, None, 0.05)
+        peer, _ = _recv_valid(carrier.server)
+        carrier.server.send(peer, {"type": "trial", "trial": {"trial_id": "t1"}})
+        assert pending.result(timeout=5)["trial"]["trial_id"] == "t1"
+        pending = pool.submit(client.request, {**GET, "worker_id": 1}, 5.0, None, 0.05)
+        peer, _ = _recv_valid(carrier.server)
+        send(peer, replies[0])  # the old assignment, replayed on the wire
+        carrier.server.send(peer, {"type": "done"})
+        assert pending.result(timeout=5) == {"type": "done", "v": PROTOCOL_VERSION}
+    assert client.dropped == 1
+
+
+def test_client_poll_returns_unsolicited_messages(carrier: Carrier) -> None:
+    client = carrier.connect("worker-hb")
+    client.send({"type": "heartbeat", "worker_id": 1, "trial_id": "t", "attempt": 2})
+    peer, _ = _recv_valid(carrier.server)
+    assert client.poll(0.0) is None
+    carrier.server.send(peer, {"type": "drop", "trial_id": "t", "attempt": 2, "reason": "stale"})
+    end = time.monotonic() + RECV_DEADLINE
+    got = None
+    while got is None and time.monotonic() < end:
+        got = client.poll(0.05)
+    assert got == {"type": "drop", "trial_id": "t", "attempt": 2, "reason": "stale", "v": PROTOCOL_VERSION}
+
+
 # -- encode ----------------------------------------------------------------------------------
 
 
@@ -255,9 +402,13 @@ def test_encode_refuses_an_oversized_message() -> None:
 
 
 def test_encode_accepts_a_message_just_under_the_limit() -> None:
-    overhead = len(_json({"type": "heartbeat", "worker_id": 1, "trial_id": "", "v": PROTOCOL_VERSION}))
-    msg = {"type": "heartbeat", "worker_id": 1, "trial_id": "x" * (MAX_MESSAGE_BYTES - overhead)}
-    frames = encode(msg, KEY)
+    session = Session("s" * 24)
+    overhead = len(
+        _json({"type": "heartbeat", "worker_id": 1, "trial_id": "", "attempt": None, "v": PROTOCOL_VERSION,
+               "sid": session.sid, "seq": 1})
+    )
+    msg = {"type": "heartbeat", "worker_id": 1, "trial_id": "x" * (MAX_MESSAGE_BYTES - overhead), "attempt": None}
+    frames = encode(msg, KEY, session)
     assert len(frames[1]) == MAX_MESSAGE_BYTES
     assert decode(frames, KEY)["trial_id"] == msg["trial_id"]
 
@@ -281,7 +432,7 @@ def test_concurrent_senders_all_arrive(carrier: Carrier) -> None:
     def send_some(i: int) -> None:
         barrier.wait()
         for n in range(10):
-            clients[i].send({"type": "heartbeat", "worker_id": i, "trial_id": f"t{n}"})
+            clients[i].send({"type": "heartbeat", "worker_id": i, "trial_id": f"t{n}", "attempt": 1})
 
     threads = [threading.Thread(target=send_some, args=(i,)) for i in range(len(clients))]
     for t in threads:

@@ -236,15 +236,18 @@ def test_an_interrupted_study_resumes_its_stopped_trials(tmp_path: Path) -> None
 
 
 def test_a_finished_study_resumed_with_more_trials_promotes_its_paused_trials(tmp_path: Path) -> None:
-    reference = record(_uninterrupted(tmp_path, _asha, num_trials=14).ctl)
+    reference = record(_uninterrupted(tmp_path, _asha, num_trials=18).ctl)
     exp = tmp_path / "exp"
     first = Study(exp, _asha, num_trials=9)
     first.run()
     first.journal.close()
     assert first.ctl.stop_reason == "finished" and len(first.ctl.trials) == 9
-    resumed = Study(exp, _asha, resume=True, num_trials=14)
+    ended = {tid: t.epochs_done for tid, t in first.ctl.trials.items() if t.state is TrialState.STOPPED}
+    resumed = Study(exp, _asha, resume=True, num_trials=18)
     resumed.run()
     assert record(resumed.ctl) == reference
+    # Trials the first end recorded as STOPPED at their rung were promoted with the new budget.
+    assert any(resumed.ctl.trials[tid].epochs_done > epochs for tid, epochs in ended.items())
 
 
 def test_hyperband_resumes_too(tmp_path: Path) -> None:

@@ -64,35 +64,42 @@ def fsync_dir(path: str | os.PathLike[str]) -> None:
         os.close(fd)
 
 
+def _is_event(line: bytes) -> bool:
+    try:
+        event = json.loads(line.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(event, dict) and isinstance(event.get("event"), str)
+
+
 def _cut_torn_tail(path: Path) -> None:
-    """Makes the file end with a complete line: a last line without its newline is completed
-    when it is a whole JSON event (only the newline was lost) and cut off otherwise."""
+    """Makes the file end with its last complete event and a newline, as :func:`read_journal`
+    reads it: trailing blank lines go, and so does a last line that is not a whole event (a torn
+    write, or the zeros a power loss can leave); a whole last event that only lost its newline
+    gets it back. Appending then starts on a line of its own."""
     with open(path, "rb+") as fh:
         size = fh.seek(0, os.SEEK_END)
-        if size == 0:
-            return
-        fh.seek(size - 1)
-        if fh.read(1) == b"\n":
-            return
-        # Find the start of the last line (read backwards in chunks).
-        pos, start = size, 0
-        while pos > 0:
-            step = min(65536, pos)
-            pos -= step
-            fh.seek(pos)
-            chunk = fh.read(step)
-            nl = chunk.rfind(b"\n")
-            if nl >= 0:
-                start = pos + nl + 1
+        chunk = 1 << 16
+        while True:
+            start = max(0, size - chunk)
+            fh.seek(start)
+            tail = fh.read()
+            end = len(tail.rstrip(b" \t\r\n"))
+            line_start = tail.rfind(b"\n", 0, end) + 1
+            if start == 0 or (end > 0 and line_start > 0):
                 break
-        fh.seek(start)
-        tail = fh.read()
-        try:
-            json.loads(tail.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
-            fh.truncate(start)
-        else:
-            fh.seek(size)
+            chunk *= 2
+        if end == 0:  # only blank lines (or nothing)
+            cut, newline = start, False
+        elif _is_event(tail[line_start:end]):
+            cut, newline = start + end, True
+            if tail[end:] == b"\n":
+                return  # the usual case: a whole last event and its newline
+        else:  # torn: the line before it ends with its newline
+            cut, newline = start + line_start, False
+        fh.truncate(cut)
+        if newline:
+            fh.seek(cut)
             fh.write(b"\n")
         fh.flush()
         os.fsync(fh.fileno())

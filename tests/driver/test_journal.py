@@ -167,3 +167,29 @@ def test_a_new_journal_is_created_with_its_directory(tmp_path: Path) -> None:
     journal.append("experiment_start", experiment={})
     journal.close()
     assert os.path.getsize(path) > 0 and list(read_journal(path))[0]["event"] == "experiment_start"
+
+
+@pytest.mark.parametrize("tail", ["\x00" * 300, "\x00\x00\x00\n\n", "\n\n  \n", '{"event":"report","tr', ""])
+def test_reopening_leaves_a_journal_that_reads_strictly_after_more_appends(tmp_path: Path, tail: str) -> None:
+    path = tmp_path / "journal.jsonl"
+    a, b = _write_study(path)
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(tail)
+    for value in (0.7, 0.8):  # two resumes, each appending
+        journal = Journal(path)
+        journal.report(b.trial_id, int(value * 10) - 7, value, "continue")
+        journal.close()
+    trials = replay(path)  # strict: raises on any damaged line but the last
+    assert trials[a.trial_id].history == (0.5, 0.6) and trials[b.trial_id].history == (0.7, 0.8)
+    assert "\n\n" not in path.read_text(encoding="utf-8")
+
+
+def test_reopening_a_long_journal_with_a_torn_tail_longer_than_a_read_chunk(tmp_path: Path) -> None:
+    path = tmp_path / "journal.jsonl"
+    a, b = _write_study(path)
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write('{"event":"report","pad":"' + "x" * 200_000)  # torn in the middle of a huge line
+    journal = Journal(path)
+    journal.report(b.trial_id, 0, 0.7, "continue")
+    journal.close()
+    assert replay(path)[b.trial_id].history == (0.7,)

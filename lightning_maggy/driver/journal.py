@@ -118,10 +118,11 @@ class Journal:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         existed = self.path.exists()
+        self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        self._lock_against_other_drivers()
         if existed:
             _cut_torn_tail(self.path)
-        self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
-        if not existed:
+        else:
             os.fsync(self._file.fileno())
             fsync_dir(self.path.parent)
         self._lock = threading.Lock()
@@ -133,6 +134,27 @@ class Journal:
         if sync_interval > 0:
             self._syncer = threading.Thread(target=self._sync_loop, name="maggy-journal-sync", daemon=True)
             self._syncer.start()
+
+    def _lock_against_other_drivers(self) -> None:
+        """Takes an exclusive lock on the file for as long as it is open (the kernel drops it
+        when the process dies, so a killed driver's study can be resumed at once), so that two
+        drivers never append to one journal. Where ``fcntl`` is missing (Windows) or the file
+        system does not support locks, nothing is locked."""
+        try:
+            import fcntl
+        except ImportError:
+            return
+        try:
+            fcntl.flock(self._file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._file.close()
+            raise JournalError(
+                f"{self.path} is in use by another running driver (a study has one driver at a "
+                "time). Wait for that search to end, or stop it (it can be resumed later), then "
+                "resume; or start a new study in a new exp_dir."
+            ) from None
+        except OSError:  # no locks on this file system
+            return
 
     def _sync_loop(self) -> None:
         while not self._closing:

@@ -193,3 +193,15 @@ def test_reopening_a_long_journal_with_a_torn_tail_longer_than_a_read_chunk(tmp_
     journal.report(b.trial_id, 0, 0.7, "continue")
     journal.close()
     assert replay(path)[b.trial_id].history == (0.7,)
+
+
+def test_two_drivers_never_append_to_one_journal(tmp_path: Path) -> None:
+    pytest.importorskip("fcntl")
+    path = tmp_path / "journal.jsonl"
+    first = Journal(path)
+    first.append("experiment_start", experiment={})
+    with pytest.raises(JournalError, match="in use by another running driver"):
+        Journal(path)
+    first.close()
+    second = Journal(path)  # free again once the first driver is gone
+    second.close()

@@ -37,12 +37,23 @@ def _value(config: dict[str, Any], epoch: int) -> float:
 
 
 class Study:
-    """One run of a driver: a controller over the journal in ``exp``, new or resumed."""
+    """One run of a driver: a controller over the journal in ``exp``, new or resumed.
+
+    A crashed run's journal stays open until the next run on the same directory starts, which
+    closes it first (its file lock stands for the dead process's; every event was flushed when
+    written, so closing changes nothing in the file)."""
+
+    open: list[Study] = []
 
     def __init__(self, exp: Path, make_opt: Callable[[], AbstractOptimizer], *, resume: bool = False,
                  num_trials: int | None = 9, max_epochs: int = 9, **kwargs: Any) -> None:
         path = exp / "journal.jsonl"
         prior = load_study(path) if resume else None
+        for other in list(Study.open):  # the dead driver's file lock goes with its process
+            if other.journal.path == path:
+                other.journal.close()
+                Study.open.remove(other)
+        Study.open.append(self)
         self.journal = Journal(path)
         if prior is not None:
             self.journal.append("resume", experiment={"num_trials": num_trials})

@@ -149,8 +149,8 @@ def _run(
     }
     if prior is not None:
         experiment["resumed"] = [*(prior.experiment or {}).get("resumed", []), time.time()]
+    journal = Journal(exp_path / JOURNAL_NAME)  # first: it refuses a study another driver runs
     _write_json_durably(exp_path / "experiment.json", experiment)
-    journal = Journal(exp_path / JOURNAL_NAME)
     if prior is not None:  # before the controller re-queues the interrupted trials
         journal.append(
             "resume",

@@ -59,6 +59,11 @@ class ExperimentError(MaggyError):
     """The experiment as a whole failed (for example too many failed trials)."""
 
 
+class JournalError(MaggyError, ValueError):
+    """An experiment's ``journal.jsonl`` cannot be read back: a line other than the last one is
+    corrupt (only the last line may be torn by a crash in the middle of a write)."""
+
+
 class AblationError(MaggyError):
     """One ablation trial cannot run with its component left out (for example a removed layer
     changes a shape the next layer needs). That trial fails before training; the study goes on."""

@@ -49,6 +49,7 @@ def search(
     spark_master: str | None = None,
     spark_conf: Mapping[str, str] | None = None,
     verbose: bool = True,
+    resume: str | os.PathLike[str] | None = None,
 ) -> SearchResult:
     """Runs a hyperparameter search of a LightningModule (or a function) on parallel workers.
 
@@ -86,12 +87,20 @@ def search(
         spark_master / spark_conf: used to build a SparkSession when ``backend="spark"`` and none
             is active (e.g. ``spark_master="spark://host:7077"``).
         verbose: show a progress bar (on Spark also one line per trial event) and a summary.
+        resume: an experiment directory whose study to continue after its driver died
+            (killed, power loss, Ctrl-C, an error): finished trials are kept and never run
+            again, paused ones keep their rung, the ones that were running resume from their
+            last checkpoint, and the optimizer continues its sequence. The arguments that
+            define the study (module, space, metric, direction, max_epochs, optimizer and its
+            settings, early_stop, seed) must be those it was started with; ``num_trials`` and
+            ``timeout`` (which counts the time already spent) may be raised.
 
     Returns:
         A :class:`SearchResult`. On Ctrl-C the partial result is saved and returned.
 
     Raises:
-        ConfigurationError: bad arguments, before any worker starts.
+        ConfigurationError: bad arguments, before any worker starts (with ``resume``: no
+            journal there, or arguments that differ from the study's, each one named).
         ExperimentError: the search was aborted (too many failures, or an error every trial
             would hit); ``err.result`` holds the partial result, saved in ``exp_dir``.
     """
@@ -139,5 +148,5 @@ def search(
         backend=backend,
         workers=workers, trainer_kwargs=trainer_kwargs, exp_dir=exp_dir, seed=seed,
         max_failures=max_failures, max_retries=max_retries, heartbeat_timeout=heartbeat_timeout,
-        spark_master=spark_master, spark_conf=spark_conf, verbose=verbose,
+        spark_master=spark_master, spark_conf=spark_conf, verbose=verbose, resume=resume,
     )

@@ -8,6 +8,7 @@ import dataclasses
 import json
 import math
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -137,9 +138,15 @@ def write_result(result: SearchResult) -> None:
 
 
 def _write_tensorboard(result: SearchResult, logdir: Path) -> None:
-    """One HParams run per trial with a metric, for ``tensorboard --logdir exp_dir/tensorboard``."""
+    """One HParams run per trial with a metric, for ``tensorboard --logdir exp_dir/tensorboard``.
+
+    Written with the ``tensorboard`` package's protocol buffers and event writer alone, not
+    ``torch.utils.tensorboard``: a search of plain functions has not imported torch in the
+    driver, and importing it just for this summary cost seconds at the end of every search (and
+    after every Ctrl-C)."""
     try:
-        from torch.utils.tensorboard import SummaryWriter
+        from tensorboard.compat.proto.event_pb2 import Event
+        from tensorboard.summary.writer.event_file_writer import EventFileWriter
     except ImportError:  # tensorboard is a core dependency; stay quiet if it was removed
         return
     for t in result.trials:
@@ -148,9 +155,53 @@ def _write_tensorboard(result: SearchResult, logdir: Path) -> None:
         hparams = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in t.config.items()}
         if t.component is not None or t.seed is not None:  # an ablation trial
             hparams.update(component=t.component or "base", seed=int(t.seed or 0))
-        with SummaryWriter(log_dir=str(logdir / t.trial_id)) as writer:
-            writer.add_hparams(
-                hparams,
-                {f"hparam/{result.metric}": float(t.final_metric), "hparam/epochs": float(t.epochs_done)},
-                run_name=".",
-            )
+        metrics = {f"hparam/{result.metric}": float(t.final_metric), "hparam/epochs": float(t.epochs_done)}
+        writer = EventFileWriter(str(logdir / t.trial_id))
+        try:
+            now = time.time()
+            for summary in _hparams_summaries(hparams, metrics):
+                writer.add_event(Event(summary=summary, wall_time=now, step=0))
+        finally:
+            writer.close()
+
+
+def _hparams_summaries(hparams: dict[str, Any], metrics: dict[str, float]) -> list[Any]:
+    """The summaries of TensorBoard's HParams plugin for one run (experiment, session start and
+    end), then one scalar per metric: what ``SummaryWriter.add_hparams`` writes."""
+    from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
+    from tensorboard.plugins.hparams.api_pb2 import DataType, Experiment, HParamInfo, MetricInfo, MetricName, Status
+    from tensorboard.plugins.hparams.metadata import (
+        EXPERIMENT_TAG,
+        PLUGIN_DATA_VERSION,
+        PLUGIN_NAME,
+        SESSION_END_INFO_TAG,
+        SESSION_START_INFO_TAG,
+    )
+    from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData, SessionEndInfo, SessionStartInfo
+
+    def plugin_summary(tag: str, content: Any) -> Any:
+        metadata = SummaryMetadata(
+            plugin_data=SummaryMetadata.PluginData(plugin_name=PLUGIN_NAME, content=content.SerializeToString())
+        )
+        return Summary(value=[Summary.Value(tag=tag, metadata=metadata)])
+
+    infos = []
+    start = SessionStartInfo()
+    for name, value in hparams.items():
+        if isinstance(value, bool):
+            start.hparams[name].bool_value = value
+            infos.append(HParamInfo(name=name, type=DataType.Value("DATA_TYPE_BOOL")))
+        elif isinstance(value, (int, float)):
+            start.hparams[name].number_value = value
+            infos.append(HParamInfo(name=name, type=DataType.Value("DATA_TYPE_FLOAT64")))
+        else:
+            start.hparams[name].string_value = str(value)
+            infos.append(HParamInfo(name=name, type=DataType.Value("DATA_TYPE_STRING")))
+    experiment = Experiment(hparam_infos=infos, metric_infos=[MetricInfo(name=MetricName(tag=m)) for m in metrics])
+    end = SessionEndInfo(status=Status.Value("STATUS_SUCCESS"))
+    return [
+        plugin_summary(EXPERIMENT_TAG, HParamsPluginData(experiment=experiment, version=PLUGIN_DATA_VERSION)),
+        plugin_summary(SESSION_START_INFO_TAG, HParamsPluginData(session_start_info=start, version=PLUGIN_DATA_VERSION)),
+        plugin_summary(SESSION_END_INFO_TAG, HParamsPluginData(session_end_info=end, version=PLUGIN_DATA_VERSION)),
+        *(Summary(value=[Summary.Value(tag=m, simple_value=v)]) for m, v in metrics.items()),
+    ]

@@ -1,6 +1,10 @@
 """The one study runner behind ``search()`` and ``ablate()``: it creates the experiment
-directory and journal, starts the server and the backend's workers, drives the controller, and
-writes the result, whatever happens (a finished study, an abort, Ctrl-C, a driver error)."""
+directory and journal (or reopens them to resume a study), starts the server and the backend's
+workers, drives the controller, and writes the result, whatever happens (a finished study, an
+abort, Ctrl-C, a driver error).
+
+A new and a resumed study take the same path: the controller is built from the trial records
+the journal replays (none for a new study) and continues from them."""
 
 from __future__ import annotations
 
@@ -13,12 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from lightning_maggy.driver.controller import Controller, StopReason, best_trial
-from lightning_maggy.driver.journal import JOURNAL_NAME, Journal
+from lightning_maggy.driver.journal import JOURNAL_NAME, Journal, StudyLog, fsync_dir
 from lightning_maggy.earlystop import AbstractEarlyStop
 from lightning_maggy.exceptions import ConfigurationError, ExperimentError
 from lightning_maggy.optimizers import AbstractOptimizer
 from lightning_maggy.progress import Progress
 from lightning_maggy.results import SearchResult, write_result
+from lightning_maggy.resume import check_same_study, open_study, settings_of
 from lightning_maggy.searchspace import Searchspace
 from lightning_maggy.validation import default_exp_dir, versions
 
@@ -51,40 +56,63 @@ def run_study(
     verbose: bool,
     summary: bool = True,
     extra: Mapping[str, Any] | None = None,
+    resume: str | os.PathLike[str] | None = None,
 ) -> SearchResult:
     """Runs a validated study; ``extra`` is added to ``experiment.json``; ``summary`` prints the
-    result's summary when ``verbose``.
+    result's summary when ``verbose``; ``resume`` continues the study in that directory.
 
     Raises:
-        ConfigurationError: ``exp_dir`` holds an experiment already, the task cannot be shipped
-            to workers, or the backend cannot start.
+        ConfigurationError: ``exp_dir`` holds an experiment already, ``resume`` holds none or a
+            different study, the task cannot be shipped to workers, or the backend cannot start.
         ExperimentError: the study was aborted; ``err.result`` holds the partial result.
     """
     from lightning_maggy.backends.base import check_shippable
     from lightning_maggy.lightning.worker import WorkerLaunch
 
     check_shippable(WorkerLaunch(address="", key=b"", exp_dir="", task=task))
-    exp_path = Path(exp_dir) if exp_dir is not None else Path(default_exp_dir(module_or_fn))
-    if (exp_path / JOURNAL_NAME).exists():
-        raise ConfigurationError(
-            f"exp_dir={str(exp_path)!r} already holds an experiment (journal.jsonl); choose a "
-            "new directory, or delete the old one to start over."
-        )
+    study = {
+        "name": getattr(module_or_fn, "__name__", type(module_or_fn).__name__),
+        "kind": task.kind,
+        "metric": metric,
+        "direction": direction,
+        "optimizer": type(opt).__name__,
+        "optimizer_settings": settings_of(opt),
+        "early_stop": type(stopper).__name__,
+        "early_stop_settings": settings_of(stopper),
+        "num_trials": num_trials,
+        "timeout": timeout,
+        "max_epochs": max_epochs,
+        "seed": seed,
+        "space": None if space is None else space.to_dict(),
+        **dict(extra or {}),
+    }
+    prior: StudyLog | None = None
+    if resume is not None:
+        exp_path, prior = open_study(resume, exp_dir)
+        check_same_study(prior.experiment or {}, study, resume)
+    else:
+        exp_path = Path(exp_dir) if exp_dir is not None else Path(default_exp_dir(module_or_fn))
+        if (exp_path / JOURNAL_NAME).exists():
+            raise ConfigurationError(
+                f"exp_dir={str(exp_path)!r} already holds an experiment (journal.jsonl); pass "
+                f"resume={str(exp_path)!r} to continue it, choose a new directory, or delete the "
+                "old one to start over."
+            )
     backend_obj = _make_backend(backend, spark_master, spark_conf)
     try:
         return _run(
-            module_or_fn, space, task=task, metric=metric, direction=direction, max_epochs=max_epochs,
+            study, space, task=task, metric=metric, direction=direction, max_epochs=max_epochs,
             opt=opt, stopper=stopper, num_trials=num_trials, timeout=timeout, trial_timeout=trial_timeout,
             backend_obj=backend_obj, workers=workers, trainer_kwargs=trainer_kwargs, exp_path=exp_path,
             seed=seed, max_failures=max_failures, max_retries=max_retries,
-            heartbeat_timeout=heartbeat_timeout, verbose=verbose, summary=summary, extra=extra,
+            heartbeat_timeout=heartbeat_timeout, verbose=verbose, summary=summary, prior=prior,
         )
     finally:
         backend_obj.stop()
 
 
 def _run(
-    module_or_fn: Any,
+    study: dict[str, Any],
     space: Searchspace | None,
     *,
     task: Any,
@@ -106,13 +134,34 @@ def _run(
     heartbeat_timeout: float,
     verbose: bool,
     summary: bool,
-    extra: Mapping[str, Any] | None,
+    prior: StudyLog | None,
 ) -> SearchResult:
-    """Runs a validated search on a created backend (which the caller stops)."""
+    """Runs a validated study on a created backend (which the caller stops): a new one, or the
+    one ``prior`` (its journal) describes."""
     if workers is None:
         workers = backend_obj.default_workers() if hasattr(backend_obj, "default_workers") else 2
     exp_path.mkdir(parents=True, exist_ok=True)
-    journal = Journal(exp_path / JOURNAL_NAME)
+    experiment = {
+        **study,
+        "backend": getattr(backend_obj, "name", type(backend_obj).__name__),
+        "workers": workers,
+        "trial_timeout": trial_timeout,
+        "trainer_kwargs": {k: repr(v) for k, v in trainer_kwargs.items()},
+        "versions": versions(),
+        "created": time.time() if prior is None else (prior.experiment or {}).get("created", time.time()),
+    }
+    if prior is not None:
+        experiment["resumed"] = [*(prior.experiment or {}).get("resumed", []), time.time()]
+    journal = Journal(exp_path / JOURNAL_NAME)  # first: it refuses a study another driver runs
+    _write_json_durably(exp_path / "experiment.json", experiment)
+    if prior is not None:  # before the controller re-queues the interrupted trials
+        journal.append(
+            "resume",
+            experiment=experiment,
+            previous_end=prior.end_reason,
+            elapsed=prior.elapsed,
+            run=prior.runs + 1,
+        )
     progress = Progress(num_trials, metric, direction, enabled=verbose, lines=backend_obj.name == "spark")
     controller = Controller(  # validates the optimizer against the settings
         optimizer=opt,
@@ -129,29 +178,12 @@ def _run(
         journal=journal,
         seed=seed,
         on_trial_end=progress.update,
+        trials=None if prior is None else prior.resumable_trials(),
+        elapsed=0.0 if prior is None else prior.elapsed,
+        optimizer_state=None if prior is None else prior.optimizer_state,
     )
-    experiment = {
-        "name": getattr(module_or_fn, "__name__", type(module_or_fn).__name__),
-        "kind": task.kind,
-        "metric": metric,
-        "direction": direction,
-        "optimizer": type(opt).__name__,
-        "early_stop": type(stopper).__name__,
-        "num_trials": num_trials,
-        "timeout": timeout,
-        "trial_timeout": trial_timeout,
-        "max_epochs": max_epochs,
-        "backend": getattr(backend_obj, "name", type(backend_obj).__name__),
-        "workers": workers,
-        "seed": seed,
-        "space": None if space is None else space.to_dict(),
-        "trainer_kwargs": {k: repr(v) for k, v in trainer_kwargs.items()},
-        "versions": versions(),
-        "created": time.time(),
-        **dict(extra or {}),
-    }
-    (exp_path / "experiment.json").write_text(json.dumps(experiment, indent=2, default=str))
-    journal.append("experiment_start", experiment=experiment)
+    if prior is None:
+        journal.append("experiment_start", experiment=experiment, optimizer_state=_initial_state(opt))
 
     from lightning_maggy.lightning.worker import WorkerLaunch
     from lightning_maggy.transport.zmq_transport import ZmqServer
@@ -198,6 +230,28 @@ def _run(
         err.result = result  # type: ignore[attr-defined]
         raise err
     return result
+
+
+def _initial_state(opt: AbstractOptimizer) -> dict[str, Any] | None:
+    """The optimizer's ``state_dict()`` right after its setup, if it is plain JSON data: what a
+    resumed study loads so that even an unseeded optimizer continues the same sequence."""
+    try:
+        state = opt.state_dict()
+        json.dumps(state, allow_nan=True)
+    except Exception:  # a custom optimizer's state that is not JSON: it derives from the records
+        return None
+    return state if isinstance(state, dict) else None
+
+
+def _write_json_durably(path: Path, data: Mapping[str, Any]) -> None:
+    """Writes ``path`` through a temporary file, fsync'd and renamed (never half written)."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(json.dumps(data, indent=2, default=str))
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
 
 
 def _make_backend(backend: Any, spark_master: str | None, spark_conf: Mapping[str, str] | None) -> Any:

@@ -97,6 +97,7 @@ def ablate(
     spark_master: str | None = None,
     spark_conf: Mapping[str, str] | None = None,
     verbose: bool = True,
+    resume: str | os.PathLike[str] | None = None,
 ) -> AblationResult:
     """Runs a leave-one-component-out (LOCO) ablation study of a LightningModule.
 
@@ -121,6 +122,9 @@ def ablate(
             :func:`lightning_maggy.search`.
         max_failures: the study stops after this many failed trials (default: never; a
             component that breaks the model fails its own trials only).
+        resume: an experiment directory whose ablation study to continue after its driver
+            died, as in :func:`lightning_maggy.search`: the components, seeds, hparams, metric,
+            direction and max_epochs must be those it was started with.
 
     Returns:
         An :class:`~lightning_maggy.ablation.result.AblationResult`; ``exp_dir`` also holds
@@ -192,7 +196,7 @@ def ablate(
             backend=backend, workers=workers, trainer_kwargs=trainer_kwargs, exp_dir=exp_dir,
             seed=seed_list[0], max_failures=max_failures if max_failures is not None else total + 1,
             max_retries=max_retries, heartbeat_timeout=heartbeat_timeout, spark_master=spark_master,
-            spark_conf=spark_conf, verbose=verbose, summary=False,
+            spark_conf=spark_conf, verbose=verbose, summary=False, resume=resume,
             extra={"study": "ablation", "ablation": study_description(components, hp, seed_list)},
         )
     except ExperimentError as err:

@@ -228,7 +228,9 @@ def study_description(components: Sequence[Component], hparams: Mapping[str, Any
                 "layers": list(c.layers),
                 "features": list(c.features),
                 "prefix": c.prefix,
-                "replacement": None if c.replacement is None else repr(c.replacement),
+                # A function by its name (its repr holds an address that differs per run, and a
+                # resumed study compares this description); a module by its repr.
+                "replacement": None if c.replacement is None else getattr(c.replacement, "__qualname__", None) or repr(c.replacement),
                 "custom": None if c.fn is None else getattr(c.fn, "__qualname__", repr(c.fn)),
             }
             for c in components

@@ -71,8 +71,25 @@ def _without_main_module() -> Iterator[None]:
 def _worker_entry(
     blob: bytes, worker_id: int, devices: str | None, num_threads: int | None, driver_pid: int
 ) -> None:
-    """The first code a worker process runs."""
+    """The first code a worker process runs.
+
+    The worker never outlives the driver (see :mod:`lightning_maggy.lightning.lifeline`): the
+    kernel signals it when its parent (the forkserver, which exits with the driver) dies, a
+    watchdog thread checks for the driver twice a second, and SIGTERM unwinds the running trial
+    and ends the process (exit code 143; the driver, if alive, re-queues the trial).
+    """
+    from lightning_maggy.lightning.lifeline import (
+        Watchdog,
+        driver_alive,
+        install_sigterm_handler,
+        set_parent_death_signal,
+    )
+
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
+    install_sigterm_handler()
+    set_parent_death_signal(signal.SIGTERM)
+    watchdog = Watchdog(driver_alive(driver_pid))
+    watchdog.start()
     if devices is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = devices
     import cloudpickle
@@ -92,6 +109,7 @@ def _worker_entry(
     from lightning_maggy.lightning.worker import run_worker
 
     run_worker(launch, worker_id, still_wanted=still_wanted)
+    watchdog.stop()
 
 
 def assign_devices(num_workers: int, gpus: int, per_worker: int = 1) -> dict[int, str | None]:
@@ -210,9 +228,13 @@ class LocalBackend(Backend):
         return lost
 
     def _stop(self, timeout: float) -> None:
+        """Workers told "done" leave within milliseconds; those still in a trial (an abort,
+        Ctrl-C, a driver error) get SIGTERM, whose handler unwinds the trial and exits at once;
+        whatever still runs at ``timeout`` is killed."""
         deadline = time.monotonic() + timeout
+        grace = time.monotonic() + min(0.5, timeout)
         for proc in self._procs.values():
-            proc.join(max(0.0, min(2.0, deadline - time.monotonic())))
+            proc.join(max(0.0, grace - time.monotonic()))
         for proc in self._procs.values():
             if proc.is_alive():
                 proc.terminate()

@@ -99,6 +99,7 @@ def _task(blob: bytes) -> Any:
         import cloudpickle
         from pyspark import TaskContext
 
+        from lightning_maggy.lightning.lifeline import Watchdog, driver_alive
         from lightning_maggy.lightning.worker import run_worker
 
         # Shipped inside the Spark task, like the closure itself: never from our socket.
@@ -108,7 +109,14 @@ def _task(blob: bytes) -> Any:
         gpus = ctx.resources().get("gpu")
         if gpus is not None and gpus.addresses:
             os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(gpus.addresses)
-        run_worker(launch, worker_id)
+        # An orphaned task (its python daemon, and so its executor, gone) stops within a second;
+        # pyspark's own daemon ends its workers when the executor goes away in an orderly way.
+        watchdog = Watchdog(driver_alive())
+        watchdog.start()
+        try:
+            run_worker(launch, worker_id)
+        finally:
+            watchdog.stop()
 
     return run_partition
 

@@ -36,12 +36,12 @@ import logging
 import math
 import time
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType
 from typing import Any
 
 from lightning_maggy.driver.jobs import JobRunner
-from lightning_maggy.driver.journal import Journal, history_with
+from lightning_maggy.driver.journal import CAUSE_ABORT, CAUSE_END, CAUSE_RESUME, Journal, history_with
 from lightning_maggy.earlystop.base import AbstractEarlyStop, NoEarlyStop
 from lightning_maggy.exceptions import BackendError
 from lightning_maggy.optimizers.base import IDLE, AbstractOptimizer
@@ -104,6 +104,15 @@ class Controller:
         journal: where every state change is recorded.
         on_trial_end: called with each trial that reaches a finished or paused state.
         clock: monotonic clock (tests pass a fake one).
+        trials: the records of a study being resumed (from its journal,
+            :meth:`~lightning_maggy.driver.journal.StudyLog.resumable_trials`); None for a new
+            study. Finished trials stay as they are and are never run again; PAUSED ones keep
+            their rung (the optimizer may promote them); RUNNING, LOST and PENDING ones are
+            re-queued first, to resume from their last checkpoint. The optimizer derives its
+            state from these records, so it continues its sequence.
+        elapsed: seconds the resumed study has already run (counted against ``timeout``).
+        optimizer_state: the optimizer's ``state_dict()`` from when the study started (loaded
+            after its setup, before it sees the resumed records).
     """
 
     def __init__(
@@ -124,8 +133,11 @@ class Controller:
         seed: int | None = None,
         on_trial_end: Callable[[Trial], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        trials: Mapping[str, Trial] | None = None,
+        elapsed: float = 0.0,
+        optimizer_state: Mapping[str, Any] | None = None,
     ) -> None:
-        self.trials: dict[str, Trial] = {}
+        self.trials: dict[str, Trial] = dict(trials or {})
         self.view = MappingProxyType(self.trials)
         self.optimizer = optimizer
         self.earlystop = earlystop or NoEarlyStop()
@@ -140,7 +152,7 @@ class Controller:
         self.journal = journal
         self.on_trial_end = on_trial_end
         self.clock = clock
-        self.started_at = clock()
+        self.started_at = clock() - float(elapsed)
         self.workers: dict[int, _Worker] = {}
         self.stop_reason: str | None = None
         self.abort_message: str | None = None
@@ -151,7 +163,8 @@ class Controller:
         self._decisions: dict[str, Decision] = {}
         self._exhausted = False
         self._finalized = False
-        self._n_running = 0  # trials in state RUNNING, kept by _update (O(1) end-of-study checks)
+        # trials in state RUNNING, kept by _update (O(1) end-of-study checks)
+        self._n_running = sum(t.state is TrialState.RUNNING for t in self.trials.values())
         self._nonfinite: dict[str, str] = {}  # trial_id -> why (the NaN/inf policy)
         self.refused = 0  # stale or hostile reports, finals and heartbeats (changed nothing)
         # Why the optimizer's last answer was no trial (IDLE / duplicates), and the state
@@ -168,6 +181,22 @@ class Controller:
             trials=self.view,
             seed=seed,
         )
+        if optimizer_state:
+            optimizer.load_state_dict(optimizer_state)
+        self._resume_trials()
+
+    def _resume_trials(self) -> None:
+        """Takes over the records of a resumed study (see ``trials`` in the class docstring)."""
+        for trial in list(self.trials.values()):
+            if trial.state is TrialState.FAILED:
+                self.failures += 1
+            if trial.state in (TrialState.RUNNING, TrialState.LOST, TrialState.PENDING):
+                # The driver died (or was interrupted), not the trial: no retry is counted.
+                lost = trial.evolve(state=TrialState.LOST, worker=None)
+                self._update(lost, cause=CAUSE_RESUME)
+                self._requeue.append(trial.trial_id)
+            elif (trial.state.finished or trial.state is TrialState.PAUSED) and self.on_trial_end is not None:
+                self.on_trial_end(trial)
 
     # -- public -------------------------------------------------------------------------------
     @property
@@ -337,7 +366,8 @@ class Controller:
         self.abort_message = message
         for trial in list(self.trials.values()):
             if trial.state in (TrialState.RUNNING, TrialState.LOST, TrialState.PENDING):
-                self._update(trial.evolve(state=TrialState.STOPPED, finished=time.time(), error=message))
+                stopped = trial.evolve(state=TrialState.STOPPED, finished=time.time(), error=message)
+                self._update(stopped, cause=CAUSE_ABORT)
         self._requeue.clear()
         for worker in self.workers.values():
             self._take_away(worker)
@@ -658,12 +688,18 @@ class Controller:
         return max(0, int(self.optimizer.continue_until(trial)))
 
     # -- bookkeeping ---------------------------------------------------------------------------
-    def _update(self, trial: Trial) -> None:
+    def _update(self, trial: Trial, cause: str | None = None) -> None:
+        """Records a trial's new state. ``cause`` marks the snapshots that a resumed study
+        undoes (the stops written by an abort or by the end of the study, see
+        :meth:`~lightning_maggy.driver.journal.StudyLog.resumable_trials`)."""
         old = self.trials.get(trial.trial_id)
         self._n_running += (trial.state is TrialState.RUNNING) - (old is not None and old.state is TrialState.RUNNING)
         self._version += 1
         self.trials[trial.trial_id] = trial
-        self.journal.trial(trial)
+        if cause is None:
+            self.journal.trial(trial)
+        else:
+            self.journal.trial(trial, cause=cause)
         if trial.state.finished or trial.state is TrialState.PAUSED:
             if self.on_trial_end is not None:
                 self.on_trial_end(trial)
@@ -696,7 +732,7 @@ class Controller:
             self._finalized = True
             for trial in list(self.trials.values()):
                 if trial.state is TrialState.PAUSED:  # never promoted: ended at its rung
-                    self._update(trial.evolve(state=TrialState.STOPPED))
+                    self._update(trial.evolve(state=TrialState.STOPPED), cause=CAUSE_END)
             try:
                 self.optimizer.finalize_experiment(list(self.trials.values()))
             except Exception:  # the record matters more than a custom hook's bug

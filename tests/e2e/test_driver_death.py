@@ -1,0 +1,197 @@
+"""Nothing lost, whatever fails: a driver killed with SIGKILL in the middle of a study leaves no
+process behind, and ``resume=`` finishes the study as if nothing had happened; a worker told to
+stop (SIGTERM) unwinds cleanly and its trial resumes; a resumed call that is not the same study
+is refused before anything starts.
+
+The resume contract checked (see ``tests/driver_kill.py`` for the script and why its outcome is
+deterministic with two workers): finished trials are never run again, paused ones keep their
+rung, the promoted trial that was running resumes from its checkpoint, every epoch is trained
+once (but the one whose checkpoint the kill prevented), and the final record (trial ids, states,
+epochs) equals an uninterrupted run's.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from driver_kill import (
+    check_resumed_study,
+    expected_record,
+    record,
+    reports_after_resume,
+    run,
+    start_and_kill,
+    wait_gone,
+    write_script,
+)
+from tiny_models import BlobsDataModule, TinyClassifier
+
+import lightning_maggy as lm
+from lightning_maggy.driver.journal import read_journal, replay
+
+pytestmark = pytest.mark.slow
+
+
+def test_a_sigkilled_driver_leaves_no_process_and_resume_finishes_its_study(tmp_path: Path) -> None:
+    script = write_script(tmp_path)
+    reference = run(script, tmp_path / "reference", "run", "local")
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    assert "RESULT finished 9" in reference.stdout
+    assert record(replay(tmp_path / "reference" / "journal.jsonl")) == expected_record()
+
+    exp = tmp_path / "exp"
+    killed = start_and_kill(script, exp, "local")
+    tree = killed["tree"]
+    print(f"driver killed; its {len(tree)} processes were gone after {killed['cleanup_s']} s: {tree}")
+    assert any("forkserver" in c for c in tree.values()), tree
+    workers = {e["pid"] for e in read_journal(exp / "journal.jsonl") if e["event"] == "worker"}
+    assert workers and workers <= set(tree), (workers, tree)
+    assert killed["cleanup_s"] is not None, f"still alive 30 s after the driver was killed: {killed['left']}"
+    assert killed["cleanup_s"] < 5.0, killed
+
+    resumed = run(script, exp, "resume", "local")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "RESULT finished 9" in resumed.stdout
+    final = replay(exp / "journal.jsonl")
+    check_resumed_study(exp, killed["trials"], final)
+    saved = json.loads((exp / "result.json").read_text())
+    assert {t["trial_id"]: (t["state"], len(t["history"])) for t in saved["trials"]} == expected_record()
+    assert len(json.loads((exp / "experiment.json").read_text())["resumed"]) == 1
+
+
+def _objective(hparams, reporter):
+    value = 0.0
+    for step in range(reporter.start_step, reporter.budget):
+        value = hparams["x"] * (step + 1)
+        reporter.broadcast(value, step)
+    return value
+
+
+def test_resume_refuses_another_study_and_accepts_a_raised_budget(tmp_path: Path) -> None:
+    space = lm.Searchspace(x=lm.Double(0.0, 1.0))
+    common = dict(metric="m", optimizer="random", max_epochs=2, workers=1, seed=0, verbose=False)
+    exp = tmp_path / "exp"
+    first = lm.search(_objective, space, num_trials=3, exp_dir=exp, **common)
+    assert len(first.trials) == 3
+    journal = exp / "journal.jsonl"
+    size = journal.stat().st_size
+
+    bad = [
+        (dict(common, max_epochs=3), "max_epochs: the study has 2, this call passes 3"),
+        (dict(common, metric="loss"), "metric: the study has 'm', this call passes 'loss'"),
+        (dict(common, seed=1), "seed: the study has 0, this call passes 1"),
+        (dict(common, optimizer="asha"), "optimizer (its type): the study has 'RandomSearch', this call passes 'ASHA'"),
+    ]
+    for kwargs, named in bad:
+        with pytest.raises(lm.ConfigurationError) as info:
+            lm.search(_objective, space, num_trials=3, resume=exp, **kwargs)
+        assert named in str(info.value)
+    with pytest.raises(lm.ConfigurationError, match=r"space: the study has"):
+        lm.search(_objective, lm.Searchspace(x=lm.Double(0.0, 2.0)), num_trials=3, resume=exp, **common)
+    with pytest.raises(lm.ConfigurationError, match=r"num_trials: the study has 3, this call passes 2"):
+        lm.search(_objective, space, num_trials=2, resume=exp, **common)
+    with pytest.raises(lm.ConfigurationError, match="holds no journal.jsonl"):
+        lm.search(_objective, space, num_trials=3, resume=tmp_path, **common)
+    with pytest.raises(lm.ConfigurationError, match=r"pass resume="):
+        lm.search(_objective, space, num_trials=3, exp_dir=exp, **common)
+    assert journal.stat().st_size == size  # refused before anything was written or started
+
+    more = lm.search(_objective, space, num_trials=5, resume=exp, **common)
+    assert more.stop_reason == "finished" and len(more.trials) == 5
+    assert not set(reports_after_resume(exp)) & {t.trial_id for t in first.trials}  # not re-run
+    uninterrupted = lm.search(_objective, space, num_trials=5, exp_dir=tmp_path / "ref", **common)
+    assert record(more.trials) == record(uninterrupted.trials)
+    assert [t.trial_id for t in more.trials] == [t.trial_id for t in uninterrupted.trials]
+
+
+def test_sigterm_to_a_worker_unwinds_its_trial_which_resumes_from_its_checkpoint(tmp_path: Path) -> None:
+    exp = tmp_path / "exp"
+    box: dict = {}
+
+    def search() -> None:
+        box["result"] = lm.search(
+            TinyClassifier, lm.Searchspace(epoch_sleep=lm.Discrete([0.4])), datamodule=BlobsDataModule,
+            metric="val_acc", optimizer="random", num_trials=1, max_epochs=6, workers=1, exp_dir=exp,
+            verbose=False,
+        )
+
+    thread = threading.Thread(target=search)
+    thread.start()
+    pid = None
+    deadline = time.time() + 120
+    while time.time() < deadline and pid is None:
+        time.sleep(0.1)
+        if (exp / "journal.jsonl").exists():
+            events = list(read_journal(exp / "journal.jsonl"))
+            pids = [e["pid"] for e in events if e["event"] == "worker"]
+            if pids and any(e["event"] == "report" and e["epoch"] >= 2 for e in events):
+                pid = pids[0]
+    assert pid is not None, "the trial never reached its third epoch"
+    os.kill(pid, signal.SIGTERM)
+    gone = wait_gone([pid], 10.0)
+    thread.join(180)
+    assert gone is not None and gone < 3.0, f"the worker took {gone} s to leave after SIGTERM"
+    (trial,) = box["result"].trials
+    assert trial.state is lm.TrialState.COMPLETED and trial.retries == 1
+    assert len(trial.history) == 6 and not any(math.isnan(v) for v in trial.history)
+    # Unwound cleanly: the first run wrote its rows of metrics.csv on the way out (the second run
+    # resumed from the checkpoint and reported only the later epochs).
+    rows = (exp / "trials" / trial.trial_id / "metrics.csv").read_text().splitlines()[1:]
+    epochs = [int(r.split(",")[0]) for r in rows]
+    assert sorted(set(epochs)) == list(range(6)) and len(epochs) <= 7, epochs
+    events = list(read_journal(exp / "journal.jsonl"))
+    lost = [e["trial"] for e in events if e["event"] == "trial" and e["trial"]["state"] == "LOST"]
+    assert len(lost) == 1 and "exited with code 143" in lost[0]["error"]  # 128 + SIGTERM: a clean exit
+    assert len({e["pid"] for e in events if e["event"] == "worker"}) == 2  # a replacement worker
+
+
+ABLATION_SCRIPT = """
+import sys
+from ablation_models import SignalData, SignalNet
+import lightning_maggy as lm
+
+exp_dir, mode = sys.argv[1], sys.argv[2]
+where = dict(resume=exp_dir) if mode == "resume" else dict(exp_dir=exp_dir)
+result = lm.ablate(SignalNet, datamodule=SignalData, metric="val_acc", max_epochs=3, hparams={"lr": 0.05},
+                   seeds=1, workers=2, verbose=False, **where)
+print("RESULT", len(result.rows), flush=True)
+"""
+
+
+def _some_done_one_running(trials: dict) -> bool:
+    states = [t.state for t in trials.values()]
+    running = [t for t in trials.values() if t.state is lm.TrialState.RUNNING and 2 <= len(t.history) < 3]
+    return states.count(lm.TrialState.COMPLETED) >= 2 and bool(running)
+
+
+def test_a_sigkilled_ablation_study_resumes_and_refuses_other_seeds(tmp_path: Path) -> None:
+    from ablation_models import SignalData, SignalNet
+
+    script = tmp_path / "ablation_script.py"
+    script.write_text(ABLATION_SCRIPT)
+    exp = tmp_path / "exp"
+    killed = start_and_kill(script, exp, condition=_some_done_one_running)
+    assert killed["cleanup_s"] is not None and killed["cleanup_s"] < 5.0, killed
+    with pytest.raises(lm.ConfigurationError, match=r"the ablation study \(components, seeds and hparams\)"):
+        lm.ablate(SignalNet, datamodule=SignalData, metric="val_acc", max_epochs=3, hparams={"lr": 0.05},
+                  seeds=2, workers=2, verbose=False, resume=exp)
+    resumed = run(script, exp, "resume", "")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "RESULT 8" in resumed.stdout  # base + 7 components
+    final = replay(exp / "journal.jsonl")
+    assert len(final) == 8 and all(t.state is lm.TrialState.COMPLETED and t.epochs_done == 3 for t in final.values())
+    after = reports_after_resume(exp)
+    for tid, before in killed["trials"].items():
+        if before.state.finished:
+            assert tid not in after, tid
+        elif before.state is lm.TrialState.RUNNING and len(before.history) >= 2:
+            assert after.get(tid) and min(after[tid]) >= 1, (tid, after.get(tid))  # from its checkpoint
+    table = json.loads((exp / "result.json").read_text())["ablation"]
+    assert len(table["rows"]) == 8 and all(r["n"] == 1 for r in table["rows"])

@@ -1,0 +1,68 @@
+"""The files a study leaves behind, read back: the TensorBoard HParams summary."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from lightning_maggy.results import SearchResult, write_result
+from lightning_maggy.trial import Trial, TrialState
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _result(exp: Path) -> SearchResult:
+    done = Trial.create({"lr": 0.1, "act": "relu", "bn": True}, budget=3).evolve(
+        state=TrialState.COMPLETED, history=(0.5, 0.7, 0.8), final_metric=0.8
+    )
+    failed = Trial.create({"lr": 0.2, "act": "gelu", "bn": False}, budget=3).evolve(state=TrialState.FAILED)
+    return SearchResult(trials=[done, failed], metric="val_acc", direction="max", exp_dir=str(exp),
+                        stop_reason="finished", best_trial=done)
+
+
+def test_the_hparams_summary_reads_back_with_configs_and_metrics(tmp_path: Path) -> None:
+    from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
+    from tensorboard.compat.proto.event_pb2 import Event
+    from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
+
+    result = _result(tmp_path)
+    write_result(result)
+    done = result.trials[0]
+    runs = sorted(p.name for p in (tmp_path / "tensorboard").iterdir())
+    assert runs == [done.trial_id]  # the failed trial has no metric: no run
+    (events_file,) = list((tmp_path / "tensorboard" / done.trial_id).iterdir())
+    scalars, plugin = {}, {}
+    for record in RawEventFileLoader(str(events_file)).Load():
+        event = Event.FromString(record)
+        for value in event.summary.value:
+            if value.metadata.plugin_data.plugin_name == "hparams":
+                data = HParamsPluginData.FromString(value.metadata.plugin_data.content)
+                plugin[value.tag] = data
+            else:
+                scalars[value.tag] = value.simple_value
+    assert scalars == {"hparam/val_acc": 0.800000011920929, "hparam/epochs": 3.0}
+    start = plugin["_hparams_/session_start_info"].session_start_info.hparams
+    assert start["lr"].number_value == 0.1 and start["act"].string_value == "relu" and start["bn"].bool_value
+    experiment = plugin["_hparams_/experiment"].experiment
+    assert {i.name for i in experiment.hparam_infos} == {"lr", "act", "bn"}
+    assert [m.name.tag for m in experiment.metric_infos] == ["hparam/val_acc", "hparam/epochs"]
+
+
+def test_writing_the_result_does_not_import_torch(tmp_path: Path) -> None:
+    code = textwrap.dedent(f"""
+        import sys
+        from pathlib import Path
+        sys.path.insert(0, {str(REPO / 'tests')!r})
+        from test_results import _result
+        from lightning_maggy.results import write_result
+        write_result(_result(Path({str(tmp_path)!r})))
+        print("torch imported:", "torch" in sys.modules)
+    """)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "torch imported: False" in out.stdout
+    assert (tmp_path / "result.json").exists() and any((tmp_path / "tensorboard").iterdir())

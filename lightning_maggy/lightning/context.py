@@ -67,8 +67,16 @@ class TrialContext:
         last = os.path.join(self.trial_dir, "checkpoints", "last.ckpt")
         return last if os.path.exists(last) else None
 
-    def report(self, epoch: int, value: float) -> Decision:
-        """Sends one metric report and returns the server's decision."""
+    def report(self, epoch: int, value: float, wait: bool = False) -> Decision:
+        """Sends one metric report and returns the server's decision.
+
+        Args:
+            wait: wait for the answer even where only CONTINUE can answer (``async_until``):
+                the report is then in the driver's journal before this returns. The Lightning
+                callback waits, so that the checkpoint written after an epoch's report is never
+                ahead of the record: a driver that dies cannot leave a checkpoint whose epochs a
+                resumed study has no values for.
+        """
         message = {
             "type": "report",
             "worker_id": self.worker_id,
@@ -77,7 +85,7 @@ class TrialContext:
             "value": float(value),
         }
         with _lock:
-            if epoch < self.async_until:  # the answer can only be CONTINUE: don't wait for it
+            if epoch < self.async_until and not wait:  # only CONTINUE can answer: don't wait
                 self._client.send({**message, "sync": False})
                 decision = Decision.CONTINUE.value
             else:

@@ -152,3 +152,64 @@ def test_sigterm_to_a_worker_unwinds_its_trial_which_resumes_from_its_checkpoint
     assert len(lost) == 1 and "exited with code 143" in lost[0]["error"]  # 128 + SIGTERM: a clean exit
     assert len({e["pid"] for e in events if e["event"] == "worker"}) == 2  # a replacement worker
 
+
+
+LONG_TRIALS_SCRIPT = """
+import sys, time
+import torch
+import pytorch_lightning as pl
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+import lightning_maggy as lm
+
+
+class Slow(pl.LightningModule):
+    def __init__(self, lr):
+        super().__init__()
+        self.lr, self.net = lr, nn.Linear(4, 2)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        time.sleep(0.2)  # long epochs: 4 steps of 0.2 s
+        return nn.functional.cross_entropy(self.net(x), y)
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        self.log("val_loss", nn.functional.cross_entropy(self.net(x), y))
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=self.lr)
+
+
+def data(hparams):
+    x = torch.randn(64, 4, generator=torch.Generator().manual_seed(0))
+    ds = TensorDataset(x, (x[:, 0] > 0).long())
+
+    class DM(pl.LightningDataModule):
+        def train_dataloader(self):
+            return DataLoader(ds, batch_size=16)
+
+        def val_dataloader(self):
+            return DataLoader(ds, batch_size=64)
+
+    return DM()
+
+
+lm.search(Slow, lm.Searchspace(lr=lm.Double(0.01, 0.1)), datamodule=data, metric="val_loss", direction="min",
+          optimizer="random", num_trials=2, max_epochs=200, workers=2, exp_dir=sys.argv[1], verbose=False)
+"""
+
+
+def _both_training(trials: dict) -> bool:
+    return sum(t.state is lm.TrialState.RUNNING and len(t.history) >= 1 for t in trials.values()) == 2
+
+
+def test_workers_in_the_middle_of_long_trials_leave_with_their_driver(tmp_path: Path) -> None:
+    """Each trial would train for minutes more: the workers must notice the driver is gone and
+    stop (before, they trained on for minutes and ignored SIGTERM)."""
+    script = tmp_path / "long_trials.py"
+    script.write_text(LONG_TRIALS_SCRIPT)
+    killed = start_and_kill(script, tmp_path / "exp", condition=_both_training)
+    print(f"processes gone after: {killed['gone_after']} ({killed['tree']})")
+    assert killed["cleanup_s"] is not None, f"still alive 30 s after the driver was killed: {killed['left']}"
+    assert killed["cleanup_s"] < 5.0, killed

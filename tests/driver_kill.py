@@ -101,7 +101,8 @@ print("RESULT", result.stop_reason, len(result.trials), flush=True)
 
 def env() -> dict[str, str]:
     out = dict(os.environ)
-    out["PYTHONPATH"] = os.pathsep.join([str(REPO), str(REPO / "tests"), out.get("PYTHONPATH", "")])
+    tests = REPO / "tests"
+    out["PYTHONPATH"] = os.pathsep.join([str(REPO), str(tests), str(tests / "ablation"), out.get("PYTHONPATH", "")])
     out["PYSPARK_PYTHON"] = sys.executable
     out["PYSPARK_DRIVER_PYTHON"] = sys.executable
     return out
@@ -175,13 +176,18 @@ def cmdline(pid: int) -> str:
         return "?"
 
 
-def wait_gone(pids: list[int], timeout: float) -> float | None:
-    """Seconds until every pid is gone, or None if some still live after ``timeout``."""
+def wait_gone(pids: list[int], timeout: float, each: dict[int, float] | None = None) -> float | None:
+    """Seconds until every pid is gone, or None if some still live after ``timeout``; ``each``
+    receives the seconds until each pid was gone."""
     start = time.monotonic()
+    each = {} if each is None else each
     while time.monotonic() - start < timeout:
-        if not any(alive(p) for p in pids):
+        for pid in pids:
+            if pid not in each and not alive(pid):
+                each[pid] = round(time.monotonic() - start, 2)
+        if len(each) == len(pids):
             return time.monotonic() - start
-        time.sleep(0.05)
+        time.sleep(0.02)
     return None
 
 
@@ -237,9 +243,13 @@ def start_and_kill(
         proc.wait(30)
         at_kill = replay(journal)
         described = {pid: cmdline(pid) for pid in tree}
-        took = wait_gone(tree, 30.0)
+        each: dict[int, float] = {}
+        took = wait_gone(tree, 30.0, each)
         left = [pid for pid in tree if alive(pid)]
-        return {"trials": at_kill, "tree": described, "cleanup_s": took, "left": {p: described[p] for p in left}}
+        return {
+            "trials": at_kill, "tree": described, "cleanup_s": took, "gone_after": each,
+            "left": {p: described[p] for p in left},
+        }
     finally:
         if proc.poll() is None:
             proc.kill()

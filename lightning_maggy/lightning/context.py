@@ -104,8 +104,15 @@ class TrialContext:
         last = os.path.join(self.trial_dir, "checkpoints", "last.ckpt")
         return last if os.path.exists(last) else None
 
-    def report(self, epoch: int, value: float) -> Decision:
+    def report(self, epoch: int, value: float, wait: bool = False) -> Decision:
         """Sends one metric report and returns the server's decision.
+
+        Args:
+            wait: wait for the answer even where only CONTINUE can answer (``async_until``):
+                the report is then in the driver's journal before this returns. The Lightning
+                callback waits, so that the checkpoint written after an epoch's report is never
+                ahead of the record: a driver that dies cannot leave a checkpoint whose epochs a
+                resumed study has no values for.
 
         Raises:
             TrialDropped: the server refused the report: this attempt is stale.
@@ -114,7 +121,7 @@ class TrialContext:
         try:
             self.absorb_pending_drop()
             self.check_dropped()
-            decision = self._send_report(epoch, value)
+            decision = self._send_report(epoch, value, wait)
         finally:
             self.in_request = False
         self.last_value = float(value)
@@ -122,7 +129,7 @@ class TrialContext:
         self._append_metrics(epoch, value)
         return self.last_decision
 
-    def _send_report(self, epoch: int, value: float) -> str:
+    def _send_report(self, epoch: int, value: float, wait: bool) -> str:
         message = {
             "type": "report",
             "worker_id": self.worker_id,
@@ -134,7 +141,7 @@ class TrialContext:
         with _lock:
             # Below async_until the answer can only be CONTINUE: don't wait for it. A NaN/inf
             # value is always awaited: the server stops such a trial at once.
-            if epoch < self.async_until and math.isfinite(value):
+            if epoch < self.async_until and math.isfinite(value) and not wait:
                 self._client.send({**message, "sync": False})
                 decision = Decision.CONTINUE.value
             else:

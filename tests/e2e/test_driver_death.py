@@ -49,7 +49,8 @@ def test_a_sigkilled_driver_leaves_no_process_and_resume_finishes_its_study(tmp_
     exp = tmp_path / "exp"
     killed = start_and_kill(script, exp, "local")
     tree = killed["tree"]
-    print(f"driver killed; its {len(tree)} processes were gone after {killed['cleanup_s']} s: {tree}")
+    print(f"driver killed; its {len(tree)} processes were gone after {killed['cleanup_s']} s: {tree}; "
+          f"each after: {killed['gone_after']}")
     assert any("forkserver" in c for c in tree.values()), tree
     workers = {e["pid"] for e in read_journal(exp / "journal.jsonl") if e["event"] == "worker"}
     assert workers and workers <= set(tree), (workers, tree)
@@ -152,46 +153,63 @@ def test_sigterm_to_a_worker_unwinds_its_trial_which_resumes_from_its_checkpoint
     assert len({e["pid"] for e in events if e["event"] == "worker"}) == 2  # a replacement worker
 
 
-ABLATION_SCRIPT = """
-import sys
-from ablation_models import SignalData, SignalNet
+
+LONG_TRIALS_SCRIPT = """
+import sys, time
+import torch
+import pytorch_lightning as pl
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
 import lightning_maggy as lm
 
-exp_dir, mode = sys.argv[1], sys.argv[2]
-where = dict(resume=exp_dir) if mode == "resume" else dict(exp_dir=exp_dir)
-result = lm.ablate(SignalNet, datamodule=SignalData, metric="val_acc", max_epochs=3, hparams={"lr": 0.05},
-                   seeds=1, workers=2, verbose=False, **where)
-print("RESULT", len(result.rows), flush=True)
+
+class Slow(pl.LightningModule):
+    def __init__(self, lr):
+        super().__init__()
+        self.lr, self.net = lr, nn.Linear(4, 2)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        time.sleep(0.2)  # long epochs: 4 steps of 0.2 s
+        return nn.functional.cross_entropy(self.net(x), y)
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        self.log("val_loss", nn.functional.cross_entropy(self.net(x), y))
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=self.lr)
+
+
+def data(hparams):
+    x = torch.randn(64, 4, generator=torch.Generator().manual_seed(0))
+    ds = TensorDataset(x, (x[:, 0] > 0).long())
+
+    class DM(pl.LightningDataModule):
+        def train_dataloader(self):
+            return DataLoader(ds, batch_size=16)
+
+        def val_dataloader(self):
+            return DataLoader(ds, batch_size=64)
+
+    return DM()
+
+
+lm.search(Slow, lm.Searchspace(lr=lm.Double(0.01, 0.1)), datamodule=data, metric="val_loss", direction="min",
+          optimizer="random", num_trials=2, max_epochs=200, workers=2, exp_dir=sys.argv[1], verbose=False)
 """
 
 
-def _some_done_one_running(trials: dict) -> bool:
-    states = [t.state for t in trials.values()]
-    running = [t for t in trials.values() if t.state is lm.TrialState.RUNNING and 2 <= len(t.history) < 3]
-    return states.count(lm.TrialState.COMPLETED) >= 2 and bool(running)
+def _both_training(trials: dict) -> bool:
+    return sum(t.state is lm.TrialState.RUNNING and len(t.history) >= 1 for t in trials.values()) == 2
 
 
-def test_a_sigkilled_ablation_study_resumes_and_refuses_other_seeds(tmp_path: Path) -> None:
-    from ablation_models import SignalData, SignalNet
-
-    script = tmp_path / "ablation_script.py"
-    script.write_text(ABLATION_SCRIPT)
-    exp = tmp_path / "exp"
-    killed = start_and_kill(script, exp, condition=_some_done_one_running)
-    assert killed["cleanup_s"] is not None and killed["cleanup_s"] < 5.0, killed
-    with pytest.raises(lm.ConfigurationError, match=r"the ablation study \(components, seeds and hparams\)"):
-        lm.ablate(SignalNet, datamodule=SignalData, metric="val_acc", max_epochs=3, hparams={"lr": 0.05},
-                  seeds=2, workers=2, verbose=False, resume=exp)
-    resumed = run(script, exp, "resume", "")
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "RESULT 8" in resumed.stdout  # base + 7 components
-    final = replay(exp / "journal.jsonl")
-    assert len(final) == 8 and all(t.state is lm.TrialState.COMPLETED and t.epochs_done == 3 for t in final.values())
-    after = reports_after_resume(exp)
-    for tid, before in killed["trials"].items():
-        if before.state.finished:
-            assert tid not in after, tid
-        elif before.state is lm.TrialState.RUNNING and len(before.history) >= 2:
-            assert after.get(tid) and min(after[tid]) >= 1, (tid, after.get(tid))  # from its checkpoint
-    table = json.loads((exp / "result.json").read_text())["ablation"]
-    assert len(table["rows"]) == 8 and all(r["n"] == 1 for r in table["rows"])
+def test_workers_in_the_middle_of_long_trials_leave_with_their_driver(tmp_path: Path) -> None:
+    """Each trial would train for minutes more: the workers must notice the driver is gone and
+    stop (before, they trained on for minutes and ignored SIGTERM)."""
+    script = tmp_path / "long_trials.py"
+    script.write_text(LONG_TRIALS_SCRIPT)
+    killed = start_and_kill(script, tmp_path / "exp", condition=_both_training)
+    print(f"processes gone after: {killed['gone_after']} ({killed['tree']})")
+    assert killed["cleanup_s"] is not None, f"still alive 30 s after the driver was killed: {killed['left']}"
+    assert killed["cleanup_s"] < 5.0, killed

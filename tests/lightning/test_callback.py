@@ -48,3 +48,41 @@ def test_lightning_pytorch_namespace_accepts_the_callback():
 def test_bad_metric_argument_is_rejected():
     with pytest.raises(ValueError, match="metric must be a non-empty str"):
         MaggyCallback(metric="")
+
+
+def test_in_a_search_every_report_waits_for_its_answer_before_the_checkpoint(tmp_path):
+    """Even where only CONTINUE can answer (``async_until``), the callback waits: the epoch's
+    checkpoint, written after the report, must never be ahead of the driver's journal."""
+    import threading
+
+    from lightning_maggy.lightning.context import TrialContext, _set_current
+    from lightning_maggy.transport import InProcessServer
+
+    server = InProcessServer(b"k")
+    client = server.connect("w0")
+    seen: list[dict] = []
+    stop = threading.Event()
+
+    def serve():
+        while not stop.is_set():
+            item = server.recv(timeout=0.05)
+            if item is not None:
+                seen.append(item[1])
+                if item[1].get("sync", True):
+                    server.send(item[0], {"type": "decision", "decision": "continue"})
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    ctx = TrialContext(client=client, worker_id=0, trial={"trial_id": "t", "config": {}, "budget": 3,
+                       "async_until": 2**31 - 1}, trial_dir=str(tmp_path), metric="val_acc", direction="max")
+    _set_current(ctx)
+    try:
+        trainer = _trainer(pl, callbacks=[MaggyCallback(metric="val_acc")], max_epochs=3)
+        trainer.fit(TinyClassifier(), datamodule=BlobsDataModule())
+    finally:
+        _set_current(None)
+        stop.set()
+        thread.join(5)
+    reports = [m for m in seen if m["type"] == "report"]
+    assert [m["epoch"] for m in reports] == [0, 1, 2]
+    assert all(m.get("sync", True) for m in reports)

@@ -28,7 +28,8 @@ def test_a_sigkilled_spark_driver_leaves_no_process_and_resume_finishes_its_stud
     exp = tmp_path / "exp"
     killed = start_and_kill(script, exp, "spark", timeout=600)
     tree = killed["tree"]
-    print(f"driver killed; its {len(tree)} processes were gone after {killed['cleanup_s']} s: {tree}")
+    print(f"driver killed; its {len(tree)} processes were gone after {killed['cleanup_s']} s: {tree}; "
+          f"each after: {killed['gone_after']}")
     assert any("java" in c for c in tree.values()), tree  # the JVM with the executors
     workers = {e["pid"] for e in read_journal(exp / "journal.jsonl") if e["event"] == "worker"}
     assert workers and workers <= set(tree), (workers, tree)

@@ -365,11 +365,14 @@ def run_worker(
             heartbeat.trial_thread = threading.get_ident()
             heartbeat.ctx = ctx
             _set_current(ctx)
+            outcome = None
             try:
                 with _output_to(os.path.join(trial_dir, "output.log")):
                     outcome = _run_attempt(launch.task, ctx, heartbeat)
             finally:
                 _set_current(None)
+                if outcome is None:  # unwinding (SIGTERM, the driver gone): keep this run's rows
+                    ctx.close()
             if outcome["status"] == "dropped":
                 ctx.drop(outcome["error"] or "dropped")  # its rows are not the trial's record
             ctx.close()

@@ -58,6 +58,7 @@ def test_a_killed_spark_worker_loses_its_trial_which_resumes_from_its_checkpoint
     exp = tmp_path / "exp"
     box: dict = {}
     lrs = [0.01, 0.03, 0.1, 0.3]
+    before = set(threading.enumerate())  # earlier tests' threads are not this study's
 
     def run() -> None:
         try:
@@ -222,7 +223,9 @@ def _kill_mid_trial_and_check(cluster, exp: Path, thread: threading.Thread, box:
 
     # Nothing lingers: the job thread ended, the session the backend built is stopped, the master
     # lists the application as finished and the surviving executor and its python workers are gone.
-    lingering = [t.name for t in threading.enumerate() if t.name.startswith("maggy-") and t.is_alive()]
+    lingering = [
+        t.name for t in threading.enumerate() if t.name.startswith("maggy-") and t.is_alive() and t not in before
+    ]
     assert not lingering, f"driver threads still running: {lingering}"  # the Spark job's, the journal's
     from pyspark import SparkContext
 

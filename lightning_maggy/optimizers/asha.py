@@ -20,7 +20,7 @@ from lightning_maggy.optimizers.base import ALWAYS, IDLE, SuggestionResult
 from lightning_maggy.optimizers.random_search import ConfigDrawer, DrawingOptimizer, Suggester
 from lightning_maggy.trial import Decision, Trial, TrialState
 
-__all__ = ["ASHA", "promotable", "rung_budgets", "rung_results"]
+__all__ = ["ASHA", "check_resources", "promotable", "rung_budgets", "rung_results"]
 
 _DIRECTIONS = ("max", "min")
 
@@ -41,6 +41,20 @@ def _check_reduction_factor(value: Any, where: str) -> None:
 def _check_positive_int(name: str, value: Any, where: str, example: str) -> None:
     if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
         raise ConfigurationError(f"{where}: {name}={value!r} must be an int >= 1 (epochs); e.g. {example}.")
+
+
+def check_resources(reduction_factor: Any, resource_min: Any, resource_max: Any, where: str) -> None:
+    """Checks eta, r and R (None: ``max_epochs``) as ASHA-like optimizers take them."""
+    _check_reduction_factor(reduction_factor, where)
+    _check_positive_int("resource_min", resource_min, where, f"{where}(resource_min=1)")
+    if resource_max is not None:
+        _check_positive_int("resource_max", resource_max, where, f"{where}(resource_max=27)")
+        if resource_max < resource_min:
+            raise ConfigurationError(
+                f"{where}: resource_max={resource_max} must be >= resource_min={resource_min} "
+                "(the top rung cannot train less than the bottom one); raise resource_max or "
+                "lower resource_min."
+            )
 
 
 def rung_budgets(resource_min: int, reduction_factor: float, resource_max: int) -> list[int]:
@@ -159,16 +173,7 @@ class ASHA(DrawingOptimizer):
         suggester: Suggester | None = None,
         max_retries: int = 100,
     ) -> None:
-        _check_reduction_factor(reduction_factor, "ASHA")
-        _check_positive_int("resource_min", resource_min, "ASHA", "ASHA(resource_min=1)")
-        if resource_max is not None:
-            _check_positive_int("resource_max", resource_max, "ASHA", "ASHA(resource_max=27)")
-            if resource_max < resource_min:
-                raise ConfigurationError(
-                    f"ASHA: resource_max={resource_max} must be >= resource_min={resource_min} "
-                    "(the top rung cannot train less than the bottom one); raise resource_max or "
-                    "lower resource_min."
-                )
+        check_resources(reduction_factor, resource_min, resource_max, "ASHA")
         super().__init__(seed=seed)
         self.reduction_factor = reduction_factor
         self.resource_min = int(resource_min)

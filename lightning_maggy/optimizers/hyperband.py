@@ -23,8 +23,7 @@ from typing import Any
 
 from lightning_maggy.exceptions import ConfigurationError
 from lightning_maggy.optimizers.asha import (
-    _check_positive_int,
-    _check_reduction_factor,
+    check_resources,
     promotable,
     rung_budgets,
     rung_results,
@@ -173,16 +172,7 @@ class Hyperband(DrawingOptimizer):
         suggester: Suggester | None = None,
         max_retries: int = 100,
     ) -> None:
-        _check_reduction_factor(reduction_factor, "Hyperband")
-        _check_positive_int("resource_min", resource_min, "Hyperband", "Hyperband(resource_min=1)")
-        if resource_max is not None:
-            _check_positive_int("resource_max", resource_max, "Hyperband", "Hyperband(resource_max=27)")
-            if resource_max < resource_min:
-                raise ConfigurationError(
-                    f"Hyperband: resource_max={resource_max} must be >= resource_min={resource_min} "
-                    "(the top rung cannot train less than the bottom one); raise resource_max or "
-                    "lower resource_min."
-                )
+        check_resources(reduction_factor, resource_min, resource_max, "Hyperband")
         if brackets is not None:
             _check_brackets(brackets, "Hyperband")
             if resource_max is not None:

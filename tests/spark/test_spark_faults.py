@@ -11,6 +11,7 @@ from its last checkpoint. At the end the job group is cancelled, the pending ret
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import math
 import pickle
@@ -58,7 +59,6 @@ def test_a_killed_spark_worker_loses_its_trial_which_resumes_from_its_checkpoint
     exp = tmp_path / "exp"
     box: dict = {}
     lrs = [0.01, 0.03, 0.1, 0.3]
-    before = set(threading.enumerate())  # earlier tests' threads are not this study's
 
     def run() -> None:
         try:
@@ -224,8 +224,14 @@ def _kill_mid_trial_and_check(cluster, exp: Path, thread: threading.Thread, box:
     # Nothing lingers: the job thread ended, the session the backend built is stopped, the master
     # lists the application as finished and the surviving executor and its python workers are gone.
     lingering = [
-        t.name for t in threading.enumerate() if t.name.startswith("maggy-") and t.is_alive() and t not in before
+        t.name for t in threading.enumerate()
+        if t.name.startswith("maggy-") and t.name != "maggy-journal-sync" and t.is_alive()
     ]
+    # The study's journal is closed: the lock a driver holds on it while writing is free again.
+    # (Checked on the file: other tests in this process may leave journals of their own open.)
+    with open(exp / "journal.jsonl", "rb") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)  # raises if a driver still holds it
+        fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
     assert not lingering, f"driver threads still running: {lingering}"  # the Spark job's, the journal's
     from pyspark import SparkContext
 

@@ -45,7 +45,8 @@ def spark():
 
 
 def test_two_worker_asha_search_on_spark(spark, tmp_path):
-    space = lm.Searchspace(lr=lm.Double(1e-3, 0.5, log=True), hidden=lm.Integer(4, 32))
+    # Epochs of 0.3 s: the study lasts long enough for both tasks to start on a loaded machine.
+    space = lm.Searchspace(lr=lm.Double(1e-3, 0.5, log=True), hidden=lm.Integer(4, 32), epoch_sleep=lm.Discrete([0.3]))
     result = lm.search(
         TinyClassifier,
         space,

@@ -20,7 +20,7 @@ from lightning_maggy.optimizers.base import ALWAYS, IDLE, SuggestionResult
 from lightning_maggy.optimizers.random_search import ConfigDrawer, DrawingOptimizer, Suggester
 from lightning_maggy.trial import Decision, Trial, TrialState
 
-__all__ = ["ASHA", "check_resources", "promotable", "rung_budgets", "rung_results"]
+__all__ = ["ASHA", "check_resources", "check_resources_fit", "promotable", "rung_budgets", "rung_results"]
 
 _DIRECTIONS = ("max", "min")
 
@@ -55,6 +55,24 @@ def check_resources(reduction_factor: Any, resource_min: Any, resource_max: Any,
                 "(the top rung cannot train less than the bottom one); raise resource_max or "
                 "lower resource_min."
             )
+
+
+def check_resources_fit(resource_min: int, resource_max: int | None, max_epochs: int, where: str) -> None:
+    """Checks r and R (None: ``max_epochs``) against the experiment's ``max_epochs``."""
+    R = resource_max if resource_max is not None else max_epochs
+    source = "resource_max" if resource_max is not None else "max_epochs (resource_max=None)"
+    if R < resource_min:
+        raise ConfigurationError(
+            f"{where}: resource_min={resource_min} must be <= {source}={R}: the bottom rung "
+            f"cannot train more epochs than the top one. Lower resource_min or raise "
+            f"{'resource_max' if resource_max is not None else 'max_epochs'}."
+        )
+    if resource_max is not None and resource_max > max_epochs:
+        raise ConfigurationError(
+            f"{where}: resource_max={resource_max} must be <= max_epochs={max_epochs} "
+            "(a trial never trains longer than max_epochs); lower resource_max, raise "
+            "max_epochs, or pass resource_max=None to use max_epochs."
+        )
 
 
 def rung_budgets(resource_min: int, reduction_factor: float, resource_max: int) -> list[int]:
@@ -187,20 +205,7 @@ class ASHA(DrawingOptimizer):
         return self.resource_max if self.resource_max is not None else self.max_epochs
 
     def validate(self) -> None:
-        R = self.max_resource
-        source = "resource_max" if self.resource_max is not None else "max_epochs (resource_max=None)"
-        if R < self.resource_min:
-            raise ConfigurationError(
-                f"ASHA: resource_min={self.resource_min} must be <= {source}={R}: the bottom rung "
-                f"cannot train more epochs than the top one. Lower resource_min or raise "
-                f"{'resource_max' if self.resource_max is not None else 'max_epochs'}."
-            )
-        if self.resource_max is not None and self.resource_max > self.max_epochs:
-            raise ConfigurationError(
-                f"ASHA: resource_max={self.resource_max} must be <= max_epochs={self.max_epochs} "
-                "(a trial never trains longer than max_epochs); lower resource_max, raise "
-                "max_epochs, or pass resource_max=None to use max_epochs."
-            )
+        check_resources_fit(self.resource_min, self.resource_max, self.max_epochs, "ASHA")
 
     def initialize(self) -> None:
         self.budgets = rung_budgets(self.resource_min, self.reduction_factor, self.max_resource)

@@ -24,6 +24,7 @@ from typing import Any
 from lightning_maggy.exceptions import ConfigurationError
 from lightning_maggy.optimizers.asha import (
     check_resources,
+    check_resources_fit,
     promotable,
     rung_budgets,
     rung_results,
@@ -202,20 +203,8 @@ class Hyperband(DrawingOptimizer):
         return self.resource_max if self.resource_max is not None else self.max_epochs
 
     def validate(self) -> None:
+        check_resources_fit(self.resource_min, self.resource_max, self.max_epochs, "Hyperband")
         R = self.max_resource
-        source = "resource_max" if self.resource_max is not None else "max_epochs (resource_max=None)"
-        if R < self.resource_min:
-            raise ConfigurationError(
-                f"Hyperband: resource_min={self.resource_min} must be <= {source}={R}: the bottom "
-                f"rung cannot train more epochs than the top one. Lower resource_min or raise "
-                f"{'resource_max' if self.resource_max is not None else 'max_epochs'}."
-            )
-        if self.resource_max is not None and self.resource_max > self.max_epochs:
-            raise ConfigurationError(
-                f"Hyperband: resource_max={self.resource_max} must be <= max_epochs={self.max_epochs} "
-                "(a trial never trains longer than max_epochs); lower resource_max, raise "
-                "max_epochs, or pass resource_max=None to use max_epochs."
-            )
         if self.brackets is not None:
             limit = max_brackets(self.resource_min, self.reduction_factor, R)
             if self.brackets > limit:

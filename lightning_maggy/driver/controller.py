@@ -25,7 +25,7 @@ answer, and the study ends with :attr:`StopReason.STALLED` and a message saying 
 
 Non-finite metrics (NaN, +-inf): the report is recorded as NaN, the trial is told to STOP and
 ends STOPPED with no final metric and an ``error`` that names the value, so it is never promoted
-(ASHA ranks NaN last and promotes only PAUSED trials) and never the best trial.
+(ASHA ranks NaN last and never promotes a STOPPED trial) and never the best trial.
 """
 
 from __future__ import annotations
@@ -41,7 +41,14 @@ from types import MappingProxyType
 from typing import Any
 
 from lightning_maggy.driver.jobs import JobRunner
-from lightning_maggy.driver.journal import CAUSE_ABORT, CAUSE_END, CAUSE_RESUME, Journal, history_with
+from lightning_maggy.driver.journal import (
+    CAUSE_ABORT,
+    CAUSE_END,
+    CAUSE_RESUME,
+    Journal,
+    history_with,
+    non_finite_note,
+)
 from lightning_maggy.earlystop.base import AbstractEarlyStop, NoEarlyStop
 from lightning_maggy.exceptions import BackendError
 from lightning_maggy.optimizers.base import IDLE, AbstractOptimizer
@@ -113,6 +120,9 @@ class Controller:
         elapsed: seconds the resumed study has already run (counted against ``timeout``).
         optimizer_state: the optimizer's ``state_dict()`` from when the study started (loaded
             after its setup, before it sees the resumed records).
+        non_finite: a resumed study's trials stopped by the NaN/inf policy (trial_id -> note,
+            :attr:`~lightning_maggy.driver.journal.StudyLog.non_finite`): one that was still
+            running is recorded STOPPED instead of being resumed.
     """
 
     def __init__(
@@ -136,6 +146,7 @@ class Controller:
         trials: Mapping[str, Trial] | None = None,
         elapsed: float = 0.0,
         optimizer_state: Mapping[str, Any] | None = None,
+        non_finite: Mapping[str, str] | None = None,
     ) -> None:
         self.trials: dict[str, Trial] = dict(trials or {})
         self.view = MappingProxyType(self.trials)
@@ -165,7 +176,8 @@ class Controller:
         self._finalized = False
         # trials in state RUNNING, kept by _update (O(1) end-of-study checks)
         self._n_running = sum(t.state is TrialState.RUNNING for t in self.trials.values())
-        self._nonfinite: dict[str, str] = {}  # trial_id -> why (the NaN/inf policy)
+        # trial_id -> why (the NaN/inf policy); a resumed study's from its journal
+        self._nonfinite: dict[str, str] = dict(non_finite or {})
         self.refused = 0  # stale or hostile reports, finals and heartbeats (changed nothing)
         # Why the optimizer's last answer was no trial (IDLE / duplicates), and the state
         # version it was given at: unchanged state + nothing running = a stall.
@@ -190,7 +202,16 @@ class Controller:
         for trial in list(self.trials.values()):
             if trial.state is TrialState.FAILED:
                 self.failures += 1
-            if trial.state in (TrialState.RUNNING, TrialState.LOST, TrialState.PENDING):
+            if trial.state in (TrialState.RUNNING, TrialState.LOST, TrialState.PENDING) and (
+                trial.trial_id in self._nonfinite
+            ):
+                # Told to STOP for a NaN/inf before the driver died: the policy, not a resume.
+                self._update(
+                    trial.evolve(state=TrialState.STOPPED, worker=None, finished=time.time(), final_metric=None,
+                                 error=self._nonfinite[trial.trial_id]),
+                    cause=CAUSE_RESUME,
+                )
+            elif trial.state in (TrialState.RUNNING, TrialState.LOST, TrialState.PENDING):
                 # The driver died (or was interrupted), not the trial: no retry is counted.
                 lost = trial.evolve(state=TrialState.LOST, worker=None)
                 self._update(lost, cause=CAUSE_RESUME)
@@ -474,10 +495,7 @@ class Controller:
         """The NaN/inf policy: record NaN, stop the trial, never promote it or count it best."""
         tid = trial.trial_id
         if tid not in self._nonfinite:
-            self._nonfinite[tid] = (
-                f"reported a non-finite metric ({value!r}) at epoch {epoch}; stopped, and not "
-                "eligible for promotion or best (NaN/inf policy)"
-            )
+            self._nonfinite[tid] = non_finite_note(repr(value), epoch)
             self.journal.append("non_finite", trial_id=tid, attempt=trial.attempt, epoch=epoch, value=repr(value))
         self._version += 1
         self.trials[tid] = trial.evolve(history=history_with(trial.history, epoch, math.nan))
@@ -531,7 +549,7 @@ class Controller:
             state = TrialState.PAUSED
         elif status == "stopped":
             state = TrialState.STOPPED
-        elif trial.history and len(trial.history) >= trial.budget and trial.budget < self.max_epochs:
+        elif trial.history and len(trial.history) >= trial.budget and self.optimizer.pauses_at_budget(trial):
             state = TrialState.PAUSED
         else:
             state = TrialState.COMPLETED
@@ -677,6 +695,7 @@ class Controller:
                 "retries": trial.retries,
                 "attempt": trial.attempt,
                 "async_until": self._async_until(trial),
+                "rungs": type(self.optimizer).__name__ if self.optimizer.uses_rungs else None,
             },
         }
 

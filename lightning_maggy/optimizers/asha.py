@@ -16,11 +16,20 @@ from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from lightning_maggy.exceptions import ConfigurationError
-from lightning_maggy.optimizers.base import ALWAYS, IDLE, SuggestionResult
+from lightning_maggy.optimizers.base import ALWAYS, IDLE, Idle, SuggestionResult
 from lightning_maggy.optimizers.random_search import ConfigDrawer, DrawingOptimizer, Suggester
 from lightning_maggy.trial import Decision, Trial, TrialState
 
-__all__ = ["ASHA", "check_resources", "check_resources_fit", "promotable", "rung_budgets", "rung_results"]
+__all__ = [
+    "ASHA",
+    "RungDecisions",
+    "check_resources",
+    "check_resources_fit",
+    "promotable",
+    "promotion_at",
+    "rung_budgets",
+    "rung_results",
+]
 
 _DIRECTIONS = ("max", "min")
 
@@ -151,7 +160,59 @@ def rung_results(trials: Mapping[str, Trial], budget: int) -> dict[str, float]:
     return {tid: float(t.history[budget - 1]) for tid, t in trials.items() if len(t.history) >= budget}
 
 
-class ASHA(DrawingOptimizer):
+def promotion_at(
+    trials: Mapping[str, Trial], budget: int, next_budget: int, reduction_factor: float, direction: str
+) -> Trial | Idle | None:
+    """The promotion out of the rung of ``budget`` epochs among ``trials``, if any.
+
+    Goes through :func:`promotable` best first. The first candidate that is PAUSED at this rung
+    is promoted: returned evolved to ``next_budget``. A candidate that reached this rung but has
+    not ended yet (RUNNING: answered PAUSE, its worker is checkpointing it; or LOST and
+    re-queued) will be PAUSED when its end arrives, so the answer is
+    :data:`~lightning_maggy.optimizers.base.IDLE` (ask again then) rather than promoting a worse
+    trial or starting a new one: the decision never depends on message timing. Candidates that
+    ended otherwise (FAILED, STOPPED) are skipped. None: nothing in this rung is promotable.
+    """
+    results = rung_results(trials, budget)
+    promoted = [tid for tid in results if trials[tid].budget > budget]
+    for tid in promotable(results, promoted, reduction_factor, direction):
+        trial = trials[tid]
+        if trial.budget != budget:
+            continue
+        if trial.state is TrialState.PAUSED:
+            return trial.evolve(budget=next_budget)
+        if not trial.state.finished:  # RUNNING, or LOST / re-queued: its end is still to come
+            return IDLE
+    return None
+
+
+class RungDecisions:
+    """The answers to reports of an optimizer whose trials pause at rungs below the top one
+    (``max_resource``, R): ASHA, and every bracket of Hyperband."""
+
+    uses_rungs = True
+
+    @property
+    def max_resource(self) -> int:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def on_report(self, trial: Trial) -> Decision:
+        """PAUSE when the trial reached its budget and that budget is below the top rung R."""
+        if len(trial.history) >= trial.budget and trial.budget < self.max_resource:
+            return Decision.PAUSE
+        return Decision.CONTINUE
+
+    def continue_until(self, trial: Trial) -> int:
+        """Only the report of a rung's last epoch can be answered PAUSE."""
+        return trial.budget - 1 if trial.budget < self.max_resource else ALWAYS
+
+    def pauses_at_budget(self, trial: Trial) -> bool:
+        """A trial that trained its budget is PAUSED below the top rung R and COMPLETED at R
+        (even when R is below the experiment's ``max_epochs``)."""
+        return trial.budget < self.max_resource
+
+
+class ASHA(RungDecisions, DrawingOptimizer):
     """Asynchronous successive halving (Li et al. 2018, arXiv:1810.05934, Algorithm 2).
 
     Trials start on the bottom rung with ``r`` epochs. Whenever a worker is free, ASHA looks at
@@ -178,8 +239,6 @@ class ASHA(DrawingOptimizer):
     Rung budgets are ``r * eta**k`` while below R, then R: r=1, eta=3, R=27 gives
     [1, 3, 9, 27]; R=10 gives [1, 3, 9, 10].
     """
-
-    uses_rungs = True
 
     def __init__(
         self,
@@ -212,16 +271,14 @@ class ASHA(DrawingOptimizer):
         self._drawer.reset()
 
     # -- decisions ---------------------------------------------------------------------------
-    def _promotion(self) -> Trial | None:
-        """The best trial paused at a rung that may be promoted, evolved to the next budget."""
+    def _promotion(self) -> Trial | Idle | None:
+        """The promotion from the highest rung that has one (see :func:`promotion_at`)."""
         for k in range(len(self.budgets) - 2, -1, -1):
-            budget = self.budgets[k]
-            results = rung_results(self.trials, budget)
-            promoted = [tid for tid in results if self.trials[tid].budget > budget]
-            for tid in promotable(results, promoted, self.reduction_factor, self.direction):
-                trial = self.trials[tid]
-                if trial.state is TrialState.PAUSED and trial.budget == budget:
-                    return trial.evolve(budget=self.budgets[k + 1])
+            promotion = promotion_at(
+                self.trials, self.budgets[k], self.budgets[k + 1], self.reduction_factor, self.direction
+            )
+            if promotion is not None:
+                return promotion
         return None
 
     def get_suggestion(self, trial: Trial | None = None) -> SuggestionResult:
@@ -235,14 +292,3 @@ class ASHA(DrawingOptimizer):
                 return self.create_trial(config, budget=self.budgets[0], info=self._drawer.info())
         # Running trials may still reach a rung and make a paused trial promotable.
         return IDLE if self._active() else None
-
-    def on_report(self, trial: Trial) -> Decision:
-        """PAUSE when the trial reached its budget and that budget is below the top rung."""
-        if len(trial.history) >= trial.budget and trial.budget < self.max_resource:
-            return Decision.PAUSE
-        return Decision.CONTINUE
-
-    def continue_until(self, trial: Trial) -> int:
-        """Only the report of a rung's last epoch can be answered PAUSE."""
-        return trial.budget - 1 if trial.budget < self.max_resource else ALWAYS
-

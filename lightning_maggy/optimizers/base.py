@@ -196,6 +196,13 @@ class AbstractOptimizer(ABC):
         del trial
         return ALWAYS if type(self).on_report is AbstractOptimizer.on_report else 0
 
+    def pauses_at_budget(self, trial: Trial) -> bool:
+        """Whether ``trial``, whose worker ended it after training its whole ``budget`` with no
+        PAUSE answer on record, is PAUSED (it may be resumed later with a larger budget) rather
+        than COMPLETED. The default: never; ASHA and Hyperband pause below their top rung."""
+        del trial
+        return False
+
     @abstractmethod
     def finalize_experiment(self, trials: list[Trial]) -> None:
         """Called once with every trial when the experiment ends."""

@@ -23,15 +23,15 @@ from typing import Any
 
 from lightning_maggy.exceptions import ConfigurationError
 from lightning_maggy.optimizers.asha import (
+    RungDecisions,
     check_resources,
     check_resources_fit,
-    promotable,
+    promotion_at,
     rung_budgets,
-    rung_results,
 )
-from lightning_maggy.optimizers.base import ALWAYS, IDLE, SuggestionResult
+from lightning_maggy.optimizers.base import IDLE, Idle, SuggestionResult
 from lightning_maggy.optimizers.random_search import ConfigDrawer, DrawingOptimizer, Suggester
-from lightning_maggy.trial import Decision, Trial, TrialState
+from lightning_maggy.trial import Trial
 
 __all__ = ["BRACKET_KEY", "Hyperband", "bracket_budgets", "bracket_for", "max_brackets"]
 
@@ -116,7 +116,7 @@ def _bracket_of(trial: Trial) -> int | None:
     return None
 
 
-class Hyperband(DrawingOptimizer):
+class Hyperband(RungDecisions, DrawingOptimizer):
     """Asynchronous Hyperband (Li et al. 2018, arXiv:1810.05934, section 3.3).
 
     Runs brackets s = 0, ..., ``brackets - 1`` side by side; bracket s is ASHA whose bottom rung
@@ -159,8 +159,6 @@ class Hyperband(DrawingOptimizer):
 
         lm.search(MyModule, space, optimizer=lm.Hyperband(reduction_factor=3), max_epochs=27, ...)
     """
-
-    uses_rungs = True
 
     def __init__(
         self,
@@ -232,22 +230,21 @@ class Hyperband(DrawingOptimizer):
         return bracket_for(sum(len(m) for m in members), len(self.bracket_rungs))
 
     # -- decisions ---------------------------------------------------------------------------
-    def _promotion(self, members: list[dict[str, Trial]]) -> Trial | None:
-        """The best promotable PAUSED trial, evolved to its bracket's next rung: rungs from the
-        largest budget down, lower bracket first on ties, best trial of a rung first."""
+    def _promotion(self, members: list[dict[str, Trial]]) -> Trial | Idle | None:
+        """The promotion out of a rung of some bracket (see
+        :func:`~lightning_maggy.optimizers.asha.promotion_at`): rungs from the largest budget
+        down, lower bracket first on ties, best trial of a rung first."""
         rungs = [
             (rungs_s[k], s, k)
             for s, rungs_s in enumerate(self.bracket_rungs)
             for k in range(len(rungs_s) - 1)
         ]
         for budget, s, k in sorted(rungs, key=lambda item: (-item[0], item[1])):
-            bracket = members[s]
-            results = rung_results(bracket, budget)
-            promoted = [tid for tid in results if bracket[tid].budget > budget]
-            for tid in promotable(results, promoted, self.reduction_factor, self.direction):
-                trial = bracket[tid]
-                if trial.state is TrialState.PAUSED and trial.budget == budget:
-                    return trial.evolve(budget=self.bracket_rungs[s][k + 1])
+            promotion = promotion_at(
+                members[s], budget, self.bracket_rungs[s][k + 1], self.reduction_factor, self.direction
+            )
+            if promotion is not None:
+                return promotion
         return None
 
     def get_suggestion(self, trial: Trial | None = None) -> SuggestionResult:
@@ -264,13 +261,3 @@ class Hyperband(DrawingOptimizer):
                 return self.create_trial(config, budget=self.bracket_rungs[s][0], info=info)
         # Running trials may still reach a rung and make a paused trial promotable.
         return IDLE if self._active() else None
-
-    def on_report(self, trial: Trial) -> Decision:
-        """PAUSE when the trial reached its budget and that budget is below the top rung R."""
-        if len(trial.history) >= trial.budget and trial.budget < self.max_resource:
-            return Decision.PAUSE
-        return Decision.CONTINUE
-
-    def continue_until(self, trial: Trial) -> int:
-        """Only the report of a rung's last epoch can be answered PAUSE."""
-        return trial.budget - 1 if trial.budget < self.max_resource else ALWAYS

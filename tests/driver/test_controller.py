@@ -271,22 +271,75 @@ def test_asha_pauses_at_rung_then_promotes_the_same_trial_with_larger_budget(mak
     assert (a["trial_id"], TrialState.PAUSED) in h.ended and (a["trial_id"], TrialState.COMPLETED) in h.ended
 
 
-def test_final_at_budget_below_max_epochs_without_decision_is_paused(make: Any) -> None:
-    # A worker may end a trial at its budget without a PAUSE answer on record (e.g. the report
-    # that reached the rung was lost): the budget still tells the controller it paused.
-    class Short(RandomSearch):
-        def get_suggestion(self, trial: Trial | None = None) -> Any:
-            s = super().get_suggestion(trial)
-            return s.evolve(budget=1) if isinstance(s, Trial) else s
+def test_asha_top_rung_below_max_epochs_completes_instead_of_pausing(make: Any) -> None:
+    # resource_max=2 < max_epochs=4: rungs [1, 2]; a trial that trains the top rung is done.
+    h = make(ASHA(reduction_factor=2, resource_min=1, resource_max=2), max_epochs=4, num_trials=2)
+    a = h.start(1)
+    assert h.report(1, a["trial_id"], 0, 0.9) == "pause"
+    b = h.trial_for(h.final(1, a["trial_id"], status="paused"), 1)
+    assert h.report(1, b["trial_id"], 0, 0.1) == "pause"
+    promoted = h.trial_for(h.final(1, b["trial_id"], status="paused"), 1)
+    assert promoted["trial_id"] == a["trial_id"] and promoted["budget"] == 2
+    assert h.report(1, a["trial_id"], 1, 0.95) == "continue"
+    out = h.final(1, a["trial_id"])
+    assert done_peers(out) == [rpc(1)] and h.ctl.stop_reason == "finished"
+    assert h.trial(a["trial_id"]).state is TrialState.COMPLETED
+    assert h.trial(a["trial_id"]).final_metric == 0.95
+    best = h.ctl.best()
+    assert best is not None and best.trial_id == a["trial_id"]
+    assert (a["trial_id"], TrialState.COMPLETED) in h.ended
 
-    h = make(Short(), max_epochs=3, num_trials=1)
+
+class ShortBudget(RandomSearch):
+    """Random search whose trials train one epoch of max_epochs=3."""
+
+    def get_suggestion(self, trial: Trial | None = None) -> Any:
+        s = super().get_suggestion(trial)
+        return s.evolve(budget=1) if isinstance(s, Trial) else s
+
+
+class ShortBudgetPausing(ShortBudget):
+    def pauses_at_budget(self, trial: Trial) -> bool:
+        return True
+
+
+def test_a_trial_that_trained_its_budget_completes_unless_the_optimizer_pauses_it(make: Any) -> None:
+    # The controller knows no rung rules: a budget below max_epochs alone does not pause.
+    h = make(ShortBudget(), max_epochs=3, num_trials=1)
+    tid = h.start(1)["trial_id"]
+    h.report(1, tid, 0, 0.5)
+    h.final(1, tid)
+    assert h.trial(tid).state is TrialState.COMPLETED and h.ctl.stop_reason == "finished"
+
+    # The optimizer's pauses_at_budget() decides when no PAUSE answer is on record.
+    h = make(ShortBudgetPausing(), max_epochs=3, num_trials=1)
     tid = h.start(1)["trial_id"]
     h.report(1, tid, 0, 0.5)
     out = h.final(1, tid)
     assert h.ctl.stop_reason == "finished" and done_peers(out) == [rpc(1)]
-    # Paused at its rung; never promoted, so it ends STOPPED.
-    assert (tid, TrialState.PAUSED) in h.ended
+    assert (tid, TrialState.PAUSED) in h.ended  # paused at its budget; never resumed
     assert h.trial(tid).state is TrialState.STOPPED
+
+
+def test_asha_waits_for_a_top_trial_whose_end_is_in_flight_instead_of_skipping_it(make: Any) -> None:
+    # eta=2, rungs [1, 2]. a ends paused at 0.1; b reaches the rung with 0.9 and is answered
+    # PAUSE, but its "final" has not arrived when worker 1 asks for work. b is the rung's only
+    # promotable trial: worker 1 must wait for it, not start a new trial (which is what it got
+    # when promotion looked at PAUSED trials only).
+    h = make(ASHA(reduction_factor=2, resource_min=1), max_epochs=2, num_trials=3)
+    a = h.start(1)
+    b = h.start(2)
+    assert h.report(1, a["trial_id"], 0, 0.1) == "pause"
+    assert h.report(2, b["trial_id"], 0, 0.9) == "pause"
+    out = h.final(1, a["trial_id"], status="paused")
+    assert [m for _, m in out if m["type"] == "trial"] == []  # parked: b's end is in flight
+    assert h.ctl.counts()["RUNNING"] == 1 and len(h.ctl.trials) == 2
+    out = h.final(2, b["trial_id"], status="paused")
+    sent = [(p, m["trial"]) for p, m in out if m["type"] == "trial"]
+    promoted = [t for _, t in sent if t["trial_id"] == b["trial_id"]]
+    assert len(promoted) == 1 and promoted[0]["budget"] == 2 and promoted[0]["resume"] is True
+    assert len(sent) == 2  # and the other worker starts the third configuration
+    assert h.trial(a["trial_id"]).state is TrialState.PAUSED
 
 
 # -- failures ----------------------------------------------------------------------------------

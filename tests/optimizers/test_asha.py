@@ -210,17 +210,38 @@ def test_promotion_comes_before_new_trials_and_higher_rungs_first() -> None:
     assert suggestion.config == {"x": 10} and suggestion.budget == 9
 
 
-def test_only_trials_paused_at_the_rung_are_promoted() -> None:
+def test_stopped_trials_are_skipped_and_a_top_trial_still_ending_is_waited_for() -> None:
     trials = as_dict(
-        make_trial(0, [0.9], 1, TrialState.STOPPED),  # best, but early-stopped
-        make_trial(1, [0.8], 1, TrialState.RUNNING),  # second, reached its rung but not paused yet
+        make_trial(0, [0.9], 1, TrialState.STOPPED),  # best, but early-stopped: skipped
+        make_trial(1, [0.8], 1, TrialState.RUNNING),  # second, reached its rung, end in flight
         make_trial(2, [0.7], 1, TrialState.PAUSED),
         *[make_trial(3 + i, [0.1], 1, TrialState.PAUSED) for i in range(6)],
     )
-    # n = 9 -> top 3 = x0, x1, x2; only x2 is paused at rung 0.
+    # n = 9 -> top 3 = x0, x1, x2. x1 will be PAUSED once its end arrives, and it ranks above
+    # x2: promoting x2 (or starting a new trial) now would depend on message timing.
+    x1 = make_trial(1, [0.8], 1, TrialState.RUNNING).trial_id
     opt = setup_asha(trials, num_trials=9)
+    assert opt.get_suggestion(None) is IDLE
+    for state in (TrialState.LOST, TrialState.PENDING):  # lost and re-queued: same
+        opt = setup_asha({**trials, x1: trials[x1].evolve(state=state)}, num_trials=9)
+        assert opt.get_suggestion(None) is IDLE
+    opt = setup_asha({**trials, x1: trials[x1].evolve(state=TrialState.PAUSED)}, num_trials=9)
+    suggestion = opt.get_suggestion(None)
+    assert isinstance(suggestion, Trial) and suggestion.config == {"x": 1} and suggestion.budget == 3
+    opt = setup_asha({**trials, x1: trials[x1].evolve(state=TrialState.FAILED)}, num_trials=9)
     suggestion = opt.get_suggestion(None)
     assert isinstance(suggestion, Trial) and suggestion.config == {"x": 2} and suggestion.budget == 3
+
+
+def test_a_trial_that_trained_the_top_rung_completes_even_below_max_epochs() -> None:
+    opt = setup_asha({}, max_epochs=9)
+    assert opt.pauses_at_budget(make_trial(0, [0.1], 1, TrialState.RUNNING))
+    assert not opt.pauses_at_budget(make_trial(0, [0.1] * 9, 9, TrialState.RUNNING))
+    opt = setup_asha({}, max_epochs=9, resource_max=3)
+    assert opt.budgets == [1, 3]
+    assert opt.pauses_at_budget(make_trial(0, [0.1], 1, TrialState.RUNNING))
+    assert not opt.pauses_at_budget(make_trial(0, [0.1] * 3, 3, TrialState.RUNNING))
+    assert opt.on_report(make_trial(0, [0.1] * 3, 3, TrialState.RUNNING)) is Decision.CONTINUE
 
 
 def test_returns_none_when_budget_spent_and_nothing_active() -> None:

@@ -17,6 +17,7 @@ from lightning_maggy.validation import (
     check_metric,
     check_run_settings,
     check_trainer_kwargs,
+    check_validates_every_epoch,
     normalize_direction,
     trial_kind,
     validate_module,
@@ -120,6 +121,7 @@ def search(
     if kind == "module":
         validate_module(module_or_fn, space.names(), datamodule)
     opt = get_optimizer(optimizer, seed=seed) if isinstance(optimizer, str) else get_optimizer(optimizer)
+    check_validates_every_epoch(trainer_kwargs, opt)
     stopper = get_earlystop(early_stop)
     if num_trials is None and timeout is None and not isinstance(opt, GridSearch):
         raise ConfigurationError(

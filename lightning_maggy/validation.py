@@ -21,6 +21,8 @@ __all__ = [
     "check_positive_int",
     "check_run_settings",
     "check_trainer_kwargs",
+    "check_validates_every_epoch",
+    "validation_interval_error",
     "default_exp_dir",
     "normalize_direction",
     "trial_kind",
@@ -145,6 +147,32 @@ def check_trainer_kwargs(trainer_kwargs: Mapping[str, Any] | None, kind: str) ->
             "function builds its own Trainer."
         )
     return out
+
+
+def validation_interval_error(every: Any, optimizer_name: str, where: str) -> str | None:
+    """The error message when ``check_val_every_n_epoch=every`` cannot work with an optimizer
+    that pauses trials at rungs (None when ``every`` is 1 or unset)."""
+    if every is None or (isinstance(every, int) and not isinstance(every, bool) and every == 1):
+        return None
+    return (
+        f"{where} check_val_every_n_epoch={every!r}, but {optimizer_name} pauses and promotes "
+        "trials at rungs counted in epochs and ranks them by the validation metric of each "
+        "rung's last epoch, so every epoch must be validated: remove check_val_every_n_epoch "
+        "(or set it to 1). To spend less time validating, validate on part of the validation "
+        "set (limit_val_batches=0.25), or use an optimizer without rungs (e.g. 'random', "
+        "'tpe', 'gp')."
+    )
+
+
+def check_validates_every_epoch(trainer_kwargs: Mapping[str, Any], optimizer: Any) -> None:
+    """Refuses ``check_val_every_n_epoch`` other than 1 with an optimizer that uses rungs."""
+    if not getattr(optimizer, "uses_rungs", False):
+        return
+    message = validation_interval_error(
+        trainer_kwargs.get("check_val_every_n_epoch"), type(optimizer).__name__, "trainer_kwargs sets"
+    )
+    if message is not None:
+        raise ConfigurationError(message)
 
 
 def validate_module(target: type, names: list[str], datamodule: Any) -> None:

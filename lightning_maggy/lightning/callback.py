@@ -10,10 +10,11 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
-from lightning_maggy.exceptions import MetricNotFoundError, TrialDropped
+from lightning_maggy.exceptions import ConfigurationError, MetricNotFoundError, TrialDropped
 from lightning_maggy.lightning.context import current_trial
 from lightning_maggy.lightning.namespace import available_namespaces
 from lightning_maggy.trial import Decision
+from lightning_maggy.validation import validation_interval_error
 
 __all__ = ["MaggyCallback"]
 
@@ -47,6 +48,16 @@ class MaggyCallback(*_BASES):  # type: ignore[misc]
     @property
     def state_key(self) -> str:
         return f"MaggyCallback[metric={self.metric}]"
+
+    def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
+        ctx = current_trial()
+        if ctx is None or ctx.rungs is None:
+            return
+        message = validation_interval_error(
+            getattr(trainer, "check_val_every_n_epoch", 1), ctx.rungs, "the trial's Trainer has"
+        )
+        if message is not None:  # a ConfigurationError ends the study with this message
+            raise ConfigurationError(message)
 
     def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
         if trainer.sanity_checking or getattr(trainer.state.fn, "value", trainer.state.fn) != "fit":

@@ -59,6 +59,9 @@ class TrialContext:
         self.seed: int | None = trial.get("seed")
         #: reports at epochs below this are sent without waiting: only CONTINUE can answer them
         self.async_until: int = int(trial.get("async_until", 0))
+        #: the name of the optimizer when it pauses trials at rungs (every epoch must then be
+        #: validated), else None
+        self.rungs: str | None = trial.get("rungs")
         self.trial_dir = trial_dir
         self.metric = metric
         self.direction = direction

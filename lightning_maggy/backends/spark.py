@@ -19,6 +19,7 @@ import re
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import Iterator, Mapping
@@ -90,6 +91,59 @@ def _check_master_reachable(master: str) -> None:
         "URL (spark://HOST:PORT, port 7077 by default) and that the master is running and "
         "reachable from this machine."
     )
+
+
+_CAUSE = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception|Interrupt|Exit))(?::\s?(.*))?$")
+
+#: How executors get the code, said wherever an executor could not import it.
+SHIP_CODE_HINT = (
+    "Every executor's Python needs lightning_maggy with its dependencies (pip install "
+    "'lightning_maggy[spark]') and the module that defines your LightningModule, datamodule or "
+    "train function. Install them in the executors' Python and point Spark at it "
+    "(PYSPARK_PYTHON, or spark_conf={'spark.pyspark.python': '/path/to/python'}), or ship them "
+    "with the job: a packed environment (venv-pack or conda-pack) with "
+    "spark_conf={'spark.archives': 'env.tar.gz#env', 'spark.pyspark.python': './env/bin/python'}, "
+    "and your own code with spark_conf={'spark.submit.pyFiles': 'mycode.zip'} (spark-submit "
+    "--py-files mycode.zip)."
+)
+
+
+def python_cause(text: str) -> tuple[str, str] | None:
+    """``(exception type, message)`` of the Python exception that ended a Spark task, read from
+    the text of the error Spark raised on the driver (the last ``SomeError: ...`` line of the
+    Python traceback, before the JVM's stack), or None."""
+    cause = None
+    for line in text.splitlines():
+        if line.startswith(("\tat ", "        at ")) or "SQLSTATE" in line:
+            if cause is not None:
+                break
+            continue
+        match = _CAUSE.match(line.strip())
+        if match and not match.group(1).startswith(("org.", "java.", "py4j.", "scala.")):
+            cause = (match.group(1), (match.group(2) or "").strip())
+    return cause
+
+
+def explain_task_failure(error: BaseException, python: str) -> str:
+    """One clear message for a Spark job whose worker tasks failed: the Python cause, and for
+    an import error which Python the executors ran and how to ship the code."""
+    text = str(error)
+    cause = python_cause(text)
+    if cause is None:
+        lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+        return (
+            "the Spark job running the workers ended early (a task failed more often than "
+            "spark.task.maxFailures allows, or the job was cancelled from outside the search): "
+            f"{lines[0] if lines else type(error).__name__}"
+        )
+    kind, message = cause
+    what = f"{kind}: {message}" if message else kind
+    if kind.rsplit(".", 1)[-1] in ("ModuleNotFoundError", "ImportError"):
+        return (
+            f"the Spark executors could not import the workers' code ({what}); they ran the "
+            f"Python {python!r}. {SHIP_CODE_HINT}"
+        )
+    return f"a Spark task running the workers failed with {what}; see the executor's log for its traceback."
 
 
 def _task(blob: bytes) -> Any:
@@ -171,10 +225,29 @@ class SparkBackend(Backend):
             )
         self.spark = spark
         self.sc = spark.sparkContext
+        if self._owns_session:
+            self._choose_python(conf or {})
         self._group = f"lightning_maggy-{uuid.uuid4().hex[:12]}"
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
         self._stopping = False
+
+    @property
+    def python(self) -> str:
+        """The Python executable the executors run the workers with."""
+        return str(getattr(self.sc, "pythonExec", None) or os.environ.get("PYSPARK_PYTHON") or "python3")
+
+    def _choose_python(self, conf: Mapping[str, str]) -> None:
+        """For a session built here: ``spark.pyspark.python`` when given, else (a ``local``
+        master, where the executors run on this machine) this very Python unless
+        PYSPARK_PYTHON names another. pyspark itself would take ``python3`` from PATH, which
+        need not be the Python that has lightning_maggy (a virtual environment's Python run
+        without activating it)."""
+        chosen = conf.get("spark.pyspark.python")
+        if chosen is None and not os.environ.get("PYSPARK_PYTHON") and str(self.sc.master).startswith("local"):
+            chosen = sys.executable
+        if chosen:
+            self.sc.pythonExec = chosen
 
     @property
     def driver_host(self) -> str:
@@ -204,12 +277,7 @@ class SparkBackend(Backend):
 
     def _poll_lost(self) -> list[tuple[int, str]]:
         if self._thread is not None and not self._thread.is_alive() and self._error is not None and not self._stopping:
-            text = str(self._error).strip().splitlines()
-            raise BackendError(
-                "the Spark job running the workers ended early (a task failed more often than "
-                "spark.task.maxFailures allows, or the job was cancelled from outside the "
-                f"search): {text[0] if text else type(self._error).__name__}"
-            )
+            raise BackendError(explain_task_failure(self._error, self.python))
         return []
 
     def _stop(self, timeout: float) -> None:

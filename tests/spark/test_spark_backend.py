@@ -180,3 +180,62 @@ def test_a_session_built_in_another_thread_is_used_not_stopped(spark, tmp_path):
     assert "error" not in box, box.get("error")
     assert box["result"].counts()["COMPLETED"] == 4
     assert not spark.sparkContext._jsc.sc().isStopped()  # the user's session is still theirs
+
+
+def _python_without_the_package(directory: Path) -> Path:
+    """``directory/python3`` (and ``python``): this Python without site-packages and without the
+    repository on PYTHONPATH, so lightning_maggy or its dependencies do not import; as the
+    ``python3`` on PATH of a user whose virtual environment is not activated."""
+    directory.mkdir(parents=True, exist_ok=True)
+    script = textwrap.dedent(f"""\
+        #!/bin/sh
+        PYTHONPATH=$(printf '%s' "$PYTHONPATH" | tr ':' '\\n' | grep -v '^{REPO}/*$' | paste -sd: -)
+        export PYTHONPATH
+        exec {sys.executable} -S "$@"
+        """)
+    for name in ("python3", "python"):
+        (directory / name).write_text(script)
+        (directory / name).chmod(0o755)
+    probe = subprocess.run([str(directory / "python3"), "-c", "import lightning_maggy"], capture_output=True,
+                           text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert probe.returncode != 0 and "ModuleNotFoundError" in probe.stderr
+    return directory / "python3"
+
+
+SEARCH_ANY_ERROR = """
+import lightning_maggy as lm, sys
+{prelude}
+try:
+    result = lm.search({target}, lm.Searchspace(x=lm.Double(0, 1)), metric="m", max_epochs=1, num_trials=2,
+                       backend="spark", spark_master="local[1]", exp_dir={exp!r}, verbose=False)
+    print("COMPLETED:", result.counts()["COMPLETED"])
+except Exception as err:
+    print("ERROR:", type(err).__name__, err)
+"""
+
+
+def test_a_local_session_built_by_the_search_runs_executors_on_the_drivers_python(tmp_path):
+    # python3 on PATH lacks the package; pyspark would take it for the executors.
+    bare = _python_without_the_package(tmp_path / "bin")
+    env = {"PATH": f"{bare.parent}{os.pathsep}{os.environ['PATH']}", "PYSPARK_PYTHON": ""}
+    code = SEARCH_ANY_ERROR.format(prelude="def f(h, r):\n    return 1.0", target="f", exp=str(tmp_path / "exp"))
+    proc = _run_isolated(code, env=env, timeout=240)
+    assert "COMPLETED: 2" in proc.stdout, proc.stdout[-2000:] + proc.stderr[-3000:]
+
+
+def test_an_executor_that_cannot_import_the_users_code_gives_one_clear_error(tmp_path):
+    # The user's project is importable on the driver only (a path added at run time). The
+    # search ships the train function's own module by value, but not the helpers it imports.
+    code_dir = tmp_path / "only_on_driver"
+    code_dir.mkdir()
+    (code_dir / "my_study_helpers_xyz.py").write_text("def score(h):\n    return 1.0\n")
+    (code_dir / "my_study_code_xyz.py").write_text(
+        "from my_study_helpers_xyz import score\n\ndef train(h, r):\n    return score(h)\n"
+    )
+    prelude = f"sys.path.insert(0, {str(code_dir)!r})\nfrom my_study_code_xyz import train"
+    proc = _run_isolated(SEARCH_ANY_ERROR.format(prelude=prelude, target="train", exp=str(tmp_path / "exp")), timeout=240)
+    out = proc.stdout
+    assert "ERROR: ExperimentError" in out, out[-2000:] + proc.stderr[-3000:]
+    assert "No module named 'my_study_helpers_xyz'" in out and sys.executable in out
+    assert "spark.submit.pyFiles" in out and "spark.archives" in out
+    assert "An exception was thrown from the Python worker" not in out

@@ -181,6 +181,7 @@ def _run(
         trials=None if prior is None else prior.resumable_trials(),
         elapsed=0.0 if prior is None else prior.elapsed,
         optimizer_state=None if prior is None else prior.optimizer_state,
+        non_finite=None if prior is None else prior.non_finite,
     )
     if prior is None:
         journal.append("experiment_start", experiment=experiment, optimizer_state=_initial_state(opt))

@@ -34,7 +34,7 @@ from typing import Any
 from lightning_maggy.exceptions import JournalError
 from lightning_maggy.trial import Trial, TrialState
 
-__all__ = ["Journal", "StudyLog", "history_with", "load_study", "read_journal", "replay"]
+__all__ = ["Journal", "StudyLog", "history_with", "load_study", "non_finite_note", "read_journal", "replay"]
 
 JOURNAL_NAME = "journal.jsonl"
 
@@ -298,6 +298,8 @@ class StudyLog:
         runs: how many times the study was started (1 + resumes).
         optimizer_state: the optimizer's ``state_dict()`` recorded when the study started (its
             generator's initial state, for a reproducible continuation), or None.
+        non_finite: trial_id -> the note of its first ``non_finite`` event (the NaN/inf policy
+            stopped it).
     """
 
     path: Path
@@ -308,6 +310,7 @@ class StudyLog:
     elapsed: float
     runs: int
     optimizer_state: dict[str, Any] | None
+    non_finite: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def resumable_trials(self) -> dict[str, Trial]:
         """The trials as a resumed study starts from: those the end of the previous run stopped
@@ -336,6 +339,7 @@ def load_study(path: str | os.PathLike[str]) -> StudyLog:
     causes: dict[str, str] = {}
     experiment: dict[str, Any] | None = None
     optimizer_state: dict[str, Any] | None = None
+    non_finite: dict[str, str] = {}
     end_reason: str | None = None
     elapsed = 0.0
     runs = 0
@@ -356,6 +360,11 @@ def load_study(path: str | os.PathLike[str]) -> StudyLog:
                 optimizer_state = event["optimizer_state"]
         elif kind == "experiment_end":
             end_reason = str(event.get("reason"))
+        elif kind == "non_finite" and isinstance(event.get("trial_id"), str):
+            epoch = event.get("epoch")
+            non_finite.setdefault(
+                event["trial_id"], non_finite_note(str(event.get("value")), epoch if isinstance(epoch, int) else -1)
+            )
         tid = _apply(trials, event)
         if kind == "trial" and tid is not None:
             cause = event.get("cause")
@@ -381,6 +390,15 @@ def load_study(path: str | os.PathLike[str]) -> StudyLog:
         elapsed=elapsed,
         runs=runs,
         optimizer_state=optimizer_state,
+        non_finite=non_finite,
+    )
+
+
+def non_finite_note(value: str, epoch: int) -> str:
+    """The ``error`` of a trial stopped by the NaN/inf policy."""
+    return (
+        f"reported a non-finite metric ({value}) at epoch {epoch}; stopped, and not eligible "
+        "for promotion or best (NaN/inf policy)"
     )
 
 

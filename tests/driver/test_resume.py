@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from lightning_maggy.driver.controller import Controller
-from lightning_maggy.driver.journal import Journal, load_study, read_journal
+from lightning_maggy.driver.journal import Journal, load_study, read_journal, replay
 from lightning_maggy.optimizers import ASHA, AbstractOptimizer, Hyperband, RandomSearch
 from lightning_maggy.searchspace import Double, Integer, Searchspace
 from lightning_maggy.transport.messages import decode, encode
@@ -68,6 +68,7 @@ class Study:
             trials=None if prior is None else prior.resumable_trials(),
             elapsed=0.0 if prior is None else prior.elapsed,
             optimizer_state=None if prior is None else prior.optimizer_state,
+            non_finite=None if prior is None else prior.non_finite,
             **kwargs,
         )
         if prior is None:
@@ -306,3 +307,25 @@ def test_the_recorded_optimizer_state_is_plain_json(tmp_path: Path) -> None:
     study.journal.close()
     start = next(e for e in read_journal(tmp_path / "exp" / "journal.jsonl") if e["event"] == "experiment_start")
     assert json.loads(json.dumps(start["optimizer_state"])) == study.ctl.optimizer.state_dict()
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_a_trial_stopped_for_a_non_finite_metric_before_the_crash_is_not_resumed(tmp_path: Path, bad: float) -> None:
+    exp = tmp_path / "exp"
+    first = Study(exp, lambda: RandomSearch(seed=0), max_epochs=3, num_trials=2)
+    first.send(0, {"type": "register", "pid": 1, "host": "sim"})
+    (trial,) = [m["trial"] for _, m in first.send(0, {"type": "get"}) if m["type"] == "trial"]
+    tid = trial["trial_id"]
+    for epoch, value in ((0, 0.9), (1, bad)):
+        out = first.send(0, {"type": "report", "trial_id": tid, "attempt": trial["attempt"], "epoch": epoch, "value": value})
+    assert out[0][1]["decision"] == "stop"  # ... and the driver dies before the trial's final
+    resumed = Study(exp, lambda: RandomSearch(seed=0), resume=True, max_epochs=3, num_trials=2)
+    rec = resumed.ctl.trials[tid]
+    assert rec.state is TrialState.STOPPED and rec.final_metric is None
+    assert rec.error is not None and "non-finite" in rec.error and "epoch 1" in rec.error
+    assert replay(exp / "journal.jsonl")[tid].state is TrialState.STOPPED
+    resumed.run()
+    assert resumed.ctl.stop_reason == "finished" and len(resumed.ctl.trials) == 2
+    assert resumed.ctl.trials[tid].epochs_done == 2  # never run again
+    best = resumed.ctl.best()
+    assert best is not None and best.trial_id != tid

@@ -16,6 +16,7 @@ from lightning_maggy.searchspace import Searchspace
 from lightning_maggy.validation import (
     check_metric,
     check_run_settings,
+    check_scope,
     check_trainer_kwargs,
     check_validates_every_epoch,
     normalize_direction,
@@ -51,6 +52,7 @@ def search(
     spark_conf: Mapping[str, str] | None = None,
     verbose: bool = True,
     resume: str | os.PathLike[str] | None = None,
+    scope: str = "last",
 ) -> SearchResult:
     """Runs a hyperparameter search of a LightningModule (or a function) on parallel workers.
 
@@ -95,6 +97,11 @@ def search(
             define the study (module, space, metric, direction, max_epochs, optimizer and its
             settings, early_stop, seed) must be those it was started with; ``num_trials`` and
             ``timeout`` (which counts the time already spent) may be raised.
+        scope: how trials are ranked for ``result.best_trial``, ``best_metric``, the progress
+            bar and the summary: "last" (default), a trial's final metric, the value at the last
+            epoch it trained (for a trial that ended at an ASHA rung, the rung's value); "all",
+            the best value at any epoch it trained (as Ray Tune's ``scope="all"``). With
+            "last" the reported best is a value the trial's last checkpoint actually has.
 
     Returns:
         A :class:`SearchResult`. On Ctrl-C the partial result is saved and returned.
@@ -112,6 +119,7 @@ def search(
         raise ConfigurationError(f"space must be a Searchspace, got {type(space).__name__}.")
     check_metric(metric)
     direction = normalize_direction(direction)
+    check_scope(scope)
     check_run_settings(
         max_epochs=max_epochs, num_trials=num_trials, workers=workers, max_failures=max_failures,
         max_retries=max_retries, timeout=timeout, seed=seed, heartbeat_timeout=heartbeat_timeout,
@@ -150,5 +158,5 @@ def search(
         backend=backend,
         workers=workers, trainer_kwargs=trainer_kwargs, exp_dir=exp_dir, seed=seed,
         max_failures=max_failures, max_retries=max_retries, heartbeat_timeout=heartbeat_timeout,
-        spark_master=spark_master, spark_conf=spark_conf, verbose=verbose, resume=resume,
+        spark_master=spark_master, spark_conf=spark_conf, verbose=verbose, resume=resume, scope=scope,
     )

@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
-import math
-
 from lightning_maggy.results import fmt_value
-from lightning_maggy.trial import Trial, TrialState
+from lightning_maggy.trial import Trial, TrialState, best_trial, trial_value
 
 __all__ = ["Progress"]
 
 
 class Progress:
-    """A tqdm bar of trials done (stopped, failed) and the best metric so far."""
+    """A tqdm bar of trials done (stopped, failed) and the best metric so far: the best of the
+    trials' latest records under ``scope``, the figure ``result.best_metric`` will be if the
+    study ended now (a trial paused at a rung counts with its rung's value until it is
+    promoted and ends with another)."""
 
-    def __init__(self, total: int | None, metric: str, direction: str, enabled: bool, lines: bool = False) -> None:
+    def __init__(
+        self, total: int | None, metric: str, direction: str, enabled: bool, lines: bool = False, scope: str = "last"
+    ) -> None:
         self._lines = lines and enabled
         self._states: dict[str, TrialState] = {}
-        self._metric, self._direction = metric, direction
-        self._best: float | None = None
+        self._records: dict[str, Trial] = {}
+        self._metric, self._direction, self._scope = metric, direction, scope
         self._bar = None
         if enabled:
             from tqdm.auto import tqdm
@@ -31,10 +34,7 @@ class Progress:
             value = "" if trial.final_metric is None else f" {self._metric}={trial.final_metric:.5g}"
             cfg = ", ".join(f"{k}={fmt_value(v)}" for k, v in trial.config.items())
             self._bar.write(f"[maggy] trial {trial.trial_id} {trial.state.value} after {trial.epochs_done} epochs{value} ({cfg})")
-        if trial.final_metric is not None and not math.isnan(trial.final_metric):
-            m = trial.final_metric
-            if self._best is None or (m > self._best if self._direction == "max" else m < self._best):
-                self._best = m
+        self._records[trial.trial_id] = trial
         if trial.trial_id not in self._states:
             self._bar.update(1)
         self._states[trial.trial_id] = trial.state
@@ -44,8 +44,9 @@ class Progress:
             "stopped": states.count(TrialState.STOPPED),
             "failed": states.count(TrialState.FAILED),
         }
-        if self._best is not None:
-            postfix[f"best {self._metric}"] = f"{self._best:.4g}"  # type: ignore[assignment]
+        best = best_trial(self._records.values(), self._direction, self._scope)
+        if best is not None:
+            postfix[f"best {self._metric}"] = f"{trial_value(best, self._direction, self._scope):.4g}"  # type: ignore[assignment]
         self._bar.set_postfix(postfix, refresh=False)
 
     def write(self, text: str) -> None:

@@ -6,13 +6,12 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
-import math
 import os
 import time
 from pathlib import Path
 from typing import Any
 
-from lightning_maggy.trial import Trial, TrialState
+from lightning_maggy.trial import Trial, TrialState, trial_value
 
 __all__ = ["SearchResult", "fmt_value", "write_result"]
 
@@ -23,8 +22,12 @@ class SearchResult:
 
     Attributes:
         trials: every trial record, in the order they started.
-        best_trial: the trial with the best final metric (None if none produced one).
-        best_config / best_metric: shortcuts into ``best_trial``.
+        best_trial: the trial with the best metric under ``scope`` (None if none produced one).
+        best_config / best_metric: shortcuts into ``best_trial`` (``best_metric`` is its value
+            under ``scope``, the same figure the progress bar and :meth:`summary` show).
+        scope: how a trial's metric is scored: "last" (default), its final metric, the value at
+            the last epoch it trained (for a trial that ended at an ASHA rung, the rung's
+            value); "all", the best value at any epoch it trained.
         exp_dir: the experiment directory (journal, result.json, trials.csv, per-trial folders).
         stop_reason: "finished", "timeout", "aborted", "interrupted" or "stalled" (the optimizer
             had nothing to propose while nothing ran that could change that; see ``message``).
@@ -38,6 +41,7 @@ class SearchResult:
     stop_reason: str
     best_trial: Trial | None = None
     message: str | None = None
+    scope: str = "last"
 
     @property
     def best_config(self) -> dict[str, Any] | None:
@@ -45,7 +49,7 @@ class SearchResult:
 
     @property
     def best_metric(self) -> float | None:
-        return self.best_trial.final_metric if self.best_trial else None
+        return trial_value(self.best_trial, self.direction, self.scope) if self.best_trial else None
 
     def counts(self) -> dict[str, int]:
         out = {s.value: 0 for s in TrialState}
@@ -84,17 +88,19 @@ class SearchResult:
 
     def summary(self, top: int = 10) -> str:
         """A table of the best ``top`` trials, as text."""
-        scored = [t for t in self.trials if t.final_metric is not None and not math.isnan(t.final_metric)]
-        scored.sort(key=lambda t: t.final_metric, reverse=self.direction == "max")  # type: ignore[arg-type,return-value]
+        values = {t.trial_id: trial_value(t, self.direction, self.scope) for t in self.trials}
+        scored = [t for t in self.trials if values[t.trial_id] is not None]
+        scored.sort(key=lambda t: values[t.trial_id], reverse=self.direction == "max")  # type: ignore[arg-type,return-value]
         counts = ", ".join(f"{v} {k.lower()}" for k, v in self.counts().items() if v)
         lines = [f"{len(self.trials)} trials ({counts}); stop reason: {self.stop_reason}; exp_dir: {self.exp_dir}"]
         if self.message:
             lines.append(self.message.strip().splitlines()[0])
         if scored:
-            lines.append(f"{'trial':<18}{'state':<11}{'epochs':>6}  {self.metric:>12}  config")
+            label = self.metric if self.scope == "last" else f"{self.metric} (best epoch)"
+            lines.append(f"{'trial':<18}{'state':<11}{'epochs':>6}  {label:>12}  config")
             for t in scored[:top]:
                 cfg = ", ".join(f"{k}={fmt_value(v)}" for k, v in t.config.items())
-                lines.append(f"{t.trial_id:<18}{t.state.value:<11}{t.epochs_done:>6}  {t.final_metric:>12.5g}  {cfg}")
+                lines.append(f"{t.trial_id:<18}{t.state.value:<11}{t.epochs_done:>6}  {values[t.trial_id]:>12.5g}  {cfg}")
         return "\n".join(lines)
 
     def __repr__(self) -> str:
@@ -120,6 +126,7 @@ def write_result(result: SearchResult) -> None:
         "best_trial_id": result.best_trial.trial_id if result.best_trial else None,
         "best_config": result.best_config,
         "best_metric": result.best_metric,
+        "scope": result.scope,
         "counts": result.counts(),
         "trials": [t.to_dict() for t in result.trials],
     }

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from lightning_maggy.driver.controller import Controller, StopReason, best_trial
+from lightning_maggy.driver.controller import Controller, StopReason
 from lightning_maggy.driver.journal import JOURNAL_NAME, Journal, StudyLog, fsync_dir
 from lightning_maggy.earlystop import AbstractEarlyStop
 from lightning_maggy.exceptions import ConfigurationError, ExperimentError
@@ -25,6 +25,7 @@ from lightning_maggy.progress import Progress
 from lightning_maggy.results import SearchResult, write_result
 from lightning_maggy.resume import check_same_study, open_study, settings_of
 from lightning_maggy.searchspace import Searchspace
+from lightning_maggy.trial import best_trial
 from lightning_maggy.validation import default_exp_dir, versions
 
 __all__ = ["run_study"]
@@ -57,9 +58,11 @@ def run_study(
     summary: bool = True,
     extra: Mapping[str, Any] | None = None,
     resume: str | os.PathLike[str] | None = None,
+    scope: str = "last",
 ) -> SearchResult:
     """Runs a validated study; ``extra`` is added to ``experiment.json``; ``summary`` prints the
-    result's summary when ``verbose``; ``resume`` continues the study in that directory.
+    result's summary when ``verbose``; ``resume`` continues the study in that directory;
+    ``scope`` scores trials for the best one (see :data:`~lightning_maggy.trial.SCOPES`).
 
     Raises:
         ConfigurationError: ``exp_dir`` holds an experiment already, ``resume`` holds none or a
@@ -106,6 +109,7 @@ def run_study(
             backend_obj=backend_obj, workers=workers, trainer_kwargs=trainer_kwargs, exp_path=exp_path,
             seed=seed, max_failures=max_failures, max_retries=max_retries,
             heartbeat_timeout=heartbeat_timeout, verbose=verbose, summary=summary, prior=prior,
+            scope=scope,
         )
     finally:
         backend_obj.stop()
@@ -135,6 +139,7 @@ def _run(
     verbose: bool,
     summary: bool,
     prior: StudyLog | None,
+    scope: str,
 ) -> SearchResult:
     """Runs a validated study on a created backend (which the caller stops): a new one, or the
     one ``prior`` (its journal) describes."""
@@ -162,7 +167,7 @@ def _run(
             elapsed=prior.elapsed,
             run=prior.runs + 1,
         )
-    progress = Progress(num_trials, metric, direction, enabled=verbose, lines=backend_obj.name == "spark")
+    progress = Progress(num_trials, metric, direction, enabled=verbose, lines=backend_obj.name == "spark", scope=scope)
     controller = Controller(  # validates the optimizer against the settings
         optimizer=opt,
         earlystop=stopper,
@@ -219,8 +224,9 @@ def _run(
             direction=direction,
             exp_dir=str(exp_path),
             stop_reason=controller.stop_reason or StopReason.INTERRUPTED,
-            best_trial=best_trial(controller.trials.values(), direction),
+            best_trial=best_trial(controller.trials.values(), direction, scope),
             message=controller.abort_message,
+            scope=scope,
         )
         write_result(result)
         journal.close()

@@ -11,10 +11,11 @@ import dataclasses
 import enum
 import hashlib
 import json
-from collections.abc import Mapping
+import math
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-__all__ = ["Decision", "Trial", "TrialState", "trial_id_for"]
+__all__ = ["SCOPES", "Decision", "Trial", "TrialState", "best_trial", "trial_id_for", "trial_value"]
 
 
 class TrialState(str, enum.Enum):
@@ -162,3 +163,32 @@ class Trial:
 
 
 _FIELDS = frozenset(f.name for f in dataclasses.fields(Trial))
+
+
+#: How a trial's metric is scored when trials are ranked (``search(scope=...)``, as Ray Tune's
+#: ``scope``): "last", the final metric (the value at the last epoch it trained; for a trial
+#: paused at a rung, the rung's value), or "all", the best value at any epoch it trained.
+SCOPES = ("last", "all")
+
+
+def trial_value(trial: Trial, direction: str, scope: str = "last") -> float | None:
+    """The trial's score under ``scope`` (see :data:`SCOPES`); None for a FAILED trial, a trial
+    without a finite value, or one the NaN/inf policy stopped (no final metric)."""
+    if trial.state is TrialState.FAILED or trial.final_metric is None or math.isnan(trial.final_metric):
+        return None
+    if scope == "last":
+        return float(trial.final_metric)
+    values = [v for v in trial.history if not math.isnan(v)] + [float(trial.final_metric)]
+    return max(values) if direction == "max" else min(values)
+
+
+def best_trial(trials: Iterable[Trial], direction: str, scope: str = "last") -> Trial | None:
+    """The trial with the best :func:`trial_value` (failed and NaN trials excluded)."""
+    best, best_value = None, None
+    for t in trials:
+        value = trial_value(t, direction, scope)
+        if value is None:
+            continue
+        if best_value is None or (value > best_value if direction == "max" else value < best_value):
+            best, best_value = t, value
+    return best

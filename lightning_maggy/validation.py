@@ -20,6 +20,7 @@ __all__ = [
     "check_metric",
     "check_positive_int",
     "check_run_settings",
+    "check_scope",
     "check_trainer_kwargs",
     "check_validates_every_epoch",
     "validation_interval_error",
@@ -78,6 +79,16 @@ def check_metric(metric: Any) -> None:
         raise ConfigurationError(
             f"metric={metric!r}: expected the name of a logged metric such as 'val_acc' "
             "(a non-empty str without surrounding spaces)."
+        )
+
+
+def check_scope(scope: Any) -> None:
+    from lightning_maggy.trial import SCOPES
+
+    if scope not in SCOPES:
+        raise ConfigurationError(
+            f"scope={scope!r} must be one of {list(SCOPES)}: \"last\" ranks trials by their final "
+            "metric (the value at the last epoch they trained), \"all\" by their best value at any epoch."
         )
 
 
@@ -179,7 +190,7 @@ def validate_module(target: type, names: list[str], datamodule: Any) -> None:
     """The module accepts the hyperparameter ``names`` and has data (its own loaders or ``datamodule``)."""
     from lightning_maggy.lightning.trainer import module_call_style
 
-    module_call_style(target, names)
+    module_call_style(target, names, datamodule)
     if datamodule is None:
         from lightning_maggy.lightning.namespace import namespace_of
 

@@ -159,7 +159,7 @@ def ablate(
     validate_module(module_cls, list(hp), datamodule)
     declared = collect_components(module_cls, datamodule, study)
     try:
-        module = build_module(module_cls, hp)
+        module = build_module(module_cls, hp, datamodule)
     except Exception as err:
         raise ConfigurationError(
             f"{module_cls.__name__}(**{hp!r}) raised {type(err).__name__}: {err}; ablate() builds "

@@ -53,7 +53,7 @@ from lightning_maggy.earlystop.base import AbstractEarlyStop, NoEarlyStop
 from lightning_maggy.exceptions import BackendError
 from lightning_maggy.optimizers.base import IDLE, AbstractOptimizer
 from lightning_maggy.searchspace import Searchspace
-from lightning_maggy.trial import Decision, Trial, TrialState
+from lightning_maggy.trial import Decision, Trial, TrialState, best_trial
 
 __all__ = ["Controller", "StopReason"]
 
@@ -768,8 +768,8 @@ class Controller:
         c = collections.Counter(t.state.value for t in self.trials.values())
         return {s.value: c.get(s.value, 0) for s in TrialState}
 
-    def best(self) -> Trial | None:
-        return best_trial(self.trials.values(), self.direction)
+    def best(self, scope: str = "last") -> Trial | None:
+        return best_trial(self.trials.values(), self.direction, scope)
 
 
 def _final_metric(metric: float | None, history: Iterable[float]) -> float | None:
@@ -779,15 +779,3 @@ def _final_metric(metric: float | None, history: Iterable[float]) -> float | Non
         if not math.isnan(value):
             return float(value)
     return None
-
-
-def best_trial(trials: Iterable[Trial], direction: str) -> Trial | None:
-    """The trial with the best final metric (NaN and failed trials excluded)."""
-    scored = [
-        t for t in trials
-        if t.final_metric is not None and not math.isnan(t.final_metric) and t.state is not TrialState.FAILED
-    ]
-    if not scored:
-        return None
-    key = (lambda t: t.final_metric) if direction == "max" else (lambda t: -t.final_metric)  # type: ignore[operator]
-    return max(scored, key=key)

@@ -29,27 +29,58 @@ def _accepted(fn: Callable[..., Any]) -> tuple[set[str], bool]:
     return names, var_kw
 
 
-def module_call_style(module_cls: type, names: list[str]) -> str:
-    """How to pass hyperparameters to ``module_cls``: "kwargs" (``cls(**hparams)``) or "hparams"
-    (``cls(hparams=...)``). Raises ConfigurationError when neither fits."""
+def datamodule_accepts(datamodule: Any) -> tuple[set[str], bool]:
+    """The hyperparameter names ``datamodule`` is given (see :func:`build_datamodule`), and
+    whether it is given all of them: a LightningDataModule class those its ``__init__``
+    accepts, a function of the hyperparameters all of them, an instance (or None) none."""
+    if datamodule is None:
+        return set(), False
+    if is_datamodule_class(datamodule):
+        accepted, var_kw = _accepted(datamodule.__init__)
+        accepted.discard("self")
+        return accepted, var_kw
+    if isinstance(datamodule, type) or not callable(datamodule):
+        return set(), False
+    return set(), True
+
+
+def module_call_style(module_cls: type, names: list[str], datamodule: Any = None) -> str:
+    """How to pass hyperparameters to ``module_cls``: "kwargs" (``cls(**those it accepts)``) or
+    "hparams" (``cls(hparams=...)``). A hyperparameter the module does not accept is fine when
+    the datamodule is given it (e.g. ``batch_size``); only one that reaches neither is refused.
+
+    Raises:
+        ConfigurationError: a hyperparameter that neither the module nor the datamodule takes.
+    """
     accepted, var_kw = _accepted(module_cls.__init__)
     accepted.discard("self")
-    if var_kw or set(names) <= accepted:
+    dm_accepted, dm_all = datamodule_accepts(datamodule)
+    wanted = set(names)
+    if var_kw or wanted <= accepted:
         return "kwargs"
     if "hparams" in accepted:
         return "hparams"
-    missing = sorted(set(names) - accepted)
+    if dm_all or wanted <= accepted | dm_accepted:
+        return "kwargs"
+    missing = sorted(wanted - accepted - dm_accepted)
+    where = f"{module_cls.__name__}.__init__ does not accept the hyperparameter(s) {missing}"
+    if datamodule is not None:
+        where += f", and neither does the datamodule {getattr(datamodule, '__name__', type(datamodule).__name__)}"
     raise ConfigurationError(
-        f"{module_cls.__name__}.__init__ does not accept the hyperparameter(s) {missing}; it "
-        f"accepts {sorted(accepted)}. Add them as keyword arguments (e.g. def __init__(self, "
-        f"{', '.join(f'{m}=...' for m in missing)}, ...)), or take them all as one "
-        "`hparams` argument, or rename the search space's entries."
+        f"{where}; the module accepts {sorted(accepted)}"
+        + (f" and the datamodule {sorted(dm_accepted)}" if dm_accepted else "")
+        + ". Add them as keyword arguments of the module or the datamodule (e.g. def "
+        f"__init__(self, {', '.join(f'{m}=...' for m in missing)}, ...)), or take them all as "
+        "one `hparams` argument, or rename the search space's entries."
     )
 
 
-def build_module(module_cls: type, config: Mapping[str, Any]) -> Any:
-    if module_call_style(module_cls, list(config)) == "kwargs":
-        return module_cls(**config)
+def build_module(module_cls: type, config: Mapping[str, Any], datamodule: Any = None) -> Any:
+    """The module, given the hyperparameters its ``__init__`` accepts (all of them with
+    ``**kwargs``), or all of them as ``hparams=``; see :func:`module_call_style`."""
+    if module_call_style(module_cls, list(config), datamodule) == "kwargs":
+        accepted, var_kw = _accepted(module_cls.__init__)
+        return module_cls(**{k: v for k, v in config.items() if var_kw or k in accepted})
     return module_cls(hparams=dict(config))
 
 

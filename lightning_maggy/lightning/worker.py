@@ -286,7 +286,7 @@ def _run(task: TrialTask, ctx: TrialContext) -> Any:
     from lightning_maggy.lightning.callback import MaggyCallback
     from lightning_maggy.lightning.trainer import build_datamodule, build_module, build_trainer
 
-    module = build_module(task.target, ctx.config)
+    module = build_module(task.target, ctx.config, task.datamodule)
     datamodule = build_datamodule(task.datamodule, ctx.config)
     if task.ablation is not None and ctx.component is not None:
         from lightning_maggy.ablation.surgery import leave_out

@@ -564,7 +564,7 @@ class Controller:
         if state is TrialState.FAILED:
             if msg.get("fatal") is True:
                 self.failures += 1
-                return self.abort(f"trial {tid} failed with an error every trial would hit: {changes['error'].strip()}")
+                return self.abort(_fatal_message(tid, changes["error"], msg.get("error_type")))
             last_line = (changes["error"].strip().splitlines() or ["?"])[-1]
             return self._count_failure(f"{tid}, with: {last_line}")
         return []
@@ -770,6 +770,26 @@ class Controller:
 
     def best(self, scope: str = "last") -> Trial | None:
         return best_trial(self.trials.values(), self.direction, scope)
+
+
+def _fatal_message(tid: str, error: str, error_type: Any) -> str:
+    """The abort message of a fatal trial error: the error's own message first (it says what to
+    fix), then which trial hit it and its traceback."""
+    lines = error.strip().splitlines()
+    start = len(lines) - 1
+    name = str(error_type or "")
+    for k in range(len(lines) - 1, -1, -1):  # where the exception's (maybe multi-line) message begins
+        head = lines[k].split(":", 1)[0].strip()
+        if name and (head == name or head.endswith("." + name)):
+            start = k
+            break
+    headline = "\n".join(lines[start:]).strip() or "?"
+    if ": " in headline.splitlines()[0] and name:
+        headline = headline.split(": ", 1)[1]  # drop the exception's module path and class
+    return (
+        f"{headline}\n\n(trial {tid} failed with this {name or 'error'}, which every trial would hit, "
+        f"so the study stopped at once. Its traceback:)\n" + "\n".join(lines[:start]).rstrip()
+    )
 
 
 def _final_metric(metric: float | None, history: Iterable[float]) -> float | None:

@@ -404,7 +404,8 @@ def test_a_fatal_error_type_aborts_at_once(make: Any) -> None:
     out = h.final(1, a["trial_id"], status="failed", error=error, error_type="MetricNotFoundError", fatal=True)
     assert h.ctl.failures == 1
     assert h.ctl.stop_reason == "aborted"
-    assert msg in h.ctl.abort_message
+    assert h.ctl.abort_message is not None and h.ctl.abort_message.splitlines()[0] == msg
+    assert "Traceback..." in h.ctl.abort_message and a["trial_id"] in h.ctl.abort_message
     assert done_peers(out) == [rpc(1), rpc(3)]
     assert h.trial(b["trial_id"]).state is TrialState.STOPPED
 

@@ -51,6 +51,50 @@ class SearchResult:
     def best_metric(self) -> float | None:
         return trial_value(self.best_trial, self.direction, self.scope) if self.best_trial else None
 
+    @property
+    def best_checkpoint(self) -> str | None:
+        """The path of the best trial's checkpoint, ``exp_dir/trials/<id>/checkpoints/last.ckpt``:
+        the weights after the last epoch the trial trained (under ASHA, the epoch it ended at:
+        its rung, or the top one), whose metric is ``best_metric`` with ``scope="last"``. With
+        ``scope="all"`` the trial's best epoch may be earlier than this checkpoint. None when the
+        best trial left no checkpoint (function trials, a train function that writes none)."""
+        if self.best_trial is None:
+            return None
+        path = Path(self.exp_dir) / "trials" / self.best_trial.trial_id / "checkpoints" / "last.ckpt"
+        return str(path) if path.is_file() else None
+
+    def load_best(self, module_cls: type, **kwargs: Any) -> Any:
+        """The best trial's trained module: ``module_cls.load_from_checkpoint(best_checkpoint,
+        map_location="cpu", **kwargs)``, given the best configuration's hyperparameters that
+        ``module_cls`` accepts when the module did not save them (``save_hyperparameters``).
+
+        Example::
+
+            model = result.load_best(MyModule)   # then model.eval(), trainer.test(model, ...)
+
+        Raises:
+            FileNotFoundError: the best trial left no checkpoint (see :attr:`best_checkpoint`).
+        """
+        path = self.best_checkpoint
+        if path is None:
+            raise FileNotFoundError(
+                "the best trial left no checkpoint to load (a function trial, a train function "
+                "that writes none, or no trial finished with a metric); load_best() needs a "
+                "searched LightningModule class or a checkpoint in its trial folder."
+            )
+        import inspect
+
+        import torch
+
+        saved = torch.load(path, map_location="cpu", weights_only=False).get("hyper_parameters") or {}
+        params = inspect.signature(module_cls.__init__).parameters
+        takes_all = any(p.kind is p.VAR_KEYWORD for p in params.values())
+        hparams = {
+            k: v for k, v in (self.best_config or {}).items()
+            if k not in saved and k not in kwargs and (takes_all or k in params)
+        }
+        return module_cls.load_from_checkpoint(path, map_location="cpu", **hparams, **kwargs)
+
     def counts(self) -> dict[str, int]:
         out = {s.value: 0 for s in TrialState}
         for t in self.trials:

@@ -31,6 +31,13 @@ def test_a_hyperparameter_only_the_datamodule_takes_reaches_it(tmp_path: Path) -
         assert ckpt["global_step"] == 2 * math.ceil(192 / t.config["batch_size"])
         sizes.add(t.config["batch_size"])
     assert sizes == {16, 64}
+    # The best trial's trained module comes back in one line.
+    best = result.best_trial
+    assert result.best_checkpoint == str(Path(result.exp_dir) / "trials" / best.trial_id / "checkpoints" / "last.ckpt")
+    model = result.load_best(TinyClassifier)
+    assert isinstance(model, TinyClassifier) and model.hparams.lr == best.config["lr"]
+    saved = torch.load(result.best_checkpoint, weights_only=False)["state_dict"]
+    assert all(torch.equal(v, saved[k]) for k, v in model.state_dict().items())
 
 
 def test_a_hyperparameter_neither_takes_is_refused_naming_both() -> None:
@@ -44,3 +51,11 @@ def test_a_hyperparameter_neither_takes_is_refused_naming_both() -> None:
         validate_module(TinyClassifier, ["lr", "batch_size"], BlobsDataModule(batch_size=8))  # an instance takes none
     # A function of the hyperparameters is given all of them.
     validate_module(TinyClassifier, ["lr", "batch_size"], lambda hp: BlobsDataModule(batch_size=hp["batch_size"]))
+
+
+def test_load_best_without_a_checkpoint_says_why(tmp_path: Path) -> None:
+    result = lm.search(lambda h, r: h["x"], lm.Searchspace(x=lm.Double(0, 1)), metric="m", max_epochs=1,
+                       num_trials=2, workers=1, optimizer="random", exp_dir=tmp_path / "exp", verbose=False)
+    assert result.best_trial is not None and result.best_checkpoint is None
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        result.load_best(TinyClassifier)

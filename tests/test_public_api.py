@@ -8,7 +8,7 @@ EXPECTED = {
     "ASHA", "BOHB", "GP", "IDLE", "OptunaSampler", "TPE", "AbstractEarlyStop", "AbstractOptimizer", "Categorical",
     "ConfigurationError", "CurvePredictionRule",
     "Decision", "Discrete", "Double", "EarlyStopException", "ExperimentError", "GridSearch", "Hyperband",
-    "Integer", "MaggyCallback", "MaggyError", "MedianStoppingRule", "MetricNotFoundError",
+    "Integer", "MaggyCallback", "MaggyError", "Trainer", "MedianStoppingRule", "MetricNotFoundError",
     "NoEarlyStop", "RandomSearch", "Reporter", "SearchResult", "Searchspace", "SearchspaceError",
     "Trial", "TrialState", "__version__", "current_trial", "prewarm", "search",
     "AblationError", "AblationResult", "AblationStudy", "ablatable", "ablate",

@@ -397,9 +397,9 @@ def _run_attempt(task: TrialTask, ctx: TrialContext, heartbeat: _Heartbeat) -> d
     while True:
         try:
             if outcome is None:
-                # Only our Trainer's checkpoints are fenced (function trials write none; a train
-                # function's own checkpoints are its own): claim the folder for those.
-                if task.kind != "module" or fence.claim(ctx.trial_dir, ctx.attempt):
+                # Our Trainer's checkpoints are fenced (a module's, and lm.Trainer's in a train
+                # function; function trials write none): claim the folder for those.
+                if task.kind == "function" or fence.claim(ctx.trial_dir, ctx.attempt):
                     outcome = run_trial(task, ctx)
                 else:
                     outcome = _dropped(f"a newer attempt than {ctx.attempt} holds {ctx.trial_dir}")

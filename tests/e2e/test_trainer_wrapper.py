@@ -1,0 +1,53 @@
+"""``lm.Trainer`` in a user's own train function: inside a search it trains the trial's budget,
+checkpoints and logs into the trial's folder and resumes promoted trials; outside it is a plain
+Trainer."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+from tiny_models import BlobsDataModule, TinyClassifier
+
+import lightning_maggy as lm
+from lightning_maggy.driver.journal import read_journal
+
+pytestmark = pytest.mark.slow
+
+
+def _train(hparams):
+    trainer = lm.Trainer(max_epochs=100, enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(TinyClassifier(**hparams), datamodule=BlobsDataModule())
+    return float(trainer.callback_metrics["val_acc"])
+
+
+def test_asha_over_a_train_function_with_lm_trainer_resumes_promoted_trials(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)  # where a plain Trainer would put ./lightning_logs
+    result = lm.search(_train, lm.Searchspace(lr=lm.Double(0.01, 0.5, log=True), hidden=lm.Integer(4, 32)),
+                       metric="val_acc", optimizer=lm.ASHA(reduction_factor=3), num_trials=9, max_epochs=3,
+                       workers=2, seed=0, exp_dir=tmp_path / "exp", verbose=False)
+    assert result.stop_reason == "finished" and len(result.trials) == 9
+    promoted = [t for t in result.trials if t.epochs_done == 3]
+    assert promoted  # some trial reached the top rung
+    reports: dict[str, list[int]] = {}
+    for ev in read_journal(Path(result.exp_dir) / "journal.jsonl"):
+        if ev["event"] == "report":
+            reports.setdefault(ev["trial_id"], []).append(ev["epoch"])
+    for t in result.trials:
+        assert reports[t.trial_id] == list(range(t.epochs_done))  # resumed, never restarted at 0
+        trial_dir = Path(result.exp_dir) / "trials" / t.trial_id
+        assert (trial_dir / "checkpoints" / "last.ckpt").is_file() and (trial_dir / "tensorboard").is_dir()
+    assert not (tmp_path / "lightning_logs").exists()
+    assert result.load_best(TinyClassifier) is not None
+
+
+def test_outside_a_search_it_is_a_plain_trainer(tmp_path: Path) -> None:
+    trainer = lm.Trainer(max_epochs=2, default_root_dir=str(tmp_path), logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(TinyClassifier(), datamodule=BlobsDataModule())
+    assert isinstance(trainer._trainer, pl.Trainer) and trainer.current_epoch == 2
+    assert "val_acc" in trainer.callback_metrics
+    assert not any(isinstance(cb, lm.MaggyCallback) for cb in trainer.callbacks)
+    assert not os.path.exists(tmp_path / "checkpoints")

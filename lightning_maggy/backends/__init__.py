@@ -1,0 +1,1 @@
+"""Where workers run: local processes (``local``) or the tasks of one Spark job (``spark``)."""

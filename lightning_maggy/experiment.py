@@ -87,8 +87,9 @@ def search(
             ``max(3, num_trials // 4)``).
         max_retries: times a trial whose worker was lost is resumed before it counts as failed.
         heartbeat_timeout: seconds of worker silence after which its trial is lost.
-        spark_master / spark_conf: used to build a SparkSession when ``backend="spark"`` and none
-            is active (e.g. ``spark_master="spark://host:7077"``).
+        spark_master: the master of the SparkSession built when ``backend="spark"`` and none is
+            active (e.g. ``"spark://host:7077"``).
+        spark_conf: settings of that SparkSession (e.g. ``{"spark.executor.memory": "4g"}``).
         verbose: show a progress bar (on Spark also one line per trial event) and a summary.
         resume: an experiment directory whose study to continue after its driver died
             (killed, power loss, Ctrl-C, an error): finished trials are kept and never run

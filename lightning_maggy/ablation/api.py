@@ -107,19 +107,21 @@ def ablate(
     times with the same k seeds, so the difference to the base is a paired sample per seed; the
     result reports, per component, mean ± std, the mean paired delta and its 95% t interval.
 
+    ``backend``, ``workers``, ``trainer_kwargs``, ``exp_dir``, ``timeout``, ``trial_timeout``,
+    ``max_retries``, ``heartbeat_timeout``, ``spark_master``, ``spark_conf`` and ``verbose`` are
+    as in :func:`lightning_maggy.search`.
+
     Args:
         module_cls: the LightningModule class, built per trial as ``module_cls(**hparams)`` (or
             ``module_cls(hparams=...)``).
         study: an :class:`AblationStudy` with more components (merged with the decorator's).
         datamodule: a LightningDataModule instance or class, or ``callable(hparams)``.
-        metric / direction: the logged metric compared across components.
+        metric: the logged metric compared across components.
+        direction: "max" or "min": which way ``metric`` is better.
         max_epochs: epochs every trial trains.
         hparams: the fixed hyperparameters of every trial (plain JSON data).
         seeds: k (seeds ``seed, seed+1, ..., seed+k-1``; ``seed`` defaults to 0) or an explicit
             list of seeds. Each trial seeds Python, NumPy and torch with its seed.
-        backend / workers / trainer_kwargs / exp_dir / timeout / trial_timeout / max_retries /
-            heartbeat_timeout / spark_master / spark_conf / verbose: as in
-            :func:`lightning_maggy.search`.
         max_failures: the study stops after this many failed trials (default: never; a
             component that breaks the model fails its own trials only).
         resume: an experiment directory whose ablation study to continue after its driver

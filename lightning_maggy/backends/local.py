@@ -114,7 +114,10 @@ def _worker_entry(
 
 def assign_devices(num_workers: int, gpus: int, per_worker: int = 1) -> dict[int, str | None]:
     """``CUDA_VISIBLE_DEVICES`` for each worker: ``per_worker`` GPUs each, round-robin, so that
-    with more workers than GPUs several workers share one; None everywhere without GPUs."""
+    with more workers than GPUs several workers share one; None everywhere without GPUs (the
+    variable is left as it is); ``per_worker=0``: "" everywhere (no worker sees a GPU)."""
+    if per_worker == 0:
+        return {wid: "" for wid in range(num_workers)}
     if gpus <= 0:
         return {wid: None for wid in range(num_workers)}
     per_worker = min(per_worker, gpus)
@@ -188,7 +191,8 @@ class LocalBackend(Backend):
             self.max_restarts = 3 * num_workers
         self._blob = pack_launch(launch)
         gpus = _gpu_count() if self.gpus_per_worker != 0 else 0
-        self._devices = assign_devices(num_workers, gpus, self.gpus_per_worker or 1)
+        per_worker = 1 if self.gpus_per_worker is None else self.gpus_per_worker
+        self._devices = assign_devices(num_workers, gpus, per_worker)
         cpus = os.cpu_count() or 1
         self._threads = launch.num_threads or max(1, cpus // max(1, num_workers))
         for wid in range(num_workers):

@@ -20,3 +20,9 @@ def test_several_gpus_per_worker():
 
 def test_no_gpus_leaves_the_environment_alone():
     assert assign_devices(3, gpus=0) == {0: None, 1: None, 2: None}
+
+
+def test_zero_gpus_per_worker_hides_every_gpu() -> None:
+    # "" (not None): the variable is set empty, so CUDA sees no device even on a GPU machine.
+    assert assign_devices(3, gpus=4, per_worker=0) == {0: "", 1: "", 2: ""}
+    assert assign_devices(2, gpus=0, per_worker=0) == {0: "", 1: ""}

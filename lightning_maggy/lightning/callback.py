@@ -7,6 +7,7 @@ broadcast through ``trainer.strategy``.
 
 from __future__ import annotations
 
+import os
 import warnings
 from typing import Any
 
@@ -44,10 +45,27 @@ class MaggyCallback(*_BASES):  # type: ignore[misc]
             raise ValueError(f"MaggyCallback(metric={metric!r}): metric must be a non-empty str, e.g. 'val_acc'.")
         self.metric = metric
         self._warned = False
+        self._warned_restart = False
 
     @property
     def state_key(self) -> str:
         return f"MaggyCallback[metric={self.metric}]"
+
+    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        ctx = current_trial()
+        if ctx is not None and stage == "fit":
+            _into_trial_dir(trainer, ctx.trial_dir)
+
+    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        ctx = current_trial()
+        if ctx is not None and ctx.epochs_done and trainer.current_epoch == 0 and not self._warned_restart:
+            self._warned_restart = True
+            warnings.warn(
+                f"trial {ctx.trial_id} had {ctx.epochs_done} epoch(s) trained (promoted, or resumed "
+                "after its worker was lost), but this Trainer starts at epoch 0 and trains them "
+                "again: use lm.Trainer, or pass ckpt_path=lm.current_trial().ckpt_path to fit().",
+                stacklevel=2,
+            )
 
     def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
         ctx = current_trial()
@@ -99,3 +117,57 @@ class MaggyCallback(*_BASES):  # type: ignore[misc]
             )
         value = metrics[self.metric]
         return float(value.item() if hasattr(value, "item") else value)
+
+
+def _into_trial_dir(trainer: Any, trial_dir: str) -> None:
+    """A Trainer the search did not build (a train function's own ``pl.Trainer``) writes into
+    the current directory by default, where concurrent trials would share
+    ``lightning_logs/version_0``: its default root and the loggers rooted there move into the
+    trial's folder. Lightning creates the loggers' writers just before this hook, so a writer
+    that has written nothing yet is closed and re-created there (its empty directory removed).
+    Paths the user chose are kept; a logger that does not fit this pattern is left as it is."""
+    cwd = os.path.normpath(os.getcwd())
+    if os.path.normpath(str(trainer.default_root_dir)) != cwd:
+        return
+    trainer._default_root_dir = trial_dir
+    for logger in trainer.loggers:
+        root = getattr(logger, "_root_dir", None)
+        if root is None or os.path.normpath(str(root)) != cwd or not hasattr(logger, "_experiment"):
+            continue
+        old_dir = None
+        if logger._experiment is not None:
+            old_dir = getattr(logger, "log_dir", None)
+            close = getattr(logger._experiment, "close", None)
+            if callable(close):
+                close()
+            logger._experiment = None
+        logger._root_dir = trial_dir
+        if hasattr(logger, "_version"):
+            logger._version = None
+        if old_dir:
+            _remove_unused(str(old_dir), stop=cwd)
+
+
+def _remove_unused(log_dir: str, stop: str) -> None:
+    """Removes ``log_dir`` if it holds nothing but empty TensorBoard event files (a writer
+    that was opened and closed), then its parents up to ``stop`` while they are empty."""
+    import contextlib
+
+    try:
+        names = os.listdir(log_dir)
+    except OSError:
+        return
+    for name in names:
+        path = os.path.join(log_dir, name)
+        if not (name.startswith("events.out.tfevents.") and os.path.getsize(path) < 1024):
+            return
+    for name in names:
+        with contextlib.suppress(OSError):
+            os.remove(os.path.join(log_dir, name))
+    path = log_dir
+    while os.path.normpath(path) != stop and os.path.normpath(path).startswith(stop + os.sep):
+        try:
+            os.rmdir(path)
+        except OSError:
+            return
+        path = os.path.dirname(path)

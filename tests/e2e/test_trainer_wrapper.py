@@ -51,3 +51,24 @@ def test_outside_a_search_it_is_a_plain_trainer(tmp_path: Path) -> None:
     assert "val_acc" in trainer.callback_metrics
     assert not any(isinstance(cb, lm.MaggyCallback) for cb in trainer.callbacks)
     assert not os.path.exists(tmp_path / "checkpoints")
+
+
+def _plain_trainer(hparams):
+    """A plain Trainer with its default logger and checkpointing, sized by hand."""
+    trainer = pl.Trainer(max_epochs=lm.current_trial().budget, callbacks=[lm.MaggyCallback(metric="val_acc")],
+                         enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(TinyClassifier(**hparams), datamodule=BlobsDataModule())
+    return float(trainer.callback_metrics["val_acc"])
+
+
+def test_a_plain_trainer_logs_into_its_trial_folder_not_the_working_directory(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = lm.search(_plain_trainer, lm.Searchspace(lr=lm.Double(0.01, 0.5, log=True)), metric="val_acc",
+                       optimizer="random", num_trials=2, max_epochs=1, workers=2, seed=0,
+                       exp_dir=tmp_path / "exp", verbose=False)
+    assert result.counts()["COMPLETED"] == 2
+    assert not (tmp_path / "lightning_logs").exists()  # two concurrent trials shared it before
+    for t in result.trials:
+        trial_dir = Path(result.exp_dir) / "trials" / t.trial_id
+        assert list((trial_dir / "lightning_logs").glob("version_0/events.out.tfevents.*"))
+        assert list((trial_dir / "lightning_logs" / "version_0" / "checkpoints").glob("*.ckpt"))

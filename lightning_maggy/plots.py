@@ -99,8 +99,9 @@ def best_so_far(
         scope: "last" or "all" (see :data:`~lightning_maggy.trial.SCOPES`).
         reports: the journal's metric reports. With them, a score is timed by the report that
             recorded it and the epochs axis counts every report up to then; without them, by
-            the record's ``finished`` (else ``started``, ``created``) timestamp, and each trial's
-            epochs count from that time on (running trials' epochs are counted late).
+            the record's ``finished`` (else ``started``, ``created``; none: the previous
+            record's) timestamp, and each trial's epochs count from that time on (so the epochs
+            of trials still running then are counted late).
         start: the study's start (UNIX time); default: the earliest timestamp known.
     """
     by_trial: dict[str, list[Report]] = {}
@@ -118,8 +119,8 @@ def best_so_far(
     origin = start if start is not None else (min(known) if known else None)
     # A record without a timestamp takes the previous one's (records are in the order they
     # started); sorting by (seconds, index) keeps the list order when nothing is timed.
-    point_keys = _keys([p[3] for p in points], [p[0] for p in points], origin)
-    end_keys = _keys(ends, list(range(len(trials))), origin)
+    end_keys = _keys(ends, origin)
+    point_keys = [end_keys[i] if when is None or origin is None else (when - origin, i) for i, _, _, when in points]
     order = sorted(range(len(points)), key=lambda k: point_keys[k])
     timed = origin is not None
     time = np.array([point_keys[k][0] if timed else math.nan for k in order], dtype=float)
@@ -138,10 +139,10 @@ def best_so_far(
     return BestSoFar(time, epochs, running, score, tuple(points[k][1] for k in order))
 
 
-def _keys(times: Sequence[float | None], index: Sequence[int], origin: float | None) -> list[tuple[float, int]]:
-    """(seconds since ``origin``, index) per record; a missing time takes the previous one's."""
+def _keys(times: Sequence[float | None], origin: float | None) -> list[tuple[float, int]]:
+    """(seconds since ``origin``, index) per trial; a missing time takes the previous one's."""
     out, last = [], 0.0
-    for when, i in zip(times, index):
+    for i, when in enumerate(times):
         if when is not None and origin is not None:
             last = when - origin
         out.append((last, i))
@@ -190,7 +191,7 @@ def _history_figure(result: Any, bsf: BestSoFar, path: Path) -> None:
     from matplotlib.ticker import MaxNLocator
 
     fig = _figure(figsize=(11, 4.2))
-    axes = fig.subplots(1, 2, sharey=True)
+    axes, legend = fig.subplots(1, 2, sharey=True), None
     for ax, x, label in ((axes[0], bsf.time, "wall time since the study's start (s)"),
                          (axes[1], bsf.epochs, "epochs trained, all trials together")):
         ax.set_xlabel(label)
@@ -199,6 +200,7 @@ def _history_figure(result: Any, bsf: BestSoFar, path: Path) -> None:
             ax.text(0.5, 0.5, "no scored trial" if not len(x) else "no timestamps in the records",
                     ha="center", va="center", transform=ax.transAxes, color="#555555")
             continue
+        legend = ax
         ax.scatter(x, bsf.score, s=14, color="#95a5a6", label="a trial's score", zorder=2)
         ax.step(x, bsf.value, where="post", color="#2e86c1", linewidth=2, label="best so far", zorder=3)
         first = int(np.argmax(bsf.value == bsf.value[-1]))  # where the best was reached
@@ -207,7 +209,8 @@ def _history_figure(result: Any, bsf: BestSoFar, path: Path) -> None:
     scope = "" if result.scope == "last" else ", each trial's best epoch"
     axes[1].xaxis.set_major_locator(MaxNLocator(integer=True))
     axes[0].set_ylabel(f"{result.metric} ({'higher' if result.direction == 'max' else 'lower'} is better{scope})")
-    axes[0].legend(loc="best", fontsize=8)
+    if legend is not None:
+        legend.legend(loc="best", fontsize=8)
     fig.suptitle(f"Optimization history: {len(bsf.score)} scored of {len(result.trials)} trials")
     fig.tight_layout()
     fig.savefig(path, dpi=100)

@@ -1,6 +1,6 @@
 """Hyperparameter importance of a study: how much each hyperparameter explains the variation of
 the trials' scores (:func:`importance`), the data behind ``importance.png`` of
-:meth:`SearchResult.plot <lightning_maggy.results.SearchResult.plot>`.
+:meth:`~lightning_maggy.results.SearchResult.plot`.
 
 Scores are :func:`~lightning_maggy.trial.trial_value` under the study's ``scope`` (FAILED and
 NaN trials left out). scikit-learn is optional: with it, a random forest and permutation

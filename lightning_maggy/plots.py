@@ -1,4 +1,4 @@
-"""Plots of a study, for :meth:`SearchResult.plot <lightning_maggy.results.SearchResult.plot>`:
+"""Plots of a study, for :meth:`~lightning_maggy.results.SearchResult.plot`:
 the optimization history, the learning curves and the hyperparameter importance, as PNG files.
 
 The figures are drawn from small pure functions that can be used (and tested) on their own:
@@ -294,7 +294,7 @@ def _read_study(exp_dir: str) -> tuple[dict[str, Any], float | None, list[Report
 def plot_result(result: Any, path: str | os.PathLike[str] | None = None) -> dict[str, str]:
     """Writes ``history.png``, ``curves.png`` and ``importance.png`` for a
     :class:`~lightning_maggy.results.SearchResult` into ``path`` (default: its ``exp_dir``);
-    see :meth:`SearchResult.plot <lightning_maggy.results.SearchResult.plot>`."""
+    see :meth:`~lightning_maggy.results.SearchResult.plot`."""
     try:
         import matplotlib  # noqa: F401
     except ImportError as err:

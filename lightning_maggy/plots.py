@@ -227,9 +227,12 @@ def _curves_figure(result: Any, rungs: list[int], source: str, path: Path) -> No
     for t in result.trials:
         if not t.history:
             continue
-        epochs = np.arange(1, len(t.history) + 1)
+        epochs, values = np.arange(1, len(t.history) + 1), np.asarray(t.history, dtype=float)
         color = _STATE_COLORS.get(t.state.value, "#333333")
-        ax.plot(epochs, t.history, color=color, alpha=0.75, linewidth=1.2, marker="." if len(t.history) < 3 else None)
+        ax.plot(epochs, values, color=color, alpha=0.75, linewidth=1.2)
+        ok = np.isfinite(values)  # a value between gaps (NaN) or alone has no line: a dot
+        lone = ok & ~np.r_[False, ok[:-1]] & ~np.r_[ok[1:], False]
+        ax.plot(epochs[lone], values[lone], ".", color=color, alpha=0.75)
     if result.best_trial is not None and result.best_trial.history:
         best = result.best_trial.history
         ax.plot(np.arange(1, len(best) + 1), best, color="black", linewidth=2.2, label="best trial", zorder=5)

@@ -4,7 +4,9 @@ The data ships inside scikit-learn (no download). Two local worker processes tra
 parallel; after every validation epoch the optimization server on the driver answers continue,
 stop, or pause (rung reached); promoted trials resume from their rung checkpoints.
 
-Run: ``python examples/digits_asha.py [--trials 27] [--workers 2] [--max-epochs 9]``
+Run: ``python examples/digits_asha.py [--trials 27] [--workers 2] [--max-epochs 9] [--plot [DIR]]``
+(``--plot`` writes ``result.plot()``'s figures into DIR, default the experiment directory; it
+needs matplotlib. The README's figures come from ``--workers 1 --plot docs/img/digits-asha``.)
 """
 
 from __future__ import annotations
@@ -96,6 +98,8 @@ def main() -> None:
     parser.add_argument("--max-epochs", type=int, default=9)
     parser.add_argument("--exp-dir", default=None)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--plot", nargs="?", const="", default=None, metavar="DIR",
+                        help="write result.plot()'s PNGs into DIR (default: the experiment directory)")
     args = parser.parse_args()
 
     result = lm.search(
@@ -118,6 +122,9 @@ def main() -> None:
           f"{args.max_epochs} epochs would train {len(result.trials) * args.max_epochs}); "
           f"the best trial trained {best_epochs}")
     print(f"experiment record: {result.exp_dir}")
+    if args.plot is not None:
+        for name, path in result.plot(path=args.plot or None).items():
+            print(f"figure {name}: {path}")
     assert np.isfinite(result.best_metric)
 
 

@@ -130,6 +130,31 @@ class SearchResult:
             raise ImportError("to_pandas() needs pandas: pip install pandas") from err
         return pd.DataFrame(self.rows())
 
+    def plot(self, path: str | os.PathLike[str] | None = None) -> dict[str, str]:
+        """Writes the study's figures as PNG files and returns their paths (needs matplotlib:
+        ``pip install 'lightning_maggy[plot]'``).
+
+        - ``"history"``, ``history.png``: the best score so far against wall time since the
+          study's start and against epochs trained (all trials together), one point per scored
+          trial when its final score was recorded (timed by the journal's reports when
+          ``exp_dir`` has the journal); under ``scope``, so it ends at ``best_metric``.
+        - ``"curves"``, ``curves.png``: every trial's ``history`` per epoch, coloured by its
+          final state, the best trial in black; ASHA, Hyperband and BOHB rungs as dashed lines
+          (from the settings in ``experiment.json``, else the distinct trial budgets).
+        - ``"importance"``, ``importance.png``: hyperparameter importance, sorted (see
+          :func:`lightning_maggy.importance.importance`; with rungs, the scores at the bottom
+          rung, which every trial trained). Left out, with a warning, below 5 scored trials.
+
+        Args:
+            path: the directory to write into (created if missing); default ``exp_dir``.
+
+        Raises:
+            ImportError: matplotlib is not installed.
+        """
+        from lightning_maggy.plots import plot_result
+
+        return plot_result(self, path)
+
     def summary(self, top: int = 10) -> str:
         """A table of the best ``top`` trials, as text."""
         values = {t.trial_id: trial_value(t, self.direction, self.scope) for t in self.trials}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import math
 import os
 import time
 from pathlib import Path
@@ -136,7 +137,8 @@ class SearchResult:
         Args:
             top: how many of the ranked trials to list, best first.
             unranked: also list, after them, the trials without a score (running or pending
-                ones with no final metric yet, failed ones), with ``-`` as their metric.
+                ones with no final metric yet, failed ones): their latest reported value in
+                parentheses, or ``-``.
         """
         values = {t.trial_id: trial_value(t, self.direction, self.scope) for t in self.trials}
         scored = [t for t in self.trials if values[t.trial_id] is not None]
@@ -151,8 +153,10 @@ class SearchResult:
             lines.append(f"{'trial':<18}{'state':<11}{'epochs':>6}  {label:>12}  config")
             for t in rows:
                 value = values[t.trial_id]
-                shown = "-" if value is None else f"{value:.5g}"
-                lines.append(f"{t.trial_id:<18}{t.state.value:<11}{t.epochs_done:>6}  {shown:>12}  {fmt_config(t.config)}")
+                latest = next((v for v in reversed(t.history) if math.isfinite(v)), None)
+                shown = f"{value:.5g}" if value is not None else "-" if latest is None else f"({latest:.5g})"
+                row = f"{t.trial_id:<18}{t.state.value:<11}{t.epochs_done:>6}  {shown:>12}  {fmt_config(t.config)}"
+                lines.append(row)
         return "\n".join(lines)
 
     def __repr__(self) -> str:

@@ -82,5 +82,6 @@ def test_the_summary_lists_unranked_trials_only_when_asked(tmp_path: Path) -> No
     rows = lines[2:]
     assert [row.split()[0] for row in rows] == [result.trials[0].trial_id, result.trials[1].trial_id, running.trial_id]
     assert rows[0].split()[1:4] == ["COMPLETED", "3", "0.8"] and rows[0].endswith("lr=0.1, act=relu, bn=True")
-    assert rows[2].split()[1:4] == ["RUNNING", "1", "-"] and rows[2].endswith("lr=0.3, act=relu, bn=False")
+    assert rows[1].split()[1:4] == ["FAILED", "0", "-"]
+    assert rows[2].split()[1:4] == ["RUNNING", "1", "(0.4)"] and rows[2].endswith("lr=0.3, act=relu, bn=False")
     assert len(result.summary(top=0, unranked=True).splitlines()) == 4  # header, column names, 2 unranked

@@ -353,10 +353,10 @@ def _from_mapping(name: str, spec: Mapping[str, Any]) -> Hyperparameter:
         what += [f"unknown {', '.join(map(str, unknown))}"] if unknown else []
         raise SearchspaceError(f"Hyperparameter {name!r}: {'; '.join(what)}; expected {_MAPPING_FORMS[kind]}.")
     for key in ("low", "high"):
-        if isinstance(spec.get(key), str):  # YAML 1.1 reads 1e-4 (no dot) as a string
+        if isinstance(spec.get(key), str):  # e.g. a YAML loader that reads 1e-4 (no dot) as text
             raise SearchspaceError(
-                f"Hyperparameter {name!r}: {key}={spec[key]!r} is a string, not a number (in YAML, "
-                "write an exponent with a dot: 1.0e-4, not 1e-4)."
+                f"Hyperparameter {name!r}: {key}={spec[key]!r} is a string, not a number (some YAML "
+                "readers take 1e-4 for text: write 1.0e-4)."
             )
     if not isinstance(spec.get("log", False), bool):
         raise SearchspaceError(f"Hyperparameter {name!r}: log={spec['log']!r} must be true or false.")

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Optional, Union
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "main", "render", "search_parser", "show_parser"]
 
 INSTALL_HINT = "the lightning-maggy command line needs jsonargparse: pip install 'lightning_maggy[cli]'"
 
@@ -51,6 +51,24 @@ def build_parser() -> Any:
     """The ``lightning-maggy`` parser (a jsonargparse ``ArgumentParser``) with its subcommands."""
     ja = _jsonargparse()
     from lightning_maggy import __version__
+
+    parser = ja.ArgumentParser(
+        prog="lightning-maggy",
+        description="lightning_maggy's command line: run a hyperparameter search from a YAML config; "
+        "print a study's table from its journal, also while it runs.",
+    )
+    parser.add_argument("--version", action="version", version=f"lightning_maggy {__version__}")
+    commands = parser.add_subcommands()
+    commands.add_subcommand("search", search_parser(), help="Run a search from a YAML config.")
+    commands.add_subcommand(
+        "show", show_parser(), help="Print a study's table from its journal (--follow: keep it updating)."
+    )
+    return parser
+
+
+def search_parser() -> Any:
+    """The parser of ``lightning-maggy search``: :data:`OWN`, then the rest of ``search()``'s signature."""
+    ja = _jsonargparse()
     from lightning_maggy.backends.base import Backend
     from lightning_maggy.experiment import search
 
@@ -76,7 +94,12 @@ def build_parser() -> Any:
         help="'local', 'spark', or a Backend as {class_path: ..., init_args: {...}}.",
     )
     find.add_function_arguments(search, skip=set(OWN), fail_untyped=False)
+    return find
 
+
+def show_parser() -> Any:
+    """The parser of ``lightning-maggy show``."""
+    ja = _jsonargparse()
     show = ja.ArgumentParser(description="Prints a study's trials from its journal, also while it runs.")
     show.add_argument("exp_dir", type=str, help="The study's experiment directory.")
     show.add_argument("--follow", action="store_true", help="Redraw every --interval seconds until the study ends.")
@@ -86,13 +109,7 @@ def build_parser() -> Any:
         "--scope", type=Optional[str], default=None,
         help="'last' or 'all' (see search()); default: the study's, from result.json, else 'last'.",
     )
-
-    parser = ja.ArgumentParser(prog="lightning-maggy", description=__doc__.splitlines()[0])
-    parser.add_argument("--version", action="version", version=f"lightning_maggy {__version__}")
-    commands = parser.add_subcommands()
-    commands.add_subcommand("search", find, help="Run a search from a YAML config.")
-    commands.add_subcommand("show", show, help="Print a study's table from its journal (--follow: keep it updating).")
-    return parser
+    return show
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -168,9 +185,8 @@ def _search(parser: Any, cfg: Any) -> int:
         print(result.summary())
     print(_best_line(result), flush=True)
     if result.stop_reason == "interrupted":
-        return _fail(
-            "search", f"interrupted; the same config with --resume {result.exp_dir} continues the study", EXIT_INTERRUPTED
-        )
+        again = f"interrupted; the same config with --resume {result.exp_dir} continues the study"
+        return _fail("search", again, EXIT_INTERRUPTED)
     if result.stop_reason not in ("finished", "timeout"):
         return _fail("search", f"the study {result.stop_reason}: {result.message}", EXIT_ABORTED)
     return 0

@@ -209,3 +209,18 @@ def test_an_aborted_study_exits_1_with_the_reason(tmp_path: Path) -> None:
         "lightning-maggy search: error: the search was aborted: MaggyCallback is conditioned on metric 'val_nothing'"
     ), proc.stderr[-3000:]
     assert json.loads((tmp_path / "exp" / "result.json").read_text())["stop_reason"] == "aborted"
+
+
+def test_the_command_line_declares_every_argument_of_search() -> None:
+    import inspect
+
+    from lightning_maggy.cli import search_parser
+    from lightning_maggy.experiment import search
+
+    parser = search_parser()
+    defaults = parser.get_defaults()
+    expected = set(inspect.signature(search).parameters) - {"module_or_fn"} | {"module"}
+    assert expected <= set(vars(defaults)), expected - set(vars(defaults))
+    for name, param in inspect.signature(search).parameters.items():
+        if param.default is not inspect.Parameter.empty and name != "datamodule":
+            assert defaults[name] == param.default, name

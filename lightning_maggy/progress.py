@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lightning_maggy.results import fmt_value
+from lightning_maggy.results import fmt_config
 from lightning_maggy.trial import Trial, TrialState, best_trial, trial_value
 
 __all__ = ["Progress"]
@@ -32,8 +32,10 @@ class Progress:
             return
         if self._lines:
             value = "" if trial.final_metric is None else f" {self._metric}={trial.final_metric:.5g}"
-            cfg = ", ".join(f"{k}={fmt_value(v)}" for k, v in trial.config.items())
-            self._bar.write(f"[maggy] trial {trial.trial_id} {trial.state.value} after {trial.epochs_done} epochs{value} ({cfg})")
+            self._bar.write(
+                f"[maggy] trial {trial.trial_id} {trial.state.value} after {trial.epochs_done} epochs{value} "
+                f"({fmt_config(trial.config)})"
+            )
         self._records[trial.trial_id] = trial
         if trial.trial_id not in self._states:
             self._bar.update(1)

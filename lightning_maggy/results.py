@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import math
 import os
 import time
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Any
 
 from lightning_maggy.trial import Trial, TrialState, trial_value
 
-__all__ = ["SearchResult", "fmt_value", "write_result"]
+__all__ = ["SearchResult", "fmt_config", "fmt_value", "write_result"]
 
 
 @dataclasses.dataclass
@@ -155,21 +156,32 @@ class SearchResult:
 
         return plot_result(self, path)
 
-    def summary(self, top: int = 10) -> str:
-        """A table of the best ``top`` trials, as text."""
+    def summary(self, top: int | None = 10, unranked: bool = False) -> str:
+        """A table of the best ``top`` trials (every ranked one with None), as text.
+
+        Args:
+            top: how many of the ranked trials to list, best first.
+            unranked: also list, after them, the trials without a score (running or pending
+                ones with no final metric yet, failed ones): their latest reported value in
+                parentheses, or ``-``.
+        """
         values = {t.trial_id: trial_value(t, self.direction, self.scope) for t in self.trials}
         scored = [t for t in self.trials if values[t.trial_id] is not None]
         scored.sort(key=lambda t: values[t.trial_id], reverse=self.direction == "max")  # type: ignore[arg-type,return-value]
+        rows = scored[:top] + ([t for t in self.trials if values[t.trial_id] is None] if unranked else [])
         counts = ", ".join(f"{v} {k.lower()}" for k, v in self.counts().items() if v)
         lines = [f"{len(self.trials)} trials ({counts}); stop reason: {self.stop_reason}; exp_dir: {self.exp_dir}"]
         if self.message:
             lines.append(self.message.strip().splitlines()[0])
-        if scored:
+        if rows:
             label = self.metric if self.scope == "last" else f"{self.metric} (best epoch)"
             lines.append(f"{'trial':<18}{'state':<11}{'epochs':>6}  {label:>12}  config")
-            for t in scored[:top]:
-                cfg = ", ".join(f"{k}={fmt_value(v)}" for k, v in t.config.items())
-                lines.append(f"{t.trial_id:<18}{t.state.value:<11}{t.epochs_done:>6}  {values[t.trial_id]:>12.5g}  {cfg}")
+            for t in rows:
+                value = values[t.trial_id]
+                latest = next((v for v in reversed(t.history) if math.isfinite(v)), None)
+                shown = f"{value:.5g}" if value is not None else "-" if latest is None else f"({latest:.5g})"
+                row = f"{t.trial_id:<18}{t.state.value:<11}{t.epochs_done:>6}  {shown:>12}  {fmt_config(t.config)}"
+                lines.append(row)
         return "\n".join(lines)
 
     def __repr__(self) -> str:
@@ -182,6 +194,11 @@ class SearchResult:
 def fmt_value(v: Any) -> str:
     """A short text form of a hyperparameter value."""
     return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def fmt_config(config: Any) -> str:
+    """A short text form of a configuration: ``lr=0.01, hidden=32``."""
+    return ", ".join(f"{k}={fmt_value(v)}" for k, v in config.items())
 
 
 def write_result(result: SearchResult) -> None:

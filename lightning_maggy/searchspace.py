@@ -13,7 +13,10 @@ A space samples configurations from a seeded generator, enumerates a grid, and m
 configuration to a point of the unit cube ``[0, 1]^d`` and back (one coordinate per
 hyperparameter), which model-based optimizers use.
 
-The original Maggy's tuple form, ``Searchspace(lr=("DOUBLE", [0.001, 0.1]))``, is accepted too.
+The original Maggy's tuple form, ``Searchspace(lr=("DOUBLE", [0.001, 0.1]))``, is accepted too,
+and so is the dict form :meth:`Searchspace.to_dict` writes, as a YAML or JSON file holds it:
+``Searchspace(lr={"type": "double", "low": 0.001, "high": 0.1, "log": True})`` (``type`` in any
+case; ``discrete`` and ``categorical`` take ``values``).
 """
 
 from __future__ import annotations
@@ -299,12 +302,8 @@ _KINDS: dict[str, type[Hyperparameter]] = {
 def _from_spec(name: str, spec: Any) -> Hyperparameter:
     if isinstance(spec, Hyperparameter):
         return spec
-    if isinstance(spec, Mapping) and "type" in spec:  # from to_dict()
-        kind = str(spec["type"]).upper()
-        if kind in ("DOUBLE", "INTEGER"):
-            return _KINDS[kind](spec["low"], spec["high"], log=spec.get("log", False))  # type: ignore[call-arg]
-        if kind in ("DISCRETE", "CATEGORICAL"):
-            return _KINDS[kind](spec["values"])  # type: ignore[call-arg]
+    if isinstance(spec, Mapping) and "type" in spec:  # from to_dict(), or a YAML/JSON file
+        return _from_mapping(name, spec)
     if isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[0], str):  # original Maggy
         kind, values = spec[0].upper(), spec[1]
         if kind in ("DOUBLE", "INTEGER"):
@@ -317,8 +316,56 @@ def _from_spec(name: str, spec: Any) -> Hyperparameter:
             return _KINDS[kind](values)  # type: ignore[call-arg]
     raise SearchspaceError(
         f"Hyperparameter {name!r}: cannot understand {spec!r}. Expected Double(low, high), "
-        "Integer(low, high), Discrete([...]) or Categorical([...])."
+        "Integer(low, high), Discrete([...]) or Categorical([...]), or their dict form, "
+        "e.g. {'type': 'double', 'low': 0.001, 'high': 0.1, 'log': True}."
     )
+
+
+#: The dict form of each kind: (required keys, optional keys), besides ``type``.
+_MAPPING_KEYS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "DOUBLE": (("low", "high"), ("log",)),
+    "INTEGER": (("low", "high"), ("log",)),
+    "DISCRETE": (("values",), ()),
+    "CATEGORICAL": (("values",), ()),
+}
+_MAPPING_FORMS = {
+    "DOUBLE": "{type: double, low: <number>, high: <number>, log: <true|false, optional>}",
+    "INTEGER": "{type: integer, low: <int>, high: <int>, log: <true|false, optional>}",
+    "DISCRETE": "{type: discrete, values: [<number>, ...]}",
+    "CATEGORICAL": "{type: categorical, values: [<value>, ...]}",
+}
+
+
+def _from_mapping(name: str, spec: Mapping[str, Any]) -> Hyperparameter:
+    """A hyperparameter from its dict form (``to_dict()``'s, with ``type`` in any case), with an
+    error naming the entry and the form expected for anything else."""
+    kind = spec["type"].upper() if isinstance(spec["type"], str) else None
+    if kind not in _MAPPING_KEYS:
+        raise SearchspaceError(
+            f"Hyperparameter {name!r}: type {spec['type']!r} is not one of double, integer, "
+            "discrete, categorical."
+        )
+    required, optional = _MAPPING_KEYS[kind]
+    missing = [k for k in required if k not in spec]
+    unknown = [k for k in spec if k != "type" and k not in required + optional]
+    if missing or unknown:
+        what = [f"missing {', '.join(missing)}"] if missing else []
+        what += [f"unknown {', '.join(map(str, unknown))}"] if unknown else []
+        raise SearchspaceError(f"Hyperparameter {name!r}: {'; '.join(what)}; expected {_MAPPING_FORMS[kind]}.")
+    for key in ("low", "high"):
+        if isinstance(spec.get(key), str):  # e.g. a YAML loader that reads 1e-4 (no dot) as text
+            raise SearchspaceError(
+                f"Hyperparameter {name!r}: {key}={spec[key]!r} is a string, not a number (some YAML "
+                "readers take 1e-4 for text: write 1.0e-4)."
+            )
+    if not isinstance(spec.get("log", False), bool):
+        raise SearchspaceError(f"Hyperparameter {name!r}: log={spec['log']!r} must be true or false.")
+    try:
+        if kind in ("DOUBLE", "INTEGER"):
+            return _KINDS[kind](spec["low"], spec["high"], log=spec.get("log", False))  # type: ignore[call-arg]
+        return _KINDS[kind](spec["values"])  # type: ignore[call-arg]
+    except SearchspaceError as err:
+        raise SearchspaceError(f"Hyperparameter {name!r}: {err}") from None
 
 
 class Searchspace:

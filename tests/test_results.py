@@ -1,4 +1,4 @@
-"""The files a study leaves behind, read back: the TensorBoard HParams summary."""
+"""The files a study leaves behind, read back: the TensorBoard HParams summary; the summary table."""
 
 from __future__ import annotations
 
@@ -66,3 +66,22 @@ def test_writing_the_result_does_not_import_torch(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr[-2000:]
     assert "torch imported: False" in out.stdout
     assert (tmp_path / "result.json").exists() and any((tmp_path / "tensorboard").iterdir())
+
+
+def test_the_summary_lists_unranked_trials_only_when_asked(tmp_path: Path) -> None:
+    result = _result(tmp_path)
+    running = Trial.create({"lr": 0.3, "act": "relu", "bn": False}, budget=3).evolve(
+        state=TrialState.RUNNING, history=(0.4,)
+    )
+    result.trials.append(running)
+    ranked = result.summary()
+    assert result.trials[0].trial_id in ranked and running.trial_id not in ranked
+    assert result.trials[1].trial_id not in ranked  # failed: no score
+    lines = result.summary(top=None, unranked=True).splitlines()
+    assert lines[0].startswith("3 trials (1 running, 1 completed, 1 failed)")
+    rows = lines[2:]
+    assert [row.split()[0] for row in rows] == [result.trials[0].trial_id, result.trials[1].trial_id, running.trial_id]
+    assert rows[0].split()[1:4] == ["COMPLETED", "3", "0.8"] and rows[0].endswith("lr=0.1, act=relu, bn=True")
+    assert rows[1].split()[1:4] == ["FAILED", "0", "-"]
+    assert rows[2].split()[1:4] == ["RUNNING", "1", "(0.4)"] and rows[2].endswith("lr=0.3, act=relu, bn=False")
+    assert len(result.summary(top=0, unranked=True).splitlines()) == 4  # header, column names, 2 unranked

@@ -270,3 +270,38 @@ def test_to_dict_from_dict_round_trip(space: Searchspace) -> None:
     assert Searchspace.from_dict(data) == space
     assert Searchspace.from_dict(json.loads(json.dumps(data))) == space
     assert Searchspace.from_dict(data).names() == space.names()
+
+
+def test_the_dict_form_any_case_as_a_yaml_file_writes_it() -> None:
+    space = Searchspace(
+        lr={"type": "double", "low": 1e-4, "high": 0.1, "log": True},
+        hidden={"type": "Integer", "low": 16, "high": 256},
+        batch_size={"type": "discrete", "values": [64, 32]},
+        act={"type": "CATEGORICAL", "values": ["relu", "gelu"]},
+    )
+    assert space == Searchspace(
+        lr=Double(1e-4, 0.1, log=True), hidden=Integer(16, 256), batch_size=Discrete([32, 64]),
+        act=Categorical(["relu", "gelu"]),
+    )
+
+
+@pytest.mark.parametrize(
+    ("spec", "fragments"),
+    [
+        ({"type": "double", "low": 0.1}, ["'lr'", "missing high", "{type: double, low: <number>, high: <number>"]),
+        ({"type": "double", "low": 0.1, "high": 1, "lg": True}, ["'lr'", "unknown lg"]),
+        ({"type": "float", "low": 0.1, "high": 1}, ["'lr'", "'float' is not one of double, integer"]),
+        ({"type": "double", "low": "1e-4", "high": 0.1}, ["'lr'", "low='1e-4' is a string", "1.0e-4"]),
+        ({"type": "double", "low": 0.1, "high": 1, "log": "yes"}, ["'lr'", "log='yes' must be true or false"]),
+        ({"type": "integer", "low": 1.5, "high": 3}, ["'lr'", "bounds must be ints"]),
+        ({"type": "double", "low": 1.0, "high": 0.5}, ["'lr'", "low must be smaller than high"]),
+        ({"type": "discrete", "values": ["a"]}, ["'lr'", "values must be numbers"]),
+        ({"type": "categorical"}, ["'lr'", "missing values", "{type: categorical, values: [<value>, ...]}"]),
+        (0.1, ["'lr'", "cannot understand 0.1", "'type': 'double'"]),
+    ],
+)
+def test_a_bad_dict_form_names_the_entry_and_the_form_expected(spec, fragments: list[str]) -> None:
+    with pytest.raises(SearchspaceError) as info:
+        Searchspace(lr=spec)
+    for fragment in fragments:
+        assert fragment in str(info.value)

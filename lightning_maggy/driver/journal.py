@@ -300,6 +300,8 @@ class StudyLog:
             generator's initial state, for a reproducible continuation), or None.
         non_finite: trial_id -> the note of its first ``non_finite`` event (the NaN/inf policy
             stopped it).
+        end_message: the ``message`` of the latest ``experiment_end`` (why the study was aborted
+            or stalled), or None.
     """
 
     path: Path
@@ -311,6 +313,7 @@ class StudyLog:
     runs: int
     optimizer_state: dict[str, Any] | None
     non_finite: dict[str, str] = dataclasses.field(default_factory=dict)
+    end_message: str | None = None
 
     def resumable_trials(self) -> dict[str, Trial]:
         """The trials as a resumed study starts from: those the end of the previous run stopped
@@ -341,6 +344,7 @@ def load_study(path: str | os.PathLike[str]) -> StudyLog:
     optimizer_state: dict[str, Any] | None = None
     non_finite: dict[str, str] = {}
     end_reason: str | None = None
+    end_message: str | None = None
     elapsed = 0.0
     runs = 0
     run_start: float | None = None
@@ -353,13 +357,14 @@ def load_study(path: str | os.PathLike[str]) -> StudyLog:
                 elapsed += max(0.0, last_time - run_start)
             runs += 1
             run_start = when if isinstance(when, (int, float)) else None
-            end_reason = None
+            end_reason = end_message = None
             if isinstance(event.get("experiment"), dict):
                 experiment = event["experiment"]
             if kind == "experiment_start" and isinstance(event.get("optimizer_state"), dict):
                 optimizer_state = event["optimizer_state"]
         elif kind == "experiment_end":
             end_reason = str(event.get("reason"))
+            end_message = event["message"] if isinstance(event.get("message"), str) else None
         elif kind == "non_finite" and isinstance(event.get("trial_id"), str):
             epoch = event.get("epoch")
             non_finite.setdefault(
@@ -391,6 +396,7 @@ def load_study(path: str | os.PathLike[str]) -> StudyLog:
         runs=runs,
         optimizer_state=optimizer_state,
         non_finite=non_finite,
+        end_message=end_message,
     )
 
 

@@ -136,13 +136,16 @@ def test_load_study_reads_settings_causes_and_elapsed_time(tmp_path: Path) -> No
     stopped = running.evolve(state=TrialState.STOPPED, error="Ctrl-C", history=(0.9,), finished=t + 11)
     event("trial", t + 11, trial=stopped.to_dict(), cause=CAUSE_ABORT)
     event("trial", t + 11, trial=paused.evolve(state=TrialState.STOPPED).to_dict(), cause=CAUSE_END)
-    event("experiment_end", t + 12, reason="interrupted")
+    event("experiment_end", t + 12, reason="interrupted", message="interrupted by the user (Ctrl-C)")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    ended = load_study(path)
+    assert ended.end_reason == "interrupted" and ended.end_message == "interrupted by the user (Ctrl-C)"
     event("resume", t + 500, experiment={"num_trials": 5})  # hours later
     event("report", t + 504, trial_id=running.trial_id, epoch=1, value=0.95, decision="continue")
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
     log = load_study(path)
-    assert log.runs == 2 and log.end_reason is None  # the second run never ended
+    assert log.runs == 2 and log.end_reason is None and log.end_message is None  # the second run never ended
     assert log.experiment == {"num_trials": 5} and log.optimizer_state == {"draws": 0}
     assert log.elapsed == pytest.approx(12 + 4)  # the runs, not the pause between them
     assert log.trials[running.trial_id].state is TrialState.STOPPED

@@ -199,7 +199,7 @@ def _best_line(result: Any) -> str:
     if best is None:
         return f"best: none (no trial reported a finite {result.metric}); record: {result.exp_dir}"
     return (
-        f"best {result.metric}={result.best_metric:.5g}: trial {best.trial_id} ({best.epochs_done} epochs) "
+        f"best {result.metric}={result.best_metric:.5g}: trial {best.trial_id} ({best.epochs} epochs) "
         f"{fmt_config(best.config)}; record: {result.exp_dir}"
     )
 

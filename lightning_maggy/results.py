@@ -110,7 +110,7 @@ class SearchResult:
                 "trial_id": t.trial_id,
                 "state": t.state.value,
                 self.metric: t.final_metric,
-                "epochs": t.epochs_done,
+                "epochs": t.epochs,
                 "budget": t.budget,
                 "retries": t.retries,
                 "attempts": t.attempt,
@@ -180,7 +180,7 @@ class SearchResult:
                 value = values[t.trial_id]
                 latest = next((v for v in reversed(t.history) if math.isfinite(v)), None)
                 shown = f"{value:.5g}" if value is not None else "-" if latest is None else f"({latest:.5g})"
-                row = f"{t.trial_id:<18}{t.state.value:<11}{t.epochs_done:>6}  {shown:>12}  {fmt_config(t.config)}"
+                row = f"{t.trial_id:<18}{t.state.value:<11}{t.epochs:>6}  {shown:>12}  {fmt_config(t.config)}"
                 lines.append(row)
         return "\n".join(lines)
 
@@ -248,7 +248,7 @@ def _write_tensorboard(result: SearchResult, logdir: Path) -> None:
         hparams = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in t.config.items()}
         if t.component is not None or t.seed is not None:  # an ablation trial
             hparams.update(component=t.component or "base", seed=int(t.seed or 0))
-        metrics = {f"hparam/{result.metric}": float(t.final_metric), "hparam/epochs": float(t.epochs_done)}
+        metrics = {f"hparam/{result.metric}": float(t.final_metric), "hparam/epochs": float(t.epochs)}
         writer = EventFileWriter(str(logdir / t.trial_id))
         try:
             now = time.time()

@@ -73,6 +73,9 @@ class Trial:
         seed: the trial's own training seed (ablation trials repeat each component with the
             same seeds); None: derived from the search's seed and the trial id.
         info: free-form JSON-able data an optimizer attaches (e.g. ASHA's bracket).
+        epochs_trained: epochs trained in all its runs together, counted from its reports (an
+            epoch trained twice, e.g. by a Trainer that restarted at epoch 0 after a promotion,
+            counts twice); ``epochs_done`` is how many epochs its ``history`` holds.
         retries: times this trial was lost and re-queued.
         attempt: how many times the trial was handed to a worker (1 for its first run; every
             promotion and every re-queue is a new attempt). Reports and FINALs carry it, and
@@ -92,6 +95,7 @@ class Trial:
     component: str | None = None
     seed: int | None = None
     info: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    epochs_trained: int = 0
     retries: int = 0
     attempt: int = 0
     worker: int | None = None
@@ -120,6 +124,11 @@ class Trial:
     @property
     def epochs_done(self) -> int:
         return len(self.history)
+
+    @property
+    def epochs(self) -> int:
+        """Epochs trained (``epochs_trained``; ``epochs_done`` for records that predate it)."""
+        return self.epochs_trained or self.epochs_done
 
     @property
     def duration(self) -> float | None:

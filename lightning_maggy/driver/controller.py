@@ -172,6 +172,8 @@ class Controller:
         self.timed_out = False
         self._requeue: collections.deque[str] = collections.deque()
         self._decisions: dict[str, Decision] = {}
+        # trial_id -> the latest epoch reported in the trial's current run (epochs_trained)
+        self._last_epoch: dict[str, int] = {}
         self._exhausted = False
         self._finalized = False
         # trials in state RUNNING, kept by _update (O(1) end-of-study checks)
@@ -480,7 +482,11 @@ class Controller:
         if not math.isfinite(value):
             return self._on_non_finite(trial, epoch, value)
         self._version += 1
-        trial = trial.evolve(history=history_with(trial.history, epoch, value))
+        changes: dict[str, Any] = {"history": history_with(trial.history, epoch, value)}
+        if epoch > self._last_epoch.get(tid, -1):  # a new epoch of this run (not a re-sent report)
+            self._last_epoch[tid] = epoch
+            changes["epochs_trained"] = trial.epochs_trained + 1
+        trial = trial.evolve(**changes)
         self.trials[tid] = trial
         decision = self._decide(trial)
         previous = self._decisions.get(tid)
@@ -498,7 +504,11 @@ class Controller:
             self._nonfinite[tid] = non_finite_note(repr(value), epoch)
             self.journal.append("non_finite", trial_id=tid, attempt=trial.attempt, epoch=epoch, value=repr(value))
         self._version += 1
-        self.trials[tid] = trial.evolve(history=history_with(trial.history, epoch, math.nan))
+        changes: dict[str, Any] = {"history": history_with(trial.history, epoch, math.nan)}
+        if epoch > self._last_epoch.get(tid, -1):
+            self._last_epoch[tid] = epoch
+            changes["epochs_trained"] = trial.epochs_trained + 1
+        self.trials[tid] = trial.evolve(**changes)
         self._decisions[tid] = Decision.STOP
         self.journal.report(tid, epoch, math.nan, Decision.STOP.value)
         return {"type": "decision", "decision": Decision.STOP.value}
@@ -681,6 +691,7 @@ class Controller:
         worker.trial_id = trial.trial_id
         worker.attempt = trial.attempt
         worker.trial_started = self.clock()
+        self._last_epoch.pop(trial.trial_id, None)  # a new run: its epochs count anew
         worker.stale = None
         return {
             "type": "trial",

@@ -258,16 +258,24 @@ def _corrupt(path: str | os.PathLike[str], number: int, line: str, why: str) -> 
     )
 
 
-def _apply(trials: dict[str, Trial], event: Mapping[str, Any]) -> str | None:
-    """Applies one trial or report event to ``trials``; returns the trial id it touched."""
+def _apply(trials: dict[str, Trial], event: Mapping[str, Any], last: dict[str, int]) -> str | None:
+    """Applies one trial or report event to ``trials``; returns the trial id it touched.
+    ``last``: trial_id -> the latest epoch reported since the trial's latest snapshot (a
+    snapshot starts each run), kept by the caller across events."""
     kind = event.get("event")
     if kind == "trial":
         t = Trial.from_dict(event["trial"])
         trials[t.trial_id] = t
+        last.pop(t.trial_id, None)
         return t.trial_id
     if kind == "report" and event.get("trial_id") in trials:
         t = trials[event["trial_id"]]
-        trials[t.trial_id] = t.evolve(history=history_with(t.history, int(event["epoch"]), float(event["value"])))
+        epoch = int(event["epoch"])
+        changes: dict[str, Any] = {"history": history_with(t.history, epoch, float(event["value"]))}
+        if epoch > last.get(t.trial_id, -1):  # a new epoch of this run, as the controller counts
+            changes["epochs_trained"] = t.epochs_trained + 1
+            last[t.trial_id] = epoch
+        trials[t.trial_id] = t.evolve(**changes)
         return t.trial_id
     return None
 
@@ -275,8 +283,9 @@ def _apply(trials: dict[str, Trial], event: Mapping[str, Any]) -> str | None:
 def replay(path: str | os.PathLike[str]) -> dict[str, Trial]:
     """Rebuilds every trial's latest record from the journal (snapshots plus later reports)."""
     trials: dict[str, Trial] = {}
+    last: dict[str, int] = {}
     for event in read_journal(path):
-        _apply(trials, event)
+        _apply(trials, event, last)
     return trials
 
 
@@ -343,6 +352,7 @@ def load_study(path: str | os.PathLike[str]) -> StudyLog:
     experiment: dict[str, Any] | None = None
     optimizer_state: dict[str, Any] | None = None
     non_finite: dict[str, str] = {}
+    last_epochs: dict[str, int] = {}
     end_reason: str | None = None
     end_message: str | None = None
     elapsed = 0.0
@@ -370,7 +380,7 @@ def load_study(path: str | os.PathLike[str]) -> StudyLog:
             non_finite.setdefault(
                 event["trial_id"], non_finite_note(str(event.get("value")), epoch if isinstance(epoch, int) else -1)
             )
-        tid = _apply(trials, event)
+        tid = _apply(trials, event, last_epochs)
         if kind == "trial" and tid is not None:
             cause = event.get("cause")
             if isinstance(cause, str):

@@ -966,3 +966,23 @@ def test_a_replayed_register_does_not_lose_the_trial_or_redirect_replies(make: A
     assert server.dropped == 2 and "replayed" in (server.last_drop_reason or "")
     assert h.ctl.trials == before and h.trial(tid).state is TrialState.RUNNING
     assert h.ctl.workers[1].peer == b"w1-rpc"
+
+
+def test_epochs_trained_counts_what_was_trained_also_when_a_promoted_run_restarts_at_zero(make: Any) -> None:
+    h = make(ASHA(reduction_factor=2, resource_min=1), max_epochs=2, num_trials=2)
+    a = h.start(1)
+    assert h.report(1, a["trial_id"], 0, 0.9) == "pause"
+    assert h.report(1, a["trial_id"], 0, 0.9) == "pause"  # re-sent: not a second epoch
+    b = h.trial_for(h.final(1, a["trial_id"], status="paused"), 1)
+    h.report(1, b["trial_id"], 0, 0.1)
+    promoted = h.trial_for(h.final(1, b["trial_id"], status="paused"), 1)
+    assert promoted["trial_id"] == a["trial_id"] and promoted["epochs_done"] == 1
+    # The user's own Trainer ignored the checkpoint: epochs 0 and 1 trained again.
+    h.report(1, a["trial_id"], 0, 0.91)
+    h.report(1, a["trial_id"], 1, 0.95)
+    h.final(1, a["trial_id"])
+    rec = h.trial(a["trial_id"])
+    assert rec.state is TrialState.COMPLETED and rec.epochs_done == 2 and rec.epochs_trained == 3 and rec.epochs == 3
+    assert h.trial(b["trial_id"]).epochs_trained == 1
+    replayed = replay(h.journal_path)
+    assert {t: r.epochs_trained for t, r in replayed.items()} == {t: r.epochs_trained for t, r in h.ctl.trials.items()}

@@ -31,27 +31,25 @@ ends STOPPED with no final metric and an ``error`` that names the value, so it i
 from __future__ import annotations
 
 import collections
-import dataclasses
 import logging
-import math
 import time
-import traceback
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any
 
+from lightning_maggy.driver.assignment import AssignmentMixin
 from lightning_maggy.driver.jobs import JobRunner
 from lightning_maggy.driver.journal import (
     CAUSE_ABORT,
     CAUSE_END,
     CAUSE_RESUME,
     Journal,
-    history_with,
-    non_finite_note,
 )
+from lightning_maggy.driver.reports import ReportsMixin, final_metric
+from lightning_maggy.driver.serving import ServingMixin
+from lightning_maggy.driver.workers import Outgoing, StopReason, _Worker
 from lightning_maggy.earlystop.base import AbstractEarlyStop, NoEarlyStop
-from lightning_maggy.exceptions import BackendError
-from lightning_maggy.optimizers.base import IDLE, AbstractOptimizer
+from lightning_maggy.optimizers.base import AbstractOptimizer
 from lightning_maggy.searchspace import Searchspace
 from lightning_maggy.trial import Decision, Trial, TrialState, best_trial
 
@@ -59,42 +57,13 @@ __all__ = ["Controller", "StopReason"]
 
 log = logging.getLogger(__name__)
 
-Outgoing = list[tuple[bytes, dict[str, Any]]]
-
 # A FINAL with ``fatal=True`` aborts the study at once: the worker found the trial's error to be
 # one of lightning_maggy's own misconfiguration errors, which every trial would hit (it decides
 # with isinstance, never by class name: see lightning_maggy.lightning.worker.FATAL_ERRORS).
 
-#: Duplicate suggestions in a row after which the controller stops asking for now.
-MAX_DUPLICATES_IN_A_ROW = 50
 
 
-class StopReason:
-    FINISHED = "finished"
-    TIMEOUT = "timeout"
-    ABORTED = "aborted"
-    INTERRUPTED = "interrupted"
-    #: the optimizer had nothing to propose while nothing ran that could change its answer
-    STALLED = "stalled"
-
-
-@dataclasses.dataclass
-class _Worker:
-    worker_id: int
-    peer: bytes
-    last_seen: float
-    trial_id: str | None = None
-    attempt: int | None = None  # of trial_id
-    trial_started: float | None = None  # clock() when the attempt was handed out
-    #: the assignment last taken away from this worker (lost, over its time, aborted): the one
-    #: stale FINAL it may still send, and is answered with new work
-    stale: tuple[str, int] | None = None
-    hb_peer: bytes | None = None  # its heartbeat socket: where unsolicited drops go
-    last_finished: Trial | None = None
-    parked: bool = False
-
-
-class Controller:
+class Controller(ReportsMixin, AssignmentMixin, ServingMixin):
     """Drives one experiment.
 
     Args:
@@ -361,7 +330,7 @@ class Controller:
         self._decisions.pop(tid, None)
         note = f"ran over trial_timeout={self.trial_timeout:g} s (attempt {attempt}, {ran:.1f} s); stopped"
         self.journal.append("trial_timeout", trial_id=tid, attempt=attempt, seconds=ran)
-        final = None if tid in self._nonfinite else _final_metric(None, trial.history)
+        final = None if tid in self._nonfinite else final_metric(None, trial.history)
         self._update(
             trial.evolve(state=TrialState.STOPPED, finished=time.time(), error=self._nonfinite.get(tid, note),
                          final_metric=final)
@@ -395,327 +364,6 @@ class Controller:
         for worker in self.workers.values():
             self._take_away(worker)
         return self._finish(reason)
-
-    def start_background_jobs(self) -> None:
-        """From now on the optimizer's jobs run on one background thread; call
-        :meth:`poll_jobs` regularly to hand their results back (:meth:`serve` does both)."""
-        if self._jobs is None:
-            self._jobs = JobRunner()
-            self.optimizer.enable_background_jobs(True)
-
-    def stop_background_jobs(self) -> None:
-        """The optimizer's jobs run inline again; a job in flight is dropped."""
-        if self._jobs is not None:
-            self.optimizer.enable_background_jobs(False)
-            self._jobs.close()
-            self._jobs = None
-
-    @property
-    def jobs_busy(self) -> bool:
-        """Whether an optimizer job is running in the background."""
-        return self._jobs is not None and self._jobs.busy
-
-    def poll_jobs(self) -> Outgoing:
-        """Hands finished background jobs' results to the optimizer and serves the workers
-        parked while they ran."""
-        if self._jobs is None:
-            return []
-        finished = self._jobs.poll()
-        for job, result, error in finished:
-            self.optimizer.complete_job(job, result, error)
-            self._version += 1
-        return self._wake_parked() if finished else []
-
-    def _submit_job(self) -> None:
-        if self._jobs is not None:
-            job = self.optimizer.take_job()
-            if job is not None:
-                self._jobs.submit(job)
-
-    def serve(self, transport: Any, backend: Any = None, tick_interval: float = 0.25) -> None:
-        """Runs the experiment over ``transport`` until it finishes, with the optimizer's jobs
-        on a background thread (see the module docstring).
-
-        Args:
-            transport: a :class:`~lightning_maggy.transport.base.ServerTransport`.
-            backend: optional; its ``poll_lost()`` returns ``(worker_id, reason)`` pairs of
-                workers that died, and may raise BackendError when no worker can run.
-        """
-        self.start_background_jobs()
-        try:
-            self._serve_loop(transport, backend, tick_interval)
-        finally:
-            self.stop_background_jobs()
-
-    def _serve_loop(self, transport: Any, backend: Any, tick_interval: float) -> None:
-        next_tick = 0.0
-        while not self.finished:
-            # While a job runs, wake up often enough to hand its result back promptly.
-            item = transport.recv(timeout=0.005 if self.jobs_busy else 0.05)
-            out: Outgoing = []
-            if item is not None:
-                out += self.handle(*item)
-            out += self.poll_jobs()
-            if self.clock() >= next_tick:
-                next_tick = self.clock() + tick_interval
-                if backend is not None:
-                    try:
-                        for wid, reason in backend.poll_lost():
-                            out += self.worker_lost(wid, reason)
-                    except BackendError as err:
-                        out += self.abort(str(err))
-                out += self.tick()
-            for peer, message in out:
-                transport.send(peer, message)
-        self.journal.append("transport", dropped_messages=transport.dropped, refused_messages=self.refused)
-
-    def elapsed(self) -> float:
-        return self.clock() - self.started_at
-
-    # -- reports ------------------------------------------------------------------------------
-    def _on_report(self, worker: _Worker, msg: dict[str, Any]) -> dict[str, Any]:
-        tid = msg["trial_id"]  # the worker's current attempt of a RUNNING trial (see handle)
-        trial = self.trials[tid]
-        epoch, value = msg["epoch"], float(msg["value"])
-        if epoch < 0:  # not an epoch: answer as before, record nothing
-            return {"type": "decision", "decision": self._decisions.get(tid, Decision.CONTINUE).value}
-        if not math.isfinite(value):
-            return self._on_non_finite(trial, epoch, value)
-        self._version += 1
-        changes: dict[str, Any] = {"history": history_with(trial.history, epoch, value)}
-        if epoch > self._last_epoch.get(tid, -1):  # a new epoch of this run (not a re-sent report)
-            self._last_epoch[tid] = epoch
-            changes["epochs_trained"] = trial.epochs_trained + 1
-        trial = trial.evolve(**changes)
-        self.trials[tid] = trial
-        decision = self._decide(trial)
-        previous = self._decisions.get(tid)
-        if previous in (Decision.STOP, Decision.PAUSE):
-            decision = previous
-        if decision is not Decision.CONTINUE:
-            self._decisions[tid] = decision
-        self.journal.report(tid, epoch, value, decision.value)
-        return {"type": "decision", "decision": decision.value}
-
-    def _on_non_finite(self, trial: Trial, epoch: int, value: float) -> dict[str, Any]:
-        """The NaN/inf policy: record NaN, stop the trial, never promote it or count it best."""
-        tid = trial.trial_id
-        if tid not in self._nonfinite:
-            self._nonfinite[tid] = non_finite_note(repr(value), epoch)
-            self.journal.append("non_finite", trial_id=tid, attempt=trial.attempt, epoch=epoch, value=repr(value))
-        self._version += 1
-        changes: dict[str, Any] = {"history": history_with(trial.history, epoch, math.nan)}
-        if epoch > self._last_epoch.get(tid, -1):
-            self._last_epoch[tid] = epoch
-            changes["epochs_trained"] = trial.epochs_trained + 1
-        self.trials[tid] = trial.evolve(**changes)
-        self._decisions[tid] = Decision.STOP
-        self.journal.report(tid, epoch, math.nan, Decision.STOP.value)
-        return {"type": "decision", "decision": Decision.STOP.value}
-
-    def _decide(self, trial: Trial) -> Decision:
-        if self.timed_out or self.finished:
-            return Decision.STOP
-        decision = self.optimizer.on_report(trial)
-        if decision is Decision.CONTINUE and not isinstance(self.earlystop, NoEarlyStop):
-            finalized = [
-                t for t in self.trials.values()
-                if t.state in (TrialState.COMPLETED, TrialState.STOPPED, TrialState.PAUSED)
-            ]
-            if trial.trial_id in self.earlystop.earlystop_check({trial.trial_id: trial}, finalized, self.direction):
-                decision = Decision.STOP
-        return decision
-
-    # -- trial ends ---------------------------------------------------------------------------
-    def _on_final(self, worker: _Worker, msg: dict[str, Any]) -> Outgoing:
-        tid = msg["trial_id"]  # the worker's current attempt of a RUNNING trial (see handle)
-        trial = self.trials[tid]
-        status = msg["status"]
-        if status == "dropped":  # the worker gave up an attempt the server still counts: re-queue
-            out = self._lose(tid, f"worker {worker.worker_id} dropped attempt {trial.attempt}")
-            worker.trial_id = worker.attempt = worker.trial_started = None
-            return out
-        worker.trial_id = worker.attempt = worker.trial_started = None
-        worker.stale = None
-        decision = self._decisions.pop(tid, None)
-        metric = msg.get("metric")
-        if (
-            status != "failed"
-            and isinstance(metric, (int, float))
-            and not math.isfinite(metric)
-            and tid not in self._nonfinite
-        ):
-            self._nonfinite[tid] = (
-                f"returned a non-finite final metric ({float(metric)!r}); stopped, and not eligible "
-                "for promotion or best (NaN/inf policy)"
-            )
-        changes: dict[str, Any] = {"finished": time.time(), "worker": worker.worker_id}
-        if status == "failed":
-            state = TrialState.FAILED
-            changes["error"] = msg.get("error") or "failed without an error message"
-        elif decision is Decision.STOP or self.timed_out:
-            state = TrialState.STOPPED
-        elif decision is Decision.PAUSE:
-            state = TrialState.PAUSED
-        elif status == "stopped":
-            state = TrialState.STOPPED
-        elif trial.history and len(trial.history) >= trial.budget and self.optimizer.pauses_at_budget(trial):
-            state = TrialState.PAUSED
-        else:
-            state = TrialState.COMPLETED
-        changes["final_metric"] = _final_metric(metric, trial.history)
-        if tid in self._nonfinite and state is not TrialState.FAILED:
-            state = TrialState.STOPPED
-            changes["final_metric"] = None
-            changes["error"] = self._nonfinite[tid]
-        trial = trial.evolve(state=state, **changes)
-        self._update(trial)
-        worker.last_finished = trial
-        if state is TrialState.FAILED:
-            if msg.get("fatal") is True:
-                self.failures += 1
-                return self.abort(_fatal_message(tid, changes["error"], msg.get("error_type")))
-            last_line = (changes["error"].strip().splitlines() or ["?"])[-1]
-            return self._count_failure(f"{tid}, with: {last_line}")
-        return []
-
-    def _count_failure(self, what: str) -> Outgoing:
-        """Counts one FAILED trial; aborts the experiment at ``max_failures``."""
-        self.failures += 1
-        if self.failures < self.max_failures:
-            return []
-        return self.abort(
-            f"{self.failures} trials failed (max_failures={self.max_failures}); the last one, "
-            f"{what}. Each trial's traceback is in its record and its output.log. Fix the "
-            "error, or raise max_failures to tolerate more failures."
-        )
-
-    def _lose(self, tid: str, reason: str) -> Outgoing:
-        """Re-queues a RUNNING trial whose worker is gone (FAILED past ``max_retries``)."""
-        trial = self.trials[tid]
-        if trial.state is not TrialState.RUNNING:
-            return []
-        self._decisions.pop(tid, None)
-        if tid in self._nonfinite:  # already stopped by the NaN/inf policy: not resumed
-            self._update(trial.evolve(state=TrialState.STOPPED, finished=time.time(), error=self._nonfinite[tid],
-                                      final_metric=None))
-            return []
-        if self.timed_out:
-            self._update(trial.evolve(state=TrialState.STOPPED, finished=time.time(), error=reason))
-            return []
-        if trial.retries >= self.max_retries:
-            error = (
-                f"lost {trial.retries + 1} times in {trial.attempt} attempts (max_retries={self.max_retries}); "
-                f"last: {reason}"
-            )
-            self._update(trial.evolve(state=TrialState.FAILED, finished=time.time(), error=error))
-            return self._count_failure(f"{tid}, was {error}")
-        self._update(trial.evolve(state=TrialState.LOST, retries=trial.retries + 1, worker=None, error=reason))
-        self._requeue.append(tid)
-        return []
-
-    # -- handing out work ----------------------------------------------------------------------
-    def _serve(self, worker: _Worker) -> Outgoing:
-        if self.finished:
-            return [(worker.peer, {"type": "done"})]
-        nxt = self._next_trial(worker)
-        if isinstance(nxt, Trial):
-            worker.parked = False
-            self._stall_note = None
-            return [(worker.peer, self._start(worker, nxt))]
-        worker.parked = True
-        if self.finished:  # _next_trial aborted (an optimizer bug): tell every parked worker
-            return self._finish(self.stop_reason)
-        return self._finish_if_done()
-
-    def _wake_parked(self, exclude: int | None = None) -> Outgoing:
-        out: Outgoing = []
-        for worker in self.workers.values():
-            if worker.parked and worker.worker_id != exclude and not self.finished:
-                out += self._serve(worker)
-        return out + self._finish_if_done()
-
-    def _next_trial(self, worker: _Worker) -> Trial | object | None:
-        if self._requeue:
-            return self.trials[self._requeue.popleft()]
-        if self.timed_out or self._exhausted:
-            return None
-        for _ in range(MAX_DUPLICATES_IN_A_ROW):
-            try:
-                suggestion = self.optimizer.get_suggestion(worker.last_finished)
-            except Exception:  # a custom optimizer's bug ends the search with its traceback
-                self.abort(f"the optimizer raised in get_suggestion():\n{traceback.format_exc()}")
-                return None
-            self._submit_job()  # the work it waits for, if it answered IDLE for a model fit
-            if suggestion is IDLE:
-                self._stalled("the optimizer answered IDLE (no trial to run yet)")
-                return IDLE
-            if suggestion is None:
-                self._exhausted = True
-                return None
-            if not isinstance(suggestion, Trial):
-                self.abort(
-                    f"{type(self.optimizer).__name__}.get_suggestion() returned {suggestion!r}; "
-                    "expected a Trial, IDLE or None."
-                )
-                return None
-            existing = self.trials.get(suggestion.trial_id)
-            if existing is None:
-                return suggestion
-            if existing.state is TrialState.PAUSED and suggestion.budget > existing.budget:
-                return existing.evolve(budget=suggestion.budget)
-            self.duplicates += 1
-        self._stalled(
-            f"the optimizer proposed only trials already run ({MAX_DUPLICATES_IN_A_ROW} duplicates in a row, "
-            f"{self.duplicates} in all)"
-        )
-        return IDLE
-
-    def _stalled(self, note: str) -> None:
-        self._stall_note = note
-        self._stall_at = self._version
-
-    def _start(self, worker: _Worker, trial: Trial) -> dict[str, Any]:
-        now = time.time()
-        resume = trial.trial_id in self.trials and bool(trial.history)
-        trial = trial.evolve(
-            state=TrialState.RUNNING,
-            attempt=trial.attempt + 1,
-            worker=worker.worker_id,
-            created=trial.created or now,
-            started=trial.started or now,
-            error=None,
-            finished=None,
-        )
-        self._update(trial)
-        worker.trial_id = trial.trial_id
-        worker.attempt = trial.attempt
-        worker.trial_started = self.clock()
-        self._last_epoch.pop(trial.trial_id, None)  # a new run: its epochs count anew
-        worker.stale = None
-        return {
-            "type": "trial",
-            "trial": {
-                "trial_id": trial.trial_id,
-                "config": dict(trial.config),
-                "budget": trial.budget,
-                "epochs_done": len(trial.history),
-                "resume": resume,
-                "component": trial.component,
-                "seed": trial.seed,
-                "retries": trial.retries,
-                "attempt": trial.attempt,
-                "async_until": self._async_until(trial),
-                "rungs": type(self.optimizer).__name__ if self.optimizer.uses_rungs else None,
-            },
-        }
-
-    def _async_until(self, trial: Trial) -> int:
-        """Epochs whose reports the worker need not wait for: those only CONTINUE can answer.
-        None with a timeout or an early-stop rule, which may stop a trial at any report."""
-        if self.timeout is not None or not isinstance(self.earlystop, NoEarlyStop):
-            return 0
-        return max(0, int(self.optimizer.continue_until(trial)))
 
     # -- bookkeeping ---------------------------------------------------------------------------
     def _update(self, trial: Trial, cause: str | None = None) -> None:
@@ -781,32 +429,3 @@ class Controller:
 
     def best(self, scope: str = "last") -> Trial | None:
         return best_trial(self.trials.values(), self.direction, scope)
-
-
-def _fatal_message(tid: str, error: str, error_type: Any) -> str:
-    """The abort message of a fatal trial error: the error's own message first (it says what to
-    fix), then which trial hit it and its traceback."""
-    lines = error.strip().splitlines()
-    start = len(lines) - 1
-    name = str(error_type or "")
-    for k in range(len(lines) - 1, -1, -1):  # where the exception's (maybe multi-line) message begins
-        head = lines[k].split(":", 1)[0].strip()
-        if name and (head == name or head.endswith("." + name)):
-            start = k
-            break
-    headline = "\n".join(lines[start:]).strip() or "?"
-    if ": " in headline.splitlines()[0] and name:
-        headline = headline.split(": ", 1)[1]  # drop the exception's module path and class
-    return (
-        f"{headline}\n\n(trial {tid} failed with this {name or 'error'}, which every trial would hit, "
-        f"so the study stopped at once. Its traceback:)\n" + "\n".join(lines[:start]).rstrip()
-    )
-
-
-def _final_metric(metric: float | None, history: Iterable[float]) -> float | None:
-    if metric is not None and not (isinstance(metric, float) and math.isnan(metric)):
-        return float(metric)
-    for value in reversed(tuple(history)):
-        if not math.isnan(value):
-            return float(value)
-    return None

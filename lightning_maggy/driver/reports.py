@@ -1,0 +1,169 @@
+"""How the controller answers metric reports and records a trial's end (its FINAL): the
+early-stop and rung decisions, the NaN/inf policy, failures (see
+:mod:`lightning_maggy.driver.controller`)."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from lightning_maggy.driver.journal import history_with, non_finite_note
+from lightning_maggy.driver.workers import Outgoing, _Worker
+from lightning_maggy.earlystop.base import NoEarlyStop
+from lightning_maggy.trial import Decision, Trial, TrialState
+
+__all__ = ["ReportsMixin", "final_metric"]
+
+
+class ReportsMixin:
+    """Part of :class:`~lightning_maggy.driver.controller.Controller`: reports and trial ends
+    (it uses the controller's state; see there)."""
+
+    # -- reports ------------------------------------------------------------------------------
+    def _on_report(self, worker: _Worker, msg: dict[str, Any]) -> dict[str, Any]:
+        tid = msg["trial_id"]  # the worker's current attempt of a RUNNING trial (see handle)
+        trial = self.trials[tid]
+        epoch, value = msg["epoch"], float(msg["value"])
+        if epoch < 0:  # not an epoch: answer as before, record nothing
+            return {"type": "decision", "decision": self._decisions.get(tid, Decision.CONTINUE).value}
+        if not math.isfinite(value):
+            return self._on_non_finite(trial, epoch, value)
+        self._version += 1
+        changes: dict[str, Any] = {"history": history_with(trial.history, epoch, value)}
+        if epoch > self._last_epoch.get(tid, -1):  # a new epoch of this run (not a re-sent report)
+            self._last_epoch[tid] = epoch
+            changes["epochs_trained"] = trial.epochs_trained + 1
+        trial = trial.evolve(**changes)
+        self.trials[tid] = trial
+        decision = self._decide(trial)
+        previous = self._decisions.get(tid)
+        if previous in (Decision.STOP, Decision.PAUSE):
+            decision = previous
+        if decision is not Decision.CONTINUE:
+            self._decisions[tid] = decision
+        self.journal.report(tid, epoch, value, decision.value)
+        return {"type": "decision", "decision": decision.value}
+
+    def _on_non_finite(self, trial: Trial, epoch: int, value: float) -> dict[str, Any]:
+        """The NaN/inf policy: record NaN, stop the trial, never promote it or count it best."""
+        tid = trial.trial_id
+        if tid not in self._nonfinite:
+            self._nonfinite[tid] = non_finite_note(repr(value), epoch)
+            self.journal.append("non_finite", trial_id=tid, attempt=trial.attempt, epoch=epoch, value=repr(value))
+        self._version += 1
+        changes: dict[str, Any] = {"history": history_with(trial.history, epoch, math.nan)}
+        if epoch > self._last_epoch.get(tid, -1):
+            self._last_epoch[tid] = epoch
+            changes["epochs_trained"] = trial.epochs_trained + 1
+        self.trials[tid] = trial.evolve(**changes)
+        self._decisions[tid] = Decision.STOP
+        self.journal.report(tid, epoch, math.nan, Decision.STOP.value)
+        return {"type": "decision", "decision": Decision.STOP.value}
+
+    def _decide(self, trial: Trial) -> Decision:
+        if self.timed_out or self.finished:
+            return Decision.STOP
+        decision = self.optimizer.on_report(trial)
+        if decision is Decision.CONTINUE and not isinstance(self.earlystop, NoEarlyStop):
+            finalized = [
+                t for t in self.trials.values()
+                if t.state in (TrialState.COMPLETED, TrialState.STOPPED, TrialState.PAUSED)
+            ]
+            if trial.trial_id in self.earlystop.earlystop_check({trial.trial_id: trial}, finalized, self.direction):
+                decision = Decision.STOP
+        return decision
+
+    # -- trial ends ---------------------------------------------------------------------------
+    def _on_final(self, worker: _Worker, msg: dict[str, Any]) -> Outgoing:
+        tid = msg["trial_id"]  # the worker's current attempt of a RUNNING trial (see handle)
+        trial = self.trials[tid]
+        status = msg["status"]
+        if status == "dropped":  # the worker gave up an attempt the server still counts: re-queue
+            out = self._lose(tid, f"worker {worker.worker_id} dropped attempt {trial.attempt}")
+            worker.trial_id = worker.attempt = worker.trial_started = None
+            return out
+        worker.trial_id = worker.attempt = worker.trial_started = None
+        worker.stale = None
+        decision = self._decisions.pop(tid, None)
+        metric = msg.get("metric")
+        if (
+            status != "failed"
+            and isinstance(metric, (int, float))
+            and not math.isfinite(metric)
+            and tid not in self._nonfinite
+        ):
+            self._nonfinite[tid] = (
+                f"returned a non-finite final metric ({float(metric)!r}); stopped, and not eligible "
+                "for promotion or best (NaN/inf policy)"
+            )
+        changes: dict[str, Any] = {"finished": time.time(), "worker": worker.worker_id}
+        if status == "failed":
+            state = TrialState.FAILED
+            changes["error"] = msg.get("error") or "failed without an error message"
+        elif decision is Decision.STOP or self.timed_out:
+            state = TrialState.STOPPED
+        elif decision is Decision.PAUSE:
+            state = TrialState.PAUSED
+        elif status == "stopped":
+            state = TrialState.STOPPED
+        elif trial.history and len(trial.history) >= trial.budget and self.optimizer.pauses_at_budget(trial):
+            state = TrialState.PAUSED
+        else:
+            state = TrialState.COMPLETED
+        changes["final_metric"] = final_metric(metric, trial.history)
+        if tid in self._nonfinite and state is not TrialState.FAILED:
+            state = TrialState.STOPPED
+            changes["final_metric"] = None
+            changes["error"] = self._nonfinite[tid]
+        trial = trial.evolve(state=state, **changes)
+        self._update(trial)
+        worker.last_finished = trial
+        if state is TrialState.FAILED:
+            if msg.get("fatal") is True:
+                self.failures += 1
+                return self.abort(_fatal_message(tid, changes["error"], msg.get("error_type")))
+            last_line = (changes["error"].strip().splitlines() or ["?"])[-1]
+            return self._count_failure(f"{tid}, with: {last_line}")
+        return []
+
+    def _count_failure(self, what: str) -> Outgoing:
+        """Counts one FAILED trial; aborts the experiment at ``max_failures``."""
+        self.failures += 1
+        if self.failures < self.max_failures:
+            return []
+        return self.abort(
+            f"{self.failures} trials failed (max_failures={self.max_failures}); the last one, "
+            f"{what}. Each trial's traceback is in its record and its output.log. Fix the "
+            "error, or raise max_failures to tolerate more failures."
+        )
+
+
+def _fatal_message(tid: str, error: str, error_type: Any) -> str:
+    """The abort message of a fatal trial error: the error's own message first (it says what to
+    fix), then which trial hit it and its traceback."""
+    lines = error.strip().splitlines()
+    start = len(lines) - 1
+    name = str(error_type or "")
+    for k in range(len(lines) - 1, -1, -1):  # where the exception's (maybe multi-line) message begins
+        head = lines[k].split(":", 1)[0].strip()
+        if name and (head == name or head.endswith("." + name)):
+            start = k
+            break
+    headline = "\n".join(lines[start:]).strip() or "?"
+    if ": " in headline.splitlines()[0] and name:
+        headline = headline.split(": ", 1)[1]  # drop the exception's module path and class
+    return (
+        f"{headline}\n\n(trial {tid} failed with this {name or 'error'}, which every trial would hit, "
+        f"so the study stopped at once. Its traceback:)\n" + "\n".join(lines[:start]).rstrip()
+    )
+
+
+def final_metric(metric: float | None, history: Iterable[float]) -> float | None:
+    if metric is not None and not (isinstance(metric, float) and math.isnan(metric)):
+        return float(metric)
+    for value in reversed(tuple(history)):
+        if not math.isnan(value):
+            return float(value)
+    return None

@@ -1,0 +1,95 @@
+"""The controller's serve loop over a transport, with the optimizer's jobs (model fits) on a
+background thread (see :mod:`lightning_maggy.driver.controller`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lightning_maggy.driver.jobs import JobRunner
+from lightning_maggy.driver.workers import Outgoing
+from lightning_maggy.exceptions import BackendError
+
+__all__ = ["ServingMixin"]
+
+
+class ServingMixin:
+    """Part of :class:`~lightning_maggy.driver.controller.Controller`: the serve loop and the
+    background jobs (it uses the controller's state; see there)."""
+
+    _jobs: JobRunner | None
+
+    def start_background_jobs(self) -> None:
+        """From now on the optimizer's jobs run on one background thread; call
+        :meth:`poll_jobs` regularly to hand their results back (:meth:`serve` does both)."""
+        if self._jobs is None:
+            self._jobs = JobRunner()
+            self.optimizer.enable_background_jobs(True)
+
+    def stop_background_jobs(self) -> None:
+        """The optimizer's jobs run inline again; a job in flight is dropped."""
+        if self._jobs is not None:
+            self.optimizer.enable_background_jobs(False)
+            self._jobs.close()
+            self._jobs = None
+
+    @property
+    def jobs_busy(self) -> bool:
+        """Whether an optimizer job is running in the background."""
+        return self._jobs is not None and self._jobs.busy
+
+    def poll_jobs(self) -> Outgoing:
+        """Hands finished background jobs' results to the optimizer and serves the workers
+        parked while they ran."""
+        if self._jobs is None:
+            return []
+        finished = self._jobs.poll()
+        for job, result, error in finished:
+            self.optimizer.complete_job(job, result, error)
+            self._version += 1
+        return self._wake_parked() if finished else []
+
+    def _submit_job(self) -> None:
+        if self._jobs is not None:
+            job = self.optimizer.take_job()
+            if job is not None:
+                self._jobs.submit(job)
+
+    def serve(self, transport: Any, backend: Any = None, tick_interval: float = 0.25) -> None:
+        """Runs the experiment over ``transport`` until it finishes, with the optimizer's jobs
+        on a background thread (see the module docstring).
+
+        Args:
+            transport: a :class:`~lightning_maggy.transport.base.ServerTransport`.
+            backend: optional; its ``poll_lost()`` returns ``(worker_id, reason)`` pairs of
+                workers that died, and may raise BackendError when no worker can run.
+        """
+        self.start_background_jobs()
+        try:
+            self._serve_loop(transport, backend, tick_interval)
+        finally:
+            self.stop_background_jobs()
+
+    def _serve_loop(self, transport: Any, backend: Any, tick_interval: float) -> None:
+        next_tick = 0.0
+        while not self.finished:
+            # While a job runs, wake up often enough to hand its result back promptly.
+            item = transport.recv(timeout=0.005 if self.jobs_busy else 0.05)
+            out: Outgoing = []
+            if item is not None:
+                out += self.handle(*item)
+            out += self.poll_jobs()
+            if self.clock() >= next_tick:
+                next_tick = self.clock() + tick_interval
+                if backend is not None:
+                    try:
+                        for wid, reason in backend.poll_lost():
+                            out += self.worker_lost(wid, reason)
+                    except BackendError as err:
+                        out += self.abort(str(err))
+                out += self.tick()
+            for peer, message in out:
+                transport.send(peer, message)
+        self.journal.append("transport", dropped_messages=transport.dropped, refused_messages=self.refused)
+
+    def elapsed(self) -> float:
+        return self.clock() - self.started_at

@@ -16,6 +16,7 @@ from lightning_maggy.searchspace import Searchspace
 from lightning_maggy.validation import (
     check_metric,
     check_run_settings,
+    check_not_in_a_worker,
     check_scope,
     check_trainer_kwargs,
     check_validates_every_epoch,
@@ -53,6 +54,7 @@ def search(
     verbose: bool = True,
     resume: str | os.PathLike[str] | None = None,
     scope: str = "last",
+    gpus_per_trial: float | None = None,
 ) -> SearchResult:
     """Runs a hyperparameter search of a LightningModule (or a function) on parallel workers.
 
@@ -103,6 +105,14 @@ def search(
             epoch it trained (for a trial that ended at an ASHA rung, the rung's value); "all",
             the best value at any epoch it trained (as Ray Tune's ``scope="all"``). With
             "last" the reported best is a value the trial's last checkpoint actually has.
+        gpus_per_trial: GPUs per trial: a fraction 1/n packs n trials on each GPU (0.25: four),
+            a whole number gives each trial that many (with ``strategy="ddp_fork"`` in
+            ``trainer_kwargs`` for one process per GPU). Local workers see their GPUs through
+            ``CUDA_VISIBLE_DEVICES``; ``workers`` defaults to as many trials as fit, and more
+            than fit, or more GPUs than are visible, is an error before anything starts. A
+            module class's Trainer gets ``accelerator="gpu"`` and ``devices`` unless
+            ``trainer_kwargs`` set them. On Spark it becomes ``spark.task.resource.gpu.amount``
+            of the session the search builds. None (default): no GPU planning.
 
     Returns:
         A :class:`SearchResult`. On Ctrl-C the partial result is saved and returned.
@@ -113,6 +123,7 @@ def search(
         ExperimentError: the search was aborted (too many failures, or an error every trial
             would hit); ``err.result`` holds the partial result, saved in ``exp_dir``.
     """
+    check_not_in_a_worker("search")
     kind = trial_kind(module_or_fn)
     if isinstance(space, Mapping) and not isinstance(space, Searchspace):
         space = Searchspace(**space)
@@ -127,6 +138,8 @@ def search(
         backend=backend, spark_master=spark_master, spark_conf=spark_conf, trial_timeout=trial_timeout,
     )
     trainer_kwargs = check_trainer_kwargs(trainer_kwargs, kind)
+    if gpus_per_trial is not None:
+        backend, workers, spark_conf = _gpu_settings(gpus_per_trial, backend, workers, spark_conf, trainer_kwargs, kind)
     if kind == "module":
         validate_module(module_or_fn, space.names(), datamodule)
     opt = get_optimizer(optimizer, seed=seed) if isinstance(optimizer, str) else get_optimizer(optimizer)
@@ -160,4 +173,37 @@ def search(
         workers=workers, trainer_kwargs=trainer_kwargs, exp_dir=exp_dir, seed=seed,
         max_failures=max_failures, max_retries=max_retries, heartbeat_timeout=heartbeat_timeout,
         spark_master=spark_master, spark_conf=spark_conf, verbose=verbose, resume=resume, scope=scope,
+    )
+
+
+def _gpu_settings(
+    gpus_per_trial: Any, backend: Any, workers: int | None, spark_conf: Any, trainer_kwargs: dict[str, Any], kind: str
+) -> tuple[Any, int | None, Any]:
+    """The backend, workers and Spark settings for ``gpus_per_trial`` (see :func:`search`);
+    fills ``trainer_kwargs``' accelerator and devices for a module class."""
+    from lightning_maggy.gpus import check_gpus_per_trial, plan_gpus, visible_gpus
+
+    check_gpus_per_trial(gpus_per_trial)
+    if kind == "module":
+        trainer_kwargs.setdefault("accelerator", "gpu")
+        trainer_kwargs.setdefault("devices", int(gpus_per_trial) if gpus_per_trial >= 1 else 1)
+    if backend == "local":
+        from lightning_maggy.backends.local import LocalBackend
+
+        workers = plan_gpus(gpus_per_trial, workers, visible_gpus())
+        return LocalBackend(gpus_per_worker=gpus_per_trial), workers, spark_conf
+    if backend == "spark":
+        from lightning_maggy.backends.spark import active_session
+
+        if active_session() is not None:
+            raise ConfigurationError(
+                "gpus_per_trial with backend='spark' sets spark.task.resource.gpu.amount of the "
+                "session the search builds, but a SparkSession is already active: set "
+                f"spark.task.resource.gpu.amount={gpus_per_trial} on it instead (each task then "
+                "sees the GPUs Spark assigns it), and leave gpus_per_trial unset."
+            )
+        return backend, workers, {**(spark_conf or {}), "spark.task.resource.gpu.amount": str(gpus_per_trial)}
+    raise ConfigurationError(
+        "gpus_per_trial applies to backend='local' or 'spark'; with a Backend instance, give it "
+        "its GPUs (LocalBackend(gpus_per_worker=...)) and leave gpus_per_trial unset."
     )

@@ -20,6 +20,7 @@ __all__ = [
     "check_metric",
     "check_positive_int",
     "check_run_settings",
+    "check_not_in_a_worker",
     "check_scope",
     "check_trainer_kwargs",
     "check_validates_every_epoch",
@@ -79,6 +80,22 @@ def check_metric(metric: Any) -> None:
         raise ConfigurationError(
             f"metric={metric!r}: expected the name of a logged metric such as 'val_acc' "
             "(a non-empty str without surrounding spaces)."
+        )
+
+
+def check_not_in_a_worker(what: str) -> None:
+    """Refuses a study started inside a lightning_maggy worker (see
+    :data:`~lightning_maggy.lightning.trainer.WORKER_ENV`): a trial's DDP launcher re-ran the
+    script that started the search, to start its other ranks."""
+    import os
+
+    if os.environ.get("LIGHTNING_MAGGY_WORKER") == "1":
+        from lightning_maggy.lightning.trainer import DDP_HINT
+
+        raise ConfigurationError(
+            f"{what}() was called inside a lightning_maggy worker process: most likely a trial's "
+            "DDP strategy started its other ranks by re-running your script (Lightning's "
+            f"subprocess launcher, strategy='ddp', or spawn). {DDP_HINT}"
         )
 
 

@@ -17,6 +17,7 @@ from lightning_maggy.exceptions import ConfigurationError, ExperimentError
 from lightning_maggy.runner import run_study
 from lightning_maggy.validation import (
     check_metric,
+    check_not_in_a_worker,
     check_run_settings,
     check_trainer_kwargs,
     normalize_direction,
@@ -146,6 +147,7 @@ def ablate(
             f"ablate() expects a LightningModule class (it rewrites the instantiated module per "
             f"trial); got {module_cls!r}."
         )
+    check_not_in_a_worker("ablate")
     check_metric(metric)
     direction = normalize_direction(direction)
     seed_list = _seeds(seeds, seed)

@@ -92,6 +92,12 @@ def _worker_entry(
     watchdog.start()
     if devices is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = devices
+    os.environ["LIGHTNING_MAGGY_WORKER"] = "1"  # see lightning_maggy.lightning.trainer.WORKER_ENV
+    # The driver starts workers as daemons (ended with it); inside, a trial may start processes
+    # of its own (DDP ranks with strategy="ddp_fork"), which multiprocessing refuses to a daemon.
+    import multiprocessing
+
+    multiprocessing.current_process().daemon = False
     import cloudpickle
 
     # The process-start channel only: these bytes come from our own driver, never a socket.
@@ -112,14 +118,19 @@ def _worker_entry(
     watchdog.stop()
 
 
-def assign_devices(num_workers: int, gpus: int, per_worker: int = 1) -> dict[int, str | None]:
+def assign_devices(num_workers: int, gpus: int, per_worker: float = 1) -> dict[int, str | None]:
     """``CUDA_VISIBLE_DEVICES`` for each worker: ``per_worker`` GPUs each, round-robin, so that
-    with more workers than GPUs several workers share one; None everywhere without GPUs (the
-    variable is left as it is); ``per_worker=0``: "" everywhere (no worker sees a GPU)."""
+    with more workers than GPUs several workers share one; a fraction 1/n: one GPU each,
+    round-robin (n workers per GPU when ``search(gpus_per_trial=)`` sized the workers); None
+    everywhere without GPUs (the variable is left as it is); ``per_worker=0``: "" everywhere (no
+    worker sees a GPU)."""
     if per_worker == 0:
         return {wid: "" for wid in range(num_workers)}
     if gpus <= 0:
         return {wid: None for wid in range(num_workers)}
+    if per_worker < 1:
+        return {wid: str(wid % gpus) for wid in range(num_workers)}
+    per_worker = int(per_worker)
     per_worker = min(per_worker, gpus)
     return {
         wid: ",".join(str((wid * per_worker + i) % gpus) for i in range(per_worker))
@@ -163,16 +174,18 @@ class LocalBackend(Backend):
             kill) is retried ``max_retries`` times and then FAILED, and the study goes on, while
             a worker that cannot start at all still ends the study after a bounded number of
             tries.
-        gpus_per_worker: GPUs each worker sees (via CUDA_VISIBLE_DEVICES); 0 for none. The
-            default gives each worker one GPU, round-robin, when GPUs are present (several
-            workers then share a GPU when there are more workers than GPUs).
+        gpus_per_worker: GPUs each worker sees (via CUDA_VISIBLE_DEVICES); 0 for none; a
+            fraction 1/n gives each worker one GPU, round-robin, for n workers per GPU (what
+            ``search(gpus_per_trial=0.25)`` asks for). The default gives each worker one GPU,
+            round-robin, when GPUs are present (several workers then share a GPU when there
+            are more workers than GPUs).
     """
 
     name = "local"
     #: Workers on this machine reach the server over a Unix socket.
     driver_host = "ipc"
 
-    def __init__(self, max_restarts: int | None = None, gpus_per_worker: int | None = None) -> None:
+    def __init__(self, max_restarts: int | None = None, gpus_per_worker: float | None = None) -> None:
         super().__init__()
         self.max_restarts = max_restarts
         self.gpus_per_worker = gpus_per_worker

@@ -93,6 +93,20 @@ def _check_master_reachable(master: str) -> None:
     )
 
 
+def active_session() -> Any:
+    """The SparkSession a search would use without building one, or None (also without
+    pyspark)."""
+    try:
+        from pyspark import SparkContext
+        from pyspark.sql import SparkSession
+    except ImportError:
+        return None
+    session = SparkSession.getActiveSession()
+    if session is None and SparkContext._active_spark_context is not None:
+        session = SparkSession.builder.getOrCreate()
+    return session
+
+
 _CAUSE = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception|Interrupt|Exit))(?::\s?(.*))?$")
 
 #: How executors get the code, said wherever an executor could not import it.
@@ -160,6 +174,7 @@ def _task(blob: bytes) -> Any:
         launch = cloudpickle.loads(blob)
         ctx = TaskContext.get()
         worker_id = ctx.partitionId()
+        os.environ["LIGHTNING_MAGGY_WORKER"] = "1"  # see lightning_maggy.lightning.trainer.WORKER_ENV
         gpus = ctx.resources().get("gpu")
         if gpus is not None and gpus.addresses:
             os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(gpus.addresses)

@@ -18,10 +18,16 @@ __all__ = ["JobRunner"]
 
 
 class JobRunner:
-    """Runs jobs one at a time, in submission order, on one daemon thread (started lazily).
+    """Runs jobs one at a time, in submission order, on one thread (started lazily).
 
     :meth:`submit` and :meth:`poll` are called from the serve thread only; the job's result, or
     the exception it raised, comes back through :meth:`poll`.
+
+    The thread is not a daemon: a job still running when the study ends (a GP fit in torch's
+    C++ code) finishes before the interpreter exits. A daemon thread would be stopped in the
+    middle of native code at exit, which aborts the process ("terminate called without an
+    active exception", SIGABRT) after the study's result was returned. :meth:`close` does not
+    wait, so the study's end is not delayed; only the process's exit waits for that one job.
     """
 
     def __init__(self, name: str = "lightning-maggy-jobs") -> None:
@@ -38,7 +44,7 @@ class JobRunner:
 
     def submit(self, job: Job) -> None:
         if self._thread is None:
-            self._thread = threading.Thread(target=self._loop, name=self._name, daemon=True)
+            self._thread = threading.Thread(target=self._loop, name=self._name, daemon=False)
             self._thread.start()
         self._in_flight += 1
         self._todo.put(job)

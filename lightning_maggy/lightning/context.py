@@ -6,11 +6,12 @@ and :class:`Reporter` read it. Outside a search there is none, and both do nothi
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from lightning_maggy.exceptions import EarlyStopException, TrialDropped
@@ -74,6 +75,10 @@ class TrialContext:
         # or while ``in_request`` is (a reply must never be left unread on the socket).
         self.finished = False
         self.in_request = False
+        # A process forked from this one (a DDP rank, strategy="ddp_fork") must not use the
+        # sockets it inherited: it reports through this process (see relay()).
+        self._pid = os.getpid()
+        self._relay_conn: Any = None
         self.raising = False
         self._rows: list[str] = []
 
@@ -120,6 +125,8 @@ class TrialContext:
         Raises:
             TrialDropped: the server refused the report: this attempt is stale.
         """
+        if os.getpid() != self._pid:
+            return self._report_through_parent(epoch, value, wait)
         self.in_request = True
         try:
             self.absorb_pending_drop()
@@ -130,6 +137,63 @@ class TrialContext:
         self.last_value = float(value)
         self.last_decision = Decision(decision)
         self._append_metrics(epoch, value)
+        return self.last_decision
+
+    @contextlib.contextmanager
+    def relay(self) -> Iterator[None]:
+        """While open, reports made in a process forked from this one (global rank 0 of a trial
+        run with ``strategy="ddp_fork"``, whose ranks are all forked from the worker) go through
+        a pipe to a thread here, which sends them on this process's connection and hands the
+        decision back. A forked process must not use the inherited ZeroMQ sockets."""
+        import multiprocessing
+
+        here, there = multiprocessing.Pipe()
+        self._relay_conn = there
+        stop = threading.Event()
+
+        def serve() -> None:
+            while not stop.is_set():
+                try:
+                    if not here.poll(0.05):
+                        continue
+                    epoch, value, wait = here.recv()
+                except (EOFError, OSError):
+                    return
+                try:
+                    answer = ("ok", self.report(epoch, value, wait=wait).value)
+                except TrialDropped as err:
+                    answer = ("drop", self.dropped or str(err))
+                except Exception as err:  # noqa: BLE001 - raised in the forked rank instead
+                    answer = ("error", f"{type(err).__name__}: {err}")
+                here.send(answer)
+
+        thread = threading.Thread(target=serve, name="maggy-report-relay", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join(2.0)
+            self._relay_conn = None
+            here.close()
+            there.close()
+
+    def _report_through_parent(self, epoch: int, value: float, wait: bool) -> Decision:
+        conn = self._relay_conn
+        if conn is None:
+            raise RuntimeError(
+                "a report from a process forked from the worker, with no relay open; report from "
+                "global rank 0 of a trial run by lightning_maggy (MaggyCallback does)."
+            )
+        conn.send((int(epoch), float(value), bool(wait)))
+        kind, payload = conn.recv()
+        if kind == "drop":
+            self.dropped = str(payload)
+            raise TrialDropped(f"trial {self.trial_id} attempt {self.attempt} dropped: {payload}")
+        if kind == "error":
+            raise RuntimeError(f"the worker could not report for this rank: {payload}")
+        self.last_value = float(value)
+        self.last_decision = Decision(payload)
         return self.last_decision
 
     def _send_report(self, epoch: int, value: float, wait: bool) -> str:

@@ -12,7 +12,7 @@ from typing import Any
 from lightning_maggy.exceptions import ConfigurationError
 from lightning_maggy.lightning.namespace import is_datamodule_class, namespace_of
 
-__all__ = ["build_datamodule", "build_module", "build_trainer", "module_call_style"]
+__all__ = ["WORKER_ENV", "build_datamodule", "build_module", "build_trainer", "check_launcher", "module_call_style"]
 
 #: Trainer arguments a search controls itself; users set them through ``search()``.
 RESERVED_TRAINER_KWARGS = ("max_epochs", "min_epochs", "max_steps", "ckpt_path")
@@ -133,6 +133,40 @@ def fenced_checkpoint_class(checkpoint_cls: type) -> type:
     return FencedModelCheckpoint
 
 
+#: Set in every worker process (local and Spark): a search started where it is set was started
+#: by a trial's own code, most likely by a DDP launcher that re-ran the user's script.
+WORKER_ENV = "LIGHTNING_MAGGY_WORKER"
+
+DDP_HINT = (
+    "Use strategy='ddp_fork' (or DDPStrategy(start_method='fork')): the ranks are forked from the "
+    "worker, only global rank 0 reports to the search, and every rank gets its decision "
+    "(continue, stop, pause) through the strategy's broadcast."
+)
+
+
+def check_launcher(trainer: Any) -> None:
+    """Refuses a distributed strategy whose launcher cannot start its ranks inside a worker:
+    Lightning's subprocess launcher (``strategy="ddp"``) re-runs the process's command line, and
+    ``spawn`` re-imports the script that started the search; both would run that script (and
+    the search) again instead of the trial. Forked ranks (``ddp_fork``, ``ddp_notebook``) work.
+
+    Raises:
+        ConfigurationError: naming the strategy to use instead (the study stops at once).
+    """
+    launcher = getattr(trainer.strategy, "launcher", None)
+    kind = type(launcher).__name__
+    if kind == "_SubprocessScriptLauncher":
+        how = "starts its other ranks by re-running this process's command line (Lightning's subprocess launcher)"
+    elif kind == "_MultiProcessingLauncher" and getattr(launcher, "_start_method", None) == "spawn":
+        how = "starts its other ranks in new Python processes that re-import the script that started the search"
+    else:
+        return
+    raise ConfigurationError(
+        f"the trial's strategy ({type(trainer.strategy).__name__}) {how}; inside a lightning_maggy "
+        f"worker that would run your script and the search again instead of the trial. {DDP_HINT}"
+    )
+
+
 def build_trainer(
     module: Any,
     *,
@@ -172,4 +206,6 @@ def build_trainer(
     defaults.update(kwargs)
     defaults["max_epochs"] = budget
     defaults["callbacks"] = [*callbacks, *user_callbacks, checkpoint]
-    return ns.Trainer(**defaults)
+    trainer = ns.Trainer(**defaults)
+    check_launcher(trainer)
+    return trainer

@@ -400,7 +400,8 @@ def _run_attempt(task: TrialTask, ctx: TrialContext, heartbeat: _Heartbeat) -> d
                 # Our Trainer's checkpoints are fenced (a module's, and lm.Trainer's in a train
                 # function; function trials write none): claim the folder for those.
                 if task.kind == "function" or fence.claim(ctx.trial_dir, ctx.attempt):
-                    outcome = run_trial(task, ctx)
+                    with ctx.relay():  # for DDP ranks forked from this worker (ddp_fork)
+                        outcome = run_trial(task, ctx)
                 else:
                     outcome = _dropped(f"a newer attempt than {ctx.attempt} holds {ctx.trial_dir}")
             heartbeat.end_trial()

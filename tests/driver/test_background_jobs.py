@@ -194,3 +194,35 @@ def test_serve_answers_reports_promptly_while_a_cpu_bound_fit_runs(tmp_path, jou
         serving.join(5)
         server.close()
     assert not serving.is_alive()
+
+
+def test_a_process_that_ends_while_a_native_fit_runs_exits_cleanly(tmp_path):
+    """A study ends (close() does not wait) while its GP fit is inside torch's C++ code: the
+    process must still exit with 0 once the fit is done. With a daemon thread it was stopped
+    mid-native-code at exit and aborted ("terminate called without an active exception")."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent("""
+        import time, torch
+        from lightning_maggy.driver.jobs import JobRunner
+        from lightning_maggy.optimizers.base import Job
+        torch.set_num_threads(2)
+
+        def fit():
+            a = torch.randn(600, 600, dtype=torch.float64)
+            end = time.monotonic() + 2.0
+            while time.monotonic() < end:
+                a = torch.linalg.qr(a @ a.T + torch.eye(600, dtype=torch.float64))[0]
+            return 1
+
+        runner = JobRunner()
+        runner.submit(Job(fit))
+        time.sleep(0.3)
+        runner.close()
+        print("study over", flush=True)
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "study over" in proc.stdout and "terminate called" not in proc.stderr

@@ -126,10 +126,15 @@ def kill_tree(root: int) -> None:
 class SparkCluster:
     """A standalone master and workers started with ``spark-class``, bound to 127.0.0.1."""
 
-    def __init__(self, spark_home: str, base: Path, num_workers: int = 2) -> None:
+    def __init__(
+        self, spark_home: str, base: Path, num_workers: int = 2, cores: int = 1, gpus: list[str] | None = None
+    ) -> None:
         self.spark_home = spark_home
         self.base = base
         self.num_workers = num_workers
+        self.cores = cores
+        #: fake GPU addresses every worker announces through a discovery script (no GPU needed)
+        self.gpus = gpus
         self.master_port = free_port()
         self.master_webui = free_port()
         self.master_url = f"spark://127.0.0.1:{self.master_port}"
@@ -152,9 +157,17 @@ class SparkCluster:
         }
         self.env.pop("SPARK_MASTER_OPTS", None)
         self.env.pop("SPARK_WORKER_OPTS", None)
+        self.worker_env = dict(self.env)
+        if gpus:
+            script = base / "discover_gpus.sh"
+            script.write_text("#!/bin/sh\n" + "echo '" + json.dumps({"name": "gpu", "addresses": gpus}) + "'\n")
+            script.chmod(0o755)
+            self.worker_env["SPARK_WORKER_OPTS"] = (
+                f"-Dspark.worker.resource.gpu.amount={len(gpus)} -Dspark.worker.resource.gpu.discoveryScript={script}"
+            )
 
     # processes
-    def _spawn(self, name: str, *args: str) -> None:
+    def _spawn(self, name: str, *args: str, env: dict[str, str] | None = None) -> None:
         log = self.base / f"{name}.log"
         self.logs[name] = log
         with open(log, "wb") as out:
@@ -163,7 +176,7 @@ class SparkCluster:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                env=self.env,
+                env=env or self.env,
                 cwd=str(self.base),
                 start_new_session=True,  # its own process group: killable as a whole
             )
@@ -179,8 +192,8 @@ class SparkCluster:
             work.mkdir(exist_ok=True)
             self._spawn(
                 f"worker-{i}", "org.apache.spark.deploy.worker.Worker", self.master_url,
-                "--host", "127.0.0.1", "--cores", "1", "--memory", "1g",
-                "--webui-port", str(free_port()), "--work-dir", str(work),
+                "--host", "127.0.0.1", "--cores", str(self.cores), "--memory", "1g",
+                "--webui-port", str(free_port()), "--work-dir", str(work), env=self.worker_env,
             )
         self._wait(lambda state: state is not None and self.alive_workers(state) == self.num_workers,
                    f"{self.num_workers} ALIVE workers")
@@ -265,6 +278,16 @@ class SparkCluster:
 @pytest.fixture
 def spark_cluster(tmp_path_factory, monkeypatch) -> Iterator[SparkCluster]:
     """A running master with two ALIVE one-core workers; the driver's environment points at it."""
+    yield from _cluster(tmp_path_factory, monkeypatch)
+
+
+@pytest.fixture
+def spark_gpu_cluster(tmp_path_factory, monkeypatch) -> Iterator[SparkCluster]:
+    """A master and one two-core worker that announces two fake GPUs, addresses "3" and "7"."""
+    yield from _cluster(tmp_path_factory, monkeypatch, num_workers=1, cores=2, gpus=["3", "7"])
+
+
+def _cluster(tmp_path_factory, monkeypatch, **kwargs) -> Iterator[SparkCluster]:
     spark_home = _skip_without_spark()
     from lightning_maggy.backends.spark import check_java
     from lightning_maggy.exceptions import ConfigurationError
@@ -273,7 +296,7 @@ def spark_cluster(tmp_path_factory, monkeypatch) -> Iterator[SparkCluster]:
         check_java()
     except ConfigurationError as err:
         pytest.skip(str(err))
-    cluster = SparkCluster(spark_home, tmp_path_factory.mktemp("spark-cluster"))
+    cluster = SparkCluster(spark_home, tmp_path_factory.mktemp("spark-cluster"), **kwargs)
     # The driver (this process and the JVM pyspark starts) talks over loopback too.
     for key in ("SPARK_HOME", "SPARK_CONF_DIR", "SPARK_LOCAL_IP", "SPARK_LOCAL_HOSTNAME", "PYSPARK_PYTHON", "PYTHONPATH"):
         monkeypatch.setenv(key, cluster.env[key])

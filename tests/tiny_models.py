@@ -94,3 +94,15 @@ def unified_module_class() -> type:
             return torch.optim.SGD(self.parameters(), lr=self.lr)
 
     return UnifiedModule
+
+
+def fit_with_own_trainer(hparams: dict, metric: str, **trainer_kwargs) -> float:
+    """What a user's train function does: its own ``pl.Trainer`` with ``MaggyCallback``, sized
+    by ``lm.current_trial().budget``, fitting ``TinyClassifier`` on the blobs."""
+    import lightning_maggy as lm
+
+    kwargs = dict(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    kwargs.update(trainer_kwargs)
+    trainer = pl.Trainer(max_epochs=lm.current_trial().budget, callbacks=[lm.MaggyCallback(metric=metric)], **kwargs)
+    trainer.fit(TinyClassifier(**hparams), datamodule=BlobsDataModule())
+    return float(trainer.callback_metrics[metric])

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny_models import BlobsDataModule, TinyClassifier, unified_module_class
+from tiny_models import BlobsDataModule, TinyClassifier, fit_with_own_trainer, unified_module_class
 
 import lightning_maggy as lm
 from lightning_maggy.driver.journal import read_journal, replay
@@ -275,19 +275,7 @@ def test_a_killed_worker_is_replaced_and_its_trial_resumes_from_its_checkpoint(t
 
 def _train_fn(hparams):
     """The advanced path: the user's own Trainer, with MaggyCallback, sized by current_trial()."""
-    import pytorch_lightning as pl
-
-    trial = lm.current_trial()
-    trainer = pl.Trainer(
-        max_epochs=trial.budget,
-        callbacks=[lm.MaggyCallback(metric="val_loss")],
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    trainer.fit(TinyClassifier(**hparams), datamodule=BlobsDataModule())
-    return float(trainer.callback_metrics["val_loss"])
+    return fit_with_own_trainer(hparams, "val_loss")
 
 
 def test_a_train_function_with_its_own_trainer_and_callback(tmp_path):

@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 
 import pytest
-from tiny_models import BlobsDataModule, TinyClassifier
+from tiny_models import BlobsDataModule, TinyClassifier, fit_with_own_trainer
 
 import lightning_maggy as lm
 from lightning_maggy.driver.journal import read_journal
@@ -42,19 +42,7 @@ def test_random_search_validates_every_second_epoch_and_records_those(tmp_path: 
 
 
 def _own_trainer_validating_every_other_epoch(hparams):
-    import pytorch_lightning as pl
-
-    trainer = pl.Trainer(
-        max_epochs=lm.current_trial().budget,
-        check_val_every_n_epoch=2,
-        callbacks=[lm.MaggyCallback(metric="val_acc")],
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    trainer.fit(TinyClassifier(**hparams), datamodule=BlobsDataModule())
-    return float(trainer.callback_metrics["val_acc"])
+    return fit_with_own_trainer(hparams, "val_acc", check_val_every_n_epoch=2)
 
 
 def test_own_trainer_with_sparse_validation_under_asha_ends_the_study_with_the_reason(tmp_path: Path) -> None:

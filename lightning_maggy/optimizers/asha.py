@@ -191,10 +191,9 @@ class RungDecisions:
     (``max_resource``, R): ASHA, and every bracket of Hyperband."""
 
     uses_rungs = True
-
-    @property
-    def max_resource(self) -> int:  # pragma: no cover - overridden
-        raise NotImplementedError
+    #: R, the top rung's budget: each optimizer using these decisions defines it (a property of
+    #: ``resource_max`` and the experiment's ``max_epochs``).
+    max_resource: int
 
     def on_report(self, trial: Trial) -> Decision:
         """PAUSE when the trial reached its budget and that budget is below the top rung R."""

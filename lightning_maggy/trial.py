@@ -185,10 +185,11 @@ def trial_value(trial: Trial, direction: str, scope: str = "last") -> float | No
     without a finite value, or one the NaN/inf policy stopped (no final metric)."""
     if trial.state is TrialState.FAILED or trial.final_metric is None or math.isnan(trial.final_metric):
         return None
-    if scope == "last":
-        return float(trial.final_metric)
-    values = [v for v in trial.history if not math.isnan(v)] + [float(trial.final_metric)]
-    return max(values) if direction == "max" else min(values)
+    final = float(trial.final_metric)
+    best = trial.best(direction) if scope == "all" else None
+    if best is None:
+        return final
+    return max(best, final) if direction == "max" else min(best, final)
 
 
 def best_trial(trials: Iterable[Trial], direction: str, scope: str = "last") -> Trial | None:

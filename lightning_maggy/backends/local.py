@@ -141,10 +141,11 @@ def assign_devices(num_workers: int, gpus: int, per_worker: float = 1) -> dict[i
 def _gpu_count() -> int:
     """GPUs to share among the workers. Only asked of torch when the driver has imported it
     already (any LightningModule search has): a plain-function search does not pay the import."""
-    torch = sys.modules.get("torch")
-    if torch is None:
+    if "torch" not in sys.modules:
         return 0
-    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+    from lightning_maggy.gpus import visible_gpus
+
+    return visible_gpus()
 
 
 def exit_cause(code: int | None) -> str:

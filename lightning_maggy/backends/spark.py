@@ -102,7 +102,7 @@ def active_session() -> Any:
     except ImportError:
         return None
     session = SparkSession.getActiveSession()
-    if session is None and SparkContext._active_spark_context is not None:
+    if session is None and SparkContext._active_spark_context is not None:  # built in another thread
         session = SparkSession.builder.getOrCreate()
     return session
 
@@ -210,12 +210,7 @@ class SparkBackend(Backend):
 
         self._owns_session = False
         if spark is None:
-            spark = SparkSession.getActiveSession()
-        if spark is None:
-            from pyspark import SparkContext
-
-            if SparkContext._active_spark_context is not None:  # a session built in another thread
-                spark = SparkSession.builder.getOrCreate()
+            spark = active_session()
         if spark is None:
             check_java()
             if master:

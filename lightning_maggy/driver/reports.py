@@ -31,11 +31,7 @@ class ReportsMixin:
         if not math.isfinite(value):
             return self._on_non_finite(trial, epoch, value)
         self._version += 1
-        changes: dict[str, Any] = {"history": history_with(trial.history, epoch, value)}
-        if epoch > self._last_epoch.get(tid, -1):  # a new epoch of this run (not a re-sent report)
-            self._last_epoch[tid] = epoch
-            changes["epochs_trained"] = trial.epochs_trained + 1
-        trial = trial.evolve(**changes)
+        trial = self._recorded(trial, epoch, value)
         self.trials[tid] = trial
         decision = self._decide(trial)
         previous = self._decisions.get(tid)
@@ -46,6 +42,15 @@ class ReportsMixin:
         self.journal.report(tid, epoch, value, decision.value)
         return {"type": "decision", "decision": decision.value}
 
+    def _recorded(self, trial: Trial, epoch: int, value: float) -> Trial:
+        """``trial`` with the report of ``epoch`` in its history; a new epoch of the current run
+        (not a re-sent report) also counts in ``epochs_trained``."""
+        changes: dict[str, Any] = {"history": history_with(trial.history, epoch, value)}
+        if epoch > self._last_epoch.get(trial.trial_id, -1):
+            self._last_epoch[trial.trial_id] = epoch
+            changes["epochs_trained"] = trial.epochs_trained + 1
+        return trial.evolve(**changes)
+
     def _on_non_finite(self, trial: Trial, epoch: int, value: float) -> dict[str, Any]:
         """The NaN/inf policy: record NaN, stop the trial, never promote it or count it best."""
         tid = trial.trial_id
@@ -53,11 +58,7 @@ class ReportsMixin:
             self._nonfinite[tid] = non_finite_note(repr(value), epoch)
             self.journal.append("non_finite", trial_id=tid, attempt=trial.attempt, epoch=epoch, value=repr(value))
         self._version += 1
-        changes: dict[str, Any] = {"history": history_with(trial.history, epoch, math.nan)}
-        if epoch > self._last_epoch.get(tid, -1):
-            self._last_epoch[tid] = epoch
-            changes["epochs_trained"] = trial.epochs_trained + 1
-        self.trials[tid] = trial.evolve(**changes)
+        self.trials[tid] = self._recorded(trial, epoch, math.nan)
         self._decisions[tid] = Decision.STOP
         self.journal.report(tid, epoch, math.nan, Decision.STOP.value)
         return {"type": "decision", "decision": Decision.STOP.value}

@@ -72,6 +72,18 @@ class TinyClassifier(pl.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=self.hparams.lr)
 
 
+class ScoredClassifier(TinyClassifier):
+    """Trains like TinyClassifier and logs ``score``, a hyperparameter, as its validation
+    metric: the search's decisions then depend on the configurations alone."""
+
+    def __init__(self, score: float = 0.0, lr: float = 0.05) -> None:
+        super().__init__(lr=lr)
+        self.score = score
+
+    def on_validation_epoch_end(self) -> None:
+        self.log("score", float(self.score))
+
+
 def unified_module_class() -> type:
     """A linear classifier written against ``lightning.pytorch`` (``import lightning as L``)."""
     import lightning.pytorch as L

@@ -37,10 +37,29 @@ class ReportsMixin:
         previous = self._decisions.get(tid)
         if previous in (Decision.STOP, Decision.PAUSE):
             decision = previous
+        elif decision is Decision.PAUSE and msg.get("extend") is True:
+            promoted = self.optimizer.promote_in_place(trial)
+            if promoted is not None and promoted.budget > trial.budget:
+                return self._promoted_in_place(trial, promoted, epoch, value)
         if decision is not Decision.CONTINUE:
             self._decisions[tid] = decision
         self.journal.report(tid, epoch, value, decision.value)
         return {"type": "decision", "decision": decision.value}
+
+    def _promoted_in_place(self, trial: Trial, promoted: Trial, epoch: int, value: float) -> dict[str, Any]:
+        """The answer that raises a running trial's budget: the promotion the optimizer would
+        make next is this trial, so its worker trains on without pausing (see
+        :meth:`~lightning_maggy.optimizers.base.AbstractOptimizer.promote_in_place`). The
+        journal gets the report, then the record with its new budget."""
+        promoted = promoted.evolve(state=trial.state, history=trial.history, epochs_trained=trial.epochs_trained)
+        self.journal.report(trial.trial_id, epoch, value, Decision.CONTINUE.value)
+        self._update(promoted)
+        return {
+            "type": "decision",
+            "decision": Decision.CONTINUE.value,
+            "budget": promoted.budget,
+            "async_until": self._async_until(promoted),
+        }
 
     def _recorded(self, trial: Trial, epoch: int, value: float) -> Trial:
         """``trial`` with the report of ``epoch`` in its history; a new epoch of the current run

@@ -93,17 +93,22 @@ class MaggyCallback(*_BASES):  # type: ignore[misc]
         value = self._read_metric(trainer)
         # Waits for the answer (see TrialContext.report): this epoch's checkpoint, written next,
         # must never be ahead of the journal. About a third of a millisecond per epoch.
-        decision = None
+        # A Trainer that trains exactly the trial's budget can train on: where the server would
+        # pause the trial and promote it next, it raises the budget instead (promotion in place).
+        answer: tuple[str, int] | None = None
         if trainer.is_global_zero:
+            extend = trainer.fit_loop.max_epochs == ctx.budget
             try:
-                decision = ctx.report(trainer.current_epoch, value, wait=True).value
+                answer = (ctx.report(trainer.current_epoch, value, wait=True, extend=extend).value, ctx.budget)
             except TrialDropped:
-                decision = _DROP
-        decision = trainer.strategy.broadcast(decision, src=0)
+                answer = (_DROP, ctx.budget)
+        decision, budget = trainer.strategy.broadcast(answer, src=0)
         if decision == _DROP:  # a stale attempt: stop at once, before any further checkpoint
             raise TrialDropped(f"trial {ctx.trial_id} attempt {ctx.attempt} dropped: {ctx.dropped}")
         if decision in (Decision.STOP.value, Decision.PAUSE.value):
             trainer.should_stop = True
+        elif budget > trainer.fit_loop.max_epochs:
+            trainer.fit_loop.max_epochs = budget
 
     def _read_metric(self, trainer: Any) -> float:
         metrics = trainer.callback_metrics

@@ -112,7 +112,7 @@ class TrialContext:
         last = os.path.join(self.trial_dir, "checkpoints", "last.ckpt")
         return last if os.path.exists(last) else None
 
-    def report(self, epoch: int, value: float, wait: bool = False) -> Decision:
+    def report(self, epoch: int, value: float, wait: bool = False, extend: bool = False) -> Decision:
         """Sends one metric report and returns the server's decision.
 
         Args:
@@ -121,17 +121,21 @@ class TrialContext:
                 callback waits, so that the checkpoint written after an epoch's report is never
                 ahead of the record: a driver that dies cannot leave a checkpoint whose epochs a
                 resumed study has no values for.
+            extend: the caller can train on past ``budget`` in this run (a Trainer whose
+                ``max_epochs`` it raises): where the server would pause the trial and promote
+                it next, it answers CONTINUE with a larger ``budget`` instead, which this
+                context then holds. The report is awaited.
 
         Raises:
             TrialDropped: the server refused the report: this attempt is stale.
         """
         if os.getpid() != self._pid:
-            return self._report_through_parent(epoch, value, wait)
+            return self._report_through_parent(epoch, value, wait, extend)
         self.in_request = True
         try:
             self.absorb_pending_drop()
             self.check_dropped()
-            decision = self._send_report(epoch, value, wait)
+            decision = self._send_report(epoch, value, wait, extend)
         finally:
             self.in_request = False
         self.last_value = float(value)
@@ -156,11 +160,11 @@ class TrialContext:
                 try:
                     if not here.poll(0.05):
                         continue
-                    epoch, value, wait = here.recv()
+                    epoch, value, wait, extend = here.recv()
                 except (EOFError, OSError):
                     return
                 try:
-                    answer = ("ok", self.report(epoch, value, wait=wait).value)
+                    answer = ("ok", self.report(epoch, value, wait=wait, extend=extend).value, self.budget)
                 except TrialDropped as err:
                     answer = ("drop", self.dropped or str(err))
                 except Exception as err:  # noqa: BLE001 - raised in the forked rank instead
@@ -178,15 +182,15 @@ class TrialContext:
             here.close()
             there.close()
 
-    def _report_through_parent(self, epoch: int, value: float, wait: bool) -> Decision:
+    def _report_through_parent(self, epoch: int, value: float, wait: bool, extend: bool) -> Decision:
         conn = self._relay_conn
         if conn is None:
             raise RuntimeError(
                 "a report from a process forked from the worker, with no relay open; report from "
                 "global rank 0 of a trial run by lightning_maggy (MaggyCallback does)."
             )
-        conn.send((int(epoch), float(value), bool(wait)))
-        kind, payload = conn.recv()
+        conn.send((int(epoch), float(value), bool(wait), bool(extend)))
+        kind, payload, *budget = conn.recv()
         if kind == "drop":
             self.dropped = str(payload)
             raise TrialDropped(f"trial {self.trial_id} attempt {self.attempt} dropped: {payload}")
@@ -194,9 +198,11 @@ class TrialContext:
             raise RuntimeError(f"the worker could not report for this rank: {payload}")
         self.last_value = float(value)
         self.last_decision = Decision(payload)
+        if budget:
+            self.budget = int(budget[0])
         return self.last_decision
 
-    def _send_report(self, epoch: int, value: float, wait: bool) -> str:
+    def _send_report(self, epoch: int, value: float, wait: bool, extend: bool = False) -> str:
         message = {
             "type": "report",
             "worker_id": self.worker_id,
@@ -208,7 +214,9 @@ class TrialContext:
         with _lock:
             # Below async_until the answer can only be CONTINUE: don't wait for it. A NaN/inf
             # value is always awaited: the server stops such a trial at once.
-            if epoch < self.async_until and math.isfinite(value) and not wait:
+            if extend:
+                message["extend"] = True
+            if epoch < self.async_until and math.isfinite(value) and not (wait or extend):
                 self._client.send({**message, "sync": False})
                 decision = Decision.CONTINUE.value
             else:
@@ -217,6 +225,9 @@ class TrialContext:
                     self.drop(reply["reason"])
                     self.check_dropped()
                 decision = reply["decision"]
+                if "budget" in reply:  # promoted in place: train on to the new budget
+                    self.budget = int(reply["budget"])
+                    self.async_until = int(reply.get("async_until", 0))
         return str(decision)
 
     def _append_metrics(self, epoch: int, value: float) -> None:

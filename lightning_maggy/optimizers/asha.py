@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 from lightning_maggy.exceptions import ConfigurationError
@@ -194,6 +194,9 @@ class RungDecisions:
     #: R, the top rung's budget: each optimizer using these decisions defines it (a property of
     #: ``resource_max`` and the experiment's ``max_epochs``).
     max_resource: int
+    #: The promotion ``get_suggestion`` would make from the given records (a trial evolved to
+    #: its next budget, IDLE or None); each optimizer using these decisions defines it.
+    _promotion_among: Callable[[Mapping[str, Trial]], Trial | Idle | None]
 
     def on_report(self, trial: Trial) -> Decision:
         """PAUSE when the trial reached its budget and that budget is below the top rung R."""
@@ -209,6 +212,16 @@ class RungDecisions:
         """A trial that trained its budget is PAUSED below the top rung R and COMPLETED at R
         (even when R is below the experiment's ``max_epochs``)."""
         return trial.budget < self.max_resource
+
+    def promote_in_place(self, trial: Trial) -> Trial | None:
+        """The promotion a free worker would get next if ``trial`` (just answered PAUSE at its
+        rung) were paused: when that is ``trial`` itself, it is returned with its next rung's
+        budget and trains on in the same run."""
+        view = {**self.trials, trial.trial_id: trial.evolve(state=TrialState.PAUSED)}
+        promotion = self._promotion_among(view)
+        if isinstance(promotion, Trial) and promotion.trial_id == trial.trial_id:
+            return promotion.evolve(state=trial.state)
+        return None
 
 
 class ASHA(RungDecisions, DrawingOptimizer):
@@ -272,9 +285,12 @@ class ASHA(RungDecisions, DrawingOptimizer):
     # -- decisions ---------------------------------------------------------------------------
     def _promotion(self) -> Trial | Idle | None:
         """The promotion from the highest rung that has one (see :func:`promotion_at`)."""
+        return self._promotion_among(self.trials)
+
+    def _promotion_among(self, trials: Mapping[str, Trial]) -> Trial | Idle | None:
         for k in range(len(self.budgets) - 2, -1, -1):
             promotion = promotion_at(
-                self.trials, self.budgets[k], self.budgets[k + 1], self.reduction_factor, self.direction
+                trials, self.budgets[k], self.budgets[k + 1], self.reduction_factor, self.direction
             )
             if promotion is not None:
                 return promotion

@@ -196,6 +196,15 @@ class AbstractOptimizer(ABC):
         del trial
         return ALWAYS if type(self).on_report is AbstractOptimizer.on_report else 0
 
+    def promote_in_place(self, trial: Trial) -> Trial | None:
+        """Called when :meth:`on_report` answered PAUSE to a report whose worker can raise the
+        running trial's budget (a Lightning Trainer run by the search): the trial evolved to a
+        larger ``budget`` if :meth:`get_suggestion` would hand out exactly that promotion next,
+        so the worker trains on in the same run instead of checkpointing, pausing and resuming
+        (the same decision, without the cost of a new run). None: pause. The default: None."""
+        del trial
+        return None
+
     def pauses_at_budget(self, trial: Trial) -> bool:
         """Whether ``trial``, whose worker ended it after training its whole ``budget`` with no
         PAUSE answer on record, is PAUSED (it may be resumed later with a larger budget) rather

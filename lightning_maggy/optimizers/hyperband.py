@@ -217,10 +217,10 @@ class Hyperband(RungDecisions, DrawingOptimizer):
         self._drawer.reset()
 
     # -- views of the records ----------------------------------------------------------------
-    def _members(self) -> list[dict[str, Trial]]:
+    def _members(self, trials: Mapping[str, Trial] | None = None) -> list[dict[str, Trial]]:
         """trial_id -> trial of every bracket, from ``trial.info["bracket"]``."""
         members: list[dict[str, Trial]] = [{} for _ in self.bracket_rungs]
-        for tid, trial in self.trials.items():
+        for tid, trial in (self.trials if trials is None else trials).items():
             s = _bracket_of(trial)
             if s is not None and 0 <= s < len(members):
                 members[s][tid] = trial
@@ -246,6 +246,9 @@ class Hyperband(RungDecisions, DrawingOptimizer):
             if promotion is not None:
                 return promotion
         return None
+
+    def _promotion_among(self, trials: Mapping[str, Trial]) -> Trial | Idle | None:
+        return self._promotion(self._members(trials))
 
     def get_suggestion(self, trial: Trial | None = None) -> SuggestionResult:
         del trial

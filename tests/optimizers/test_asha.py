@@ -233,6 +233,30 @@ def test_stopped_trials_are_skipped_and_a_top_trial_still_ending_is_waited_for()
     assert isinstance(suggestion, Trial) and suggestion.config == {"x": 2} and suggestion.budget == 3
 
 
+def test_promotion_in_place_is_the_promotion_a_free_worker_would_get_next() -> None:
+    R = TrialState.RUNNING
+    # Two paused trials at rung 1; the third one reaches it running.
+    paused = rung0([0.5, 0.2])
+    best = make_trial(7, [0.9], 1, R)
+    opt = setup_asha(as_dict(*paused, best), num_trials=9)
+    promoted = opt.promote_in_place(best)
+    assert isinstance(promoted, Trial) and promoted.trial_id == best.trial_id
+    assert promoted.budget == 3 and promoted.state is R and promoted.history == (0.9,)
+    # Not the best of its rung: the best paused one is promoted next, on a free worker.
+    worse = make_trial(7, [0.1], 1, R)
+    assert setup_asha(as_dict(*paused, worse), num_trials=9).promote_in_place(worse) is None
+    # Fewer than eta trials at the rung: nothing is promotable yet, the trial pauses.
+    assert setup_asha(as_dict(paused[0], best), num_trials=9).promote_in_place(best) is None
+    # A promotable paused trial on a higher rung comes first.
+    upper = [make_trial(10 + i, [0.0, 0.0, v], 3, TrialState.PAUSED) for i, v in enumerate([0.8, 0.2, 0.4])]
+    assert setup_asha(as_dict(*upper, *paused, best), num_trials=9).promote_in_place(best) is None
+    # At the top rung's boundary the answer stays the top budget.
+    top_rung = make_trial(8, [0.9, 0.9, 0.99], 3, R)
+    third = [make_trial(20 + i, [0.0, 0.0, v], 3, TrialState.PAUSED) for i, v in enumerate([0.5, 0.4])]
+    promoted = setup_asha(as_dict(*third, top_rung), num_trials=9).promote_in_place(top_rung)
+    assert isinstance(promoted, Trial) and promoted.budget == 9
+
+
 def test_a_trial_that_trained_the_top_rung_completes_even_below_max_epochs() -> None:
     opt = setup_asha({}, max_epochs=9)
     assert opt.pauses_at_budget(make_trial(0, [0.1], 1, TrialState.RUNNING))

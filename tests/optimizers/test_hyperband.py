@@ -165,6 +165,25 @@ def test_promotion_counts_only_the_trials_of_the_bracket_and_prefers_larger_budg
     assert isinstance(suggestion, Trial) and suggestion.config == {"x": 22} and suggestion.budget == 9
 
 
+def test_promotion_in_place_follows_the_bracket_of_the_trial() -> None:
+    P, R = TrialState.PAUSED, TrialState.RUNNING
+    # Bracket 1 (rungs 3, 9, 27): two paused at rung 3 and the best one reaching it running.
+    running = make_trial(22, [0.1, 0.2, 0.9], 3, R, 1)
+    bracket1 = [make_trial(20, [0.1, 0.2, 0.5], 3, P, 1), make_trial(21, [0.1, 0.2, 0.6], 3, P, 1)]
+    opt = setup_hb(as_dict(*bracket1, running), num_trials=10)
+    promoted = opt.promote_in_place(running)
+    assert isinstance(promoted, Trial) and promoted.trial_id == running.trial_id and promoted.budget == 9
+    # The same in bracket 0 (rungs 1, 3, 9, 27): its rung 1 has nothing left to promote, and at
+    # rung 3 the running trial is the best of three.
+    bracket0 = [make_trial(30, [0.1, 0.2, 0.5], 3, P, 0), make_trial(31, [0.1, 0.2, 0.6], 3, P, 0)]
+    running0 = make_trial(32, [0.1, 0.2, 0.9], 3, R, 0)
+    promoted = setup_hb(as_dict(*bracket0, running0), num_trials=10).promote_in_place(running0)
+    assert isinstance(promoted, Trial) and promoted.budget == 9
+    # Trials of another bracket do not count: alone in bracket 2's rung, nothing is promotable.
+    alone = make_trial(40, [0.1] * 9, 9, R, 2)
+    assert setup_hb(as_dict(*bracket1, alone), num_trials=10).promote_in_place(alone) is None
+
+
 def test_trials_without_a_bracket_are_ignored() -> None:
     foreign = [make_trial(i, [float(i)], 1, TrialState.PAUSED, None) for i in range(9)]
     trials = as_dict(*foreign)

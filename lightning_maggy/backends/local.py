@@ -45,7 +45,15 @@ def _context() -> BaseContext:
 
 def prewarm() -> None:
     """Starts the forkserver now, so that it imports torch and Lightning while the user's script
-    does the same; the first trial then starts about one import after the script, not two."""
+    does the same; the first trial then starts about one import after the script, not two.
+
+    Does nothing inside a worker: a worker imports the module that defines the trial's classes,
+    and a ``prewarm()`` at that module's top level must not start a forkserver of its own there
+    (it would import torch and Lightning again, beside the training)."""
+    from lightning_maggy.lightning.trainer import WORKER_ENV
+
+    if os.environ.get(WORKER_ENV):
+        return
     ctx = _context()
     if ctx.get_start_method() == "forkserver":
         from multiprocessing import forkserver

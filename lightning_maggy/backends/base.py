@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import functools
-import importlib.metadata
+import os
+import site
 import sys
+import sysconfig
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from types import ModuleType
@@ -17,10 +19,32 @@ __all__ = ["Backend", "check_shippable", "pack_launch"]
 
 
 @functools.lru_cache(maxsize=1)
-def _distributed_top_levels() -> frozenset[str]:
-    """Top-level module names that belong to an installed distribution (importable anywhere the
-    same environment is installed)."""
-    return frozenset(importlib.metadata.packages_distributions())
+def _installed_dirs() -> tuple[str, ...]:
+    """The directories installed packages and the standard library live in (site-packages and
+    the interpreter's library folders), resolved, each ending with a separator."""
+    found = sysconfig.get_paths()
+    paths = {found[key] for key in ("purelib", "platlib", "stdlib", "platstdlib") if key in found}
+    paths |= set(getattr(site, "getsitepackages", list)())
+    user_site = getattr(site, "getusersitepackages", lambda: None)()
+    if isinstance(user_site, str):
+        paths.add(user_site)
+    return tuple(sorted({os.path.join(os.path.realpath(p), "") for p in paths if p}))
+
+
+def _is_installed(module: ModuleType) -> bool:
+    """Whether ``module`` is part of an installed package or the standard library: its file lies
+    in one of :func:`_installed_dirs`. Looking at the file costs microseconds, where asking
+    ``importlib.metadata`` which distributions provide which modules reads every installed
+    distribution's file list (over a second in a large environment), on the path to the first
+    trial. A package installed in editable mode lies outside and travels by value, as the user's
+    own code does, which works wherever it is unpickled."""
+    name = module.__name__.split(".")[0]
+    if name in sys.stdlib_module_names or name in sys.builtin_module_names:
+        return True
+    file = getattr(module, "__file__", None)
+    if not file:
+        return True  # built in, or a namespace package: nothing to ship by value
+    return os.path.realpath(file).startswith(_installed_dirs())
 
 
 def _user_modules(*objects: Any) -> Iterator[ModuleType]:
@@ -34,7 +58,7 @@ def _user_modules(*objects: Any) -> Iterator[ModuleType]:
         module = sys.modules.get(name or "")
         if module is None or name == "__main__":
             continue  # __main__ is pickled by value anyway
-        if name.split(".")[0] in _distributed_top_levels() or name.split(".")[0] in sys.stdlib_module_names:
+        if _is_installed(module):
             continue
         yield module
 

@@ -26,7 +26,19 @@ from lightning_maggy.lightning.worker import WorkerLaunch
 
 __all__ = ["LocalBackend", "assign_devices", "prewarm"]
 
-PRELOAD = ["torch", "pytorch_lightning"]
+#: What the forkserver imports before it forks any worker (each name on its own; one that does not
+#: import is skipped): torch and Lightning, the worker's own modules, and the TensorBoard writer
+#: the trials' default logger opens, so that none of it is on the path to a worker's first trial.
+PRELOAD = [
+    "torch",
+    "pytorch_lightning",
+    "lightning_maggy.backends.local",
+    "lightning_maggy.lightning.worker",
+    "lightning_maggy.lightning.trainer",
+    "lightning_maggy.lightning.callback",
+    "lightning_maggy.transport.zmq_transport",
+    "torch.utils.tensorboard",
+]
 _ctx: BaseContext | None = None
 
 

@@ -40,20 +40,24 @@ class ReportsMixin:
         elif decision is Decision.PAUSE and msg.get("extend") is True:
             promoted = self.optimizer.promote_in_place(trial)
             if promoted is not None and promoted.budget > trial.budget:
-                return self._promoted_in_place(trial, promoted, epoch, value)
+                return self._promoted_in_place(worker, trial, promoted, epoch, value)
         if decision is not Decision.CONTINUE:
             self._decisions[tid] = decision
         self.journal.report(tid, epoch, value, decision.value)
         return {"type": "decision", "decision": decision.value}
 
-    def _promoted_in_place(self, trial: Trial, promoted: Trial, epoch: int, value: float) -> dict[str, Any]:
+    def _promoted_in_place(
+        self, worker: _Worker, trial: Trial, promoted: Trial, epoch: int, value: float
+    ) -> dict[str, Any]:
         """The answer that raises a running trial's budget: the promotion the optimizer would
         make next is this trial, so its worker trains on without pausing (see
         :meth:`~lightning_maggy.optimizers.base.AbstractOptimizer.promote_in_place`). The
-        journal gets the report, then the record with its new budget."""
+        journal gets the report, then the record with its new budget. As any promotion, it
+        starts a new ``trial_timeout`` clock."""
         promoted = promoted.evolve(state=trial.state, history=trial.history, epochs_trained=trial.epochs_trained)
         self.journal.report(trial.trial_id, epoch, value, Decision.CONTINUE.value)
         self._update(promoted)
+        worker.trial_started = self.clock()
         return {
             "type": "decision",
             "decision": Decision.CONTINUE.value,

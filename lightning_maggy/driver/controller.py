@@ -50,6 +50,7 @@ from lightning_maggy.driver.serving import ServingMixin
 from lightning_maggy.driver.workers import Outgoing, StopReason, _Worker
 from lightning_maggy.earlystop.base import AbstractEarlyStop, NoEarlyStop
 from lightning_maggy.optimizers.base import AbstractOptimizer
+from lightning_maggy.records import TrialRecords
 from lightning_maggy.searchspace import Searchspace
 from lightning_maggy.trial import Decision, Trial, TrialState, best_trial
 
@@ -117,7 +118,7 @@ class Controller(ReportsMixin, AssignmentMixin, ServingMixin):
         optimizer_state: Mapping[str, Any] | None = None,
         non_finite: Mapping[str, str] | None = None,
     ) -> None:
-        self.trials: dict[str, Trial] = dict(trials or {})
+        self.trials: TrialRecords = TrialRecords(trials or {})
         self.view = MappingProxyType(self.trials)
         self.optimizer = optimizer
         self.earlystop = earlystop or NoEarlyStop()
@@ -164,6 +165,7 @@ class Controller(ReportsMixin, AssignmentMixin, ServingMixin):
             trials=self.view,
             seed=seed,
         )
+        optimizer.changes = self.trials.changes
         if optimizer_state:
             optimizer.load_state_dict(optimizer_state)
         self._resume_trials()

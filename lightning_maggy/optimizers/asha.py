@@ -10,6 +10,8 @@ with a config sampler (a :data:`~lightning_maggy.optimizers.random_search.Sugges
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import math
 import numbers
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -186,6 +188,81 @@ def promotion_at(
     return None
 
 
+class RungIndex:
+    """The rungs of an ASHA-like optimizer, kept sorted and up to date from the trial records.
+
+    For each rung below the top (budget b): every trial that reached it, ranked as
+    :func:`promotable` ranks them (best first, ties by id, NaN last). :meth:`sync` brings it up
+    to date: from the records written since the last sync when the records' change log is at
+    hand (:attr:`~lightning_maggy.optimizers.base.AbstractOptimizer.changes`, the controller's
+    records), else by rebuilding it from every record. A promotion then looks at the top of
+    each rung instead of re-reading and re-sorting every trial, so a 10,000-trial study
+    decides as fast as a small one. :meth:`promotion` answers exactly what
+    :func:`promotion_at` answers for the same records.
+    """
+
+    def __init__(self, budgets: Sequence[int], reduction_factor: float, direction: str) -> None:
+        self.budgets = list(budgets)
+        self.reduction_factor = reduction_factor
+        self.direction = direction
+        self._order: list[list[tuple[tuple[bool, float], str]]] = [[] for _ in self.budgets[:-1]]
+        self._keys: list[dict[str, tuple[bool, float]]] = [{} for _ in self.budgets[:-1]]
+        self._log: Any = None
+        self._version = -1
+
+    def sync(self, trials: Mapping[str, Trial], changes: Any) -> None:
+        """Brings the rungs up to date with ``trials`` (``changes``: their ChangeLog, or None)."""
+        if changes is not None and changes is self._log:
+            for tid in changes.changed_since(self._version):
+                self._place(tid, trials.get(tid))
+        else:
+            self._order = [[] for _ in self.budgets[:-1]]
+            self._keys = [{} for _ in self.budgets[:-1]]
+            for tid, trial in trials.items():
+                self._place(tid, trial)
+        self._log = changes
+        self._version = -1 if changes is None else changes.version
+
+    def _place(self, tid: str, trial: Trial | None) -> None:
+        for k, budget in enumerate(self.budgets[:-1]):
+            keys, order = self._keys[k], self._order[k]
+            old = keys.pop(tid, None)
+            if old is not None:
+                del order[bisect.bisect_left(order, (old, tid))]
+            if trial is not None and len(trial.history) >= budget:
+                key = _sort_key(float(trial.history[budget - 1]), self.direction)
+                keys[tid] = key
+                bisect.insort(order, (key, tid))
+
+    def promotion(
+        self, trials: Mapping[str, Trial], k: int, paused: str | None = None
+    ) -> Trial | Idle | None:
+        """The promotion out of rung ``k`` (as :func:`promotion_at`), with the trial ``paused``
+        (an id) counted as PAUSED whatever its record says."""
+        budget, order = self.budgets[k], self._order[k]
+        n_top = int(math.floor(len(order) / self.reduction_factor))
+        for (is_nan, _), tid in itertools.islice(order, n_top):
+            if is_nan:
+                break  # NaN ranks last and is never promoted
+            trial = trials[tid]
+            if trial.budget != budget:
+                continue  # promoted out of this rung already (or never paused at it)
+            state = TrialState.PAUSED if tid == paused else trial.state
+            if state is TrialState.PAUSED:
+                return trial.evolve(budget=self.budgets[k + 1])
+            if not state.finished:
+                return IDLE
+        return None
+
+    def first_promotion(self, trials: Mapping[str, Trial], paused: str | None = None) -> Trial | Idle | None:
+        """The promotion from the highest rung that has one."""
+        for k in range(len(self.budgets) - 2, -1, -1):
+            promotion = self.promotion(trials, k, paused)
+            if promotion is not None:
+                return promotion
+        return None
+
+
 class RungDecisions:
     """The answers to reports of an optimizer whose trials pause at rungs below the top one
     (``max_resource``, R): ASHA, and every bracket of Hyperband."""
@@ -280,20 +357,35 @@ class ASHA(RungDecisions, DrawingOptimizer):
 
     def initialize(self) -> None:
         self.budgets = rung_budgets(self.resource_min, self.reduction_factor, self.max_resource)
+        self._rungs = RungIndex(self.budgets, self.reduction_factor, self.direction)
         self._drawer.reset()
 
     # -- decisions ---------------------------------------------------------------------------
     def _promotion(self) -> Trial | Idle | None:
-        """The promotion from the highest rung that has one (see :func:`promotion_at`)."""
-        return self._promotion_among(self.trials)
+        """The promotion from the highest rung that has one (see :func:`promotion_at`), from
+        the rungs kept up to date (:class:`RungIndex`)."""
+        self._rungs.sync(self.trials, self.changes)
+        return self._rungs.first_promotion(self.trials)
 
     def _promotion_among(self, trials: Mapping[str, Trial]) -> Trial | Idle | None:
+        """The promotion from the highest rung that has one among ``trials`` (any records)."""
         for k in range(len(self.budgets) - 2, -1, -1):
             promotion = promotion_at(
                 trials, self.budgets[k], self.budgets[k + 1], self.reduction_factor, self.direction
             )
             if promotion is not None:
                 return promotion
+        return None
+
+    def promote_in_place(self, trial: Trial) -> Trial | None:
+        """As :meth:`RungDecisions.promote_in_place`, from the kept rungs (no copy of the
+        records): ``trial``'s record already holds the report that reached its rung."""
+        if self.trials.get(trial.trial_id) != trial:
+            return super().promote_in_place(trial)
+        self._rungs.sync(self.trials, self.changes)
+        promotion = self._rungs.first_promotion(self.trials, paused=trial.trial_id)
+        if isinstance(promotion, Trial) and promotion.trial_id == trial.trial_id:
+            return promotion.evolve(state=trial.state)
         return None
 
     def get_suggestion(self, trial: Trial | None = None) -> SuggestionResult:

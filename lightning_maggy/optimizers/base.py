@@ -34,6 +34,7 @@ from typing import Any, Union
 import numpy as np
 
 from lightning_maggy.exceptions import ConfigurationError
+from lightning_maggy.records import ChangeLog, TrialRecords
 from lightning_maggy.searchspace import Searchspace
 from lightning_maggy.trial import Decision, Trial, TrialState
 
@@ -127,12 +128,20 @@ class AbstractOptimizer(ABC):
             self.seed = seed
         self.rng = np.random.default_rng(self.seed)
         self._trials = trials if isinstance(trials, MappingProxyType) else MappingProxyType(trials)
+        # The controller attaches its records' change log after setup (see ``changes``).
+        self.changes = trials.changes if isinstance(trials, TrialRecords) else None
         self.validate()
         self.initialize()
 
     def validate(self) -> None:
         """Raises :class:`~lightning_maggy.exceptions.ConfigurationError` if the optimizer cannot
         run with this experiment's settings. Called before any worker starts."""
+
+    #: The log of which trial records changed (:class:`~lightning_maggy.records.ChangeLog`),
+    #: attached by the controller; None when the records are a plain mapping (then derive
+    #: everything from them afresh). For optimizers that keep something derived from the
+    #: records up to date instead of rebuilding it on every call.
+    changes: ChangeLog | None = None
 
     # -- views of the trial history ----------------------------------------------------------
     @property

@@ -346,3 +346,66 @@ def test_suggester_returning_an_invalid_config_is_an_error() -> None:
     opt.setup(SPACE, num_trials=5, direction="max", max_epochs=9, trials={})
     with pytest.raises(SearchspaceError, match="value -5"):
         opt.get_suggestion(None)
+
+
+# -- the kept rungs (RungIndex) against the rungs rebuilt from every record ---------------------
+@settings(max_examples=60, deadline=None)
+@given(
+    ops=st.lists(
+        st.tuples(st.integers(0, 39), st.sampled_from(["report", "nan", "pause", "run", "end", "fail", "promote"]),
+                  st.floats(0.0, 1.0)),
+        min_size=1, max_size=120,
+    ),
+    direction=st.sampled_from(["max", "min"]),
+    eta=st.sampled_from([2, 3]),
+)
+def test_kept_rungs_decide_as_the_rungs_rebuilt_from_the_records(ops, direction: str, eta: int) -> None:
+    from lightning_maggy.records import TrialRecords
+
+    records = TrialRecords()
+    opt = setup_asha(records, num_trials=100, direction=direction, max_epochs=9, reduction_factor=eta)
+    assert opt.changes is records.changes
+    for x, op, value in ops:
+        tid = Trial.create({"x": x}, budget=1).trial_id
+        trial = records.get(tid) or Trial.create({"x": x}, budget=1).evolve(state=TrialState.RUNNING)
+        if op in ("report", "nan") and len(trial.history) < 9:
+            trial = trial.evolve(history=(*trial.history, math.nan if op == "nan" else value), state=TrialState.RUNNING)
+        elif op == "pause":
+            trial = trial.evolve(state=TrialState.PAUSED)
+        elif op == "run":
+            trial = trial.evolve(state=TrialState.RUNNING)
+        elif op == "end":
+            trial = trial.evolve(state=TrialState.STOPPED if value < 0.5 else TrialState.COMPLETED)
+        elif op == "fail":
+            trial = trial.evolve(state=TrialState.FAILED)
+        elif op == "promote" and trial.budget < 9:
+            trial = trial.evolve(budget={1: 3, 3: 9}.get(trial.budget, 9))
+        records[tid] = trial
+        rebuilt = opt._promotion_among(dict(records))
+        kept = opt._promotion()
+        assert kept == rebuilt
+        # In place: the kept rungs (no copy of the records) answer as a copy with it PAUSED.
+        if trial.state is TrialState.RUNNING and len(trial.history) >= trial.budget:
+            view = {**records, tid: trial.evolve(state=TrialState.PAUSED)}
+            expected = opt._promotion_among(view)
+            expected = expected.evolve(state=trial.state) if isinstance(expected, Trial) and expected.trial_id == tid else None
+            assert opt.promote_in_place(trial) == expected
+    # A plain dict (no change log): rebuilt on every call, same answers.
+    plain = dict(records)
+    opt2 = setup_asha(plain, num_trials=100, direction=direction, max_epochs=9, reduction_factor=eta)
+    assert opt2.changes is None
+    assert opt2._promotion() == opt._promotion()
+
+
+def test_the_change_log_lists_each_changed_record_once_newest_first() -> None:
+    from lightning_maggy.records import TrialRecords
+
+    records = TrialRecords({"a": make_trial(1, [], 1, TrialState.PENDING)})
+    start = records.changes.version
+    records["b"] = make_trial(2, [], 1, TrialState.PENDING)
+    records["a"] = make_trial(1, [0.5], 1, TrialState.RUNNING)
+    records["b"] = make_trial(2, [0.1], 1, TrialState.RUNNING)
+    assert records.changes.changed_since(start) == ["b", "a"]
+    assert records.changes.changed_since(records.changes.version) == []
+    del records["a"]
+    assert records.changes.changed_since(start + 3) == ["a"]

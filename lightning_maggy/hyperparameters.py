@@ -55,6 +55,13 @@ class Hyperparameter(ABC):
     def describe(self) -> str:
         return json.dumps(self.to_dict())
 
+    def __eq__(self, other: object) -> bool:
+        """Equal when of the same type with the same description (:meth:`to_dict`)."""
+        return type(self) is type(other) and self.to_dict() == other.to_dict()  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash(self.describe())
+
 
 class _Range(Hyperparameter):
     def __init__(self, low: float, high: float, log: bool = False) -> None:
@@ -98,12 +105,6 @@ class _Range(Hyperparameter):
     def __repr__(self) -> str:
         log = ", log=True" if self.log else ""
         return f"{type(self).__name__}({self.low!r}, {self.high!r}{log})"
-
-    def __eq__(self, other: object) -> bool:
-        return type(self) is type(other) and self.to_dict() == other.to_dict()  # type: ignore[attr-defined]
-
-    def __hash__(self) -> int:
-        return hash(self.describe())
 
 
 class Double(_Range):
@@ -245,12 +246,6 @@ class _Choice(Hyperparameter):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.values!r})"
-
-    def __eq__(self, other: object) -> bool:
-        return type(self) is type(other) and self.to_dict() == other.to_dict()  # type: ignore[attr-defined]
-
-    def __hash__(self) -> int:
-        return hash(self.describe())
 
 
 class Discrete(_Choice):

@@ -14,7 +14,7 @@ import bisect
 import itertools
 import math
 import numbers
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from lightning_maggy.exceptions import ConfigurationError
@@ -177,13 +177,25 @@ def promotion_at(
     """
     results = rung_results(trials, budget)
     promoted = [tid for tid in results if trials[tid].budget > budget]
-    for tid in promotable(results, promoted, reduction_factor, direction):
+    return _first_paused(promotable(results, promoted, reduction_factor, direction), trials, budget, next_budget)
+
+
+def _first_paused(
+    candidates: Iterable[str], trials: Mapping[str, Trial], budget: int, next_budget: int, paused: str | None = None
+) -> Trial | Idle | None:
+    """Goes through a rung's promotable ``candidates`` (ids, best first): the first one PAUSED
+    at this rung (``paused`` counts as PAUSED whatever its record says) is returned evolved to
+    ``next_budget``; IDLE if a candidate at this rung has not ended yet (RUNNING, or LOST /
+    re-queued: its end is still to come); None if none is left. Candidates promoted out of the
+    rung already, or that ended otherwise (FAILED, STOPPED), are skipped."""
+    for tid in candidates:
         trial = trials[tid]
         if trial.budget != budget:
             continue
-        if trial.state is TrialState.PAUSED:
+        state = TrialState.PAUSED if tid == paused else trial.state
+        if state is TrialState.PAUSED:
             return trial.evolve(budget=next_budget)
-        if not trial.state.finished:  # RUNNING, or LOST / re-queued: its end is still to come
+        if not state.finished:
             return IDLE
     return None
 
@@ -239,20 +251,11 @@ class RungIndex:
     ) -> Trial | Idle | None:
         """The promotion out of rung ``k`` (as :func:`promotion_at`), with the trial ``paused``
         (an id) counted as PAUSED whatever its record says."""
-        budget, order = self.budgets[k], self._order[k]
+        order = self._order[k]
         n_top = int(math.floor(len(order) / self.reduction_factor))
-        for (is_nan, _), tid in itertools.islice(order, n_top):
-            if is_nan:
-                break  # NaN ranks last and is never promoted
-            trial = trials[tid]
-            if trial.budget != budget:
-                continue  # promoted out of this rung already (or never paused at it)
-            state = TrialState.PAUSED if tid == paused else trial.state
-            if state is TrialState.PAUSED:
-                return trial.evolve(budget=self.budgets[k + 1])
-            if not state.finished:
-                return IDLE
-        return None
+        # NaN ranks last and is never promoted.
+        top = (tid for (is_nan, _), tid in itertools.islice(order, n_top) if not is_nan)
+        return _first_paused(top, trials, self.budgets[k], self.budgets[k + 1], paused)
 
     def first_promotion(self, trials: Mapping[str, Trial], paused: str | None = None) -> Trial | Idle | None:
         """The promotion from the highest rung that has one."""

@@ -205,9 +205,14 @@ def _best_line(result: Any) -> str:
 
 
 def _show(args: Any) -> int:
-    from lightning_maggy.exceptions import JournalError
+    from lightning_maggy.exceptions import ConfigurationError, JournalError
+    from lightning_maggy.storage import fetch_study, is_remote
 
-    exp = Path(args.exp_dir)
+    remote = is_remote(args.exp_dir)  # a study in cluster storage: read the driver's copy
+    try:
+        exp = fetch_study(args.exp_dir, "exp_dir") if remote else Path(args.exp_dir)
+    except ConfigurationError as err:
+        return _fail("show", str(err))
     if not exp.is_dir() and not args.follow:  # --follow waits for a study that is starting
         return _fail("show", f"{exp} is not a directory.")
     if args.scope not in (None, "last", "all"):
@@ -216,8 +221,10 @@ def _show(args: Any) -> int:
     try:
         while True:
             try:
+                if remote and last is not None:
+                    fetch_study(args.exp_dir, "exp_dir")
                 text, ended = render(exp, args.scope, args.top)
-            except JournalError as err:
+            except (JournalError, ConfigurationError) as err:
                 return _fail("show", str(err), EXIT_ABORTED)
             if text is None and not args.follow:
                 return _fail("show", f"{exp} holds no study yet (no events in its journal.jsonl).", EXIT_ABORTED)

@@ -302,9 +302,10 @@ def plot_result(result: Any, path: str | os.PathLike[str] | None = None) -> dict
         import matplotlib  # noqa: F401
     except ImportError as err:
         raise ImportError(f"SearchResult.plot() needs matplotlib: {_HINT}") from err
-    out = Path(path if path is not None else result.exp_dir)
+    record = result.record_dir if hasattr(result, "record_dir") else Path(result.exp_dir)
+    out = Path(path) if path is not None else record
     out.mkdir(parents=True, exist_ok=True)
-    experiment, start, reports = _read_study(result.exp_dir)
+    experiment, start, reports = _read_study(str(record))
     files = {"history": out / "history.png", "curves": out / "curves.png"}
     bsf = best_so_far(result.trials, result.direction, result.scope, reports=reports, start=start)
     _history_figure(result, bsf, files["history"])

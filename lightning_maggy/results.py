@@ -29,7 +29,10 @@ class SearchResult:
         scope: how a trial's metric is scored: "last" (default), its final metric, the value at
             the last epoch it trained (for a trial that ended at an ASHA rung, the rung's
             value); "all", the best value at any epoch it trained.
-        exp_dir: the experiment directory (journal, result.json, trials.csv, per-trial folders).
+        exp_dir: the experiment directory (journal, result.json, trials.csv, per-trial folders),
+            or its URL (``s3://...``) when the study kept it in cluster storage.
+        local_dir: with an ``exp_dir`` URL, the driver's copy of the study (journal,
+            ``result.json``, ``trials.csv``; the trial folders stay at the URL); else None.
         stop_reason: "finished", "timeout", "aborted", "interrupted" or "stalled" (the optimizer
             had nothing to propose while nothing ran that could change that; see ``message``).
         message: why the study was aborted or stalled, else None.
@@ -43,6 +46,13 @@ class SearchResult:
     best_trial: Trial | None = None
     message: str | None = None
     scope: str = "last"
+    local_dir: str | None = None
+
+    @property
+    def record_dir(self) -> Path:
+        """The local folder that holds the study's journal and results: ``exp_dir``, or
+        ``local_dir`` when ``exp_dir`` is a URL."""
+        return Path(self.local_dir if self.local_dir is not None else self.exp_dir)
 
     @property
     def best_config(self) -> dict[str, Any] | None:
@@ -61,6 +71,12 @@ class SearchResult:
         best trial left no checkpoint (function trials, a train function that writes none)."""
         if self.best_trial is None:
             return None
+        if self.local_dir is not None:  # a URL: Lightning loads checkpoints from URLs itself
+            from lightning_maggy.storage import open_url
+
+            url = f"{self.exp_dir.rstrip('/')}/trials/{self.best_trial.trial_id}/checkpoints/last.ckpt"
+            fs, path = open_url(url)
+            return url if fs.isfile(path) else None
         path = Path(self.exp_dir) / "trials" / self.best_trial.trial_id / "checkpoints" / "last.ckpt"
         return str(path) if path.is_file() else None
 
@@ -85,9 +101,11 @@ class SearchResult:
             )
         import inspect
 
+        import fsspec
         import torch
 
-        saved = torch.load(path, map_location="cpu", weights_only=False).get("hyper_parameters") or {}
+        with fsspec.open(path, "rb") as fh:  # a path, or a URL in cluster storage
+            saved = torch.load(fh, map_location="cpu", weights_only=False).get("hyper_parameters") or {}
         params = inspect.signature(module_cls.__init__).parameters
         takes_all = any(p.kind is p.VAR_KEYWORD for p in params.values())
         hparams = {
@@ -147,7 +165,8 @@ class SearchResult:
           rung, which every trial trained). Left out, with a warning, below 5 scored trials.
 
         Args:
-            path: the directory to write into (created if missing); default ``exp_dir``.
+            path: the directory to write into (created if missing); default ``exp_dir`` (the
+                driver's copy, ``local_dir``, when ``exp_dir`` is a URL).
 
         Raises:
             ImportError: matplotlib is not installed.
@@ -202,8 +221,9 @@ def fmt_config(config: Any) -> str:
 
 
 def write_result(result: SearchResult) -> None:
-    """Writes result.json, trials.csv and the TensorBoard HParams summary into ``exp_dir``."""
-    exp = Path(result.exp_dir)
+    """Writes result.json, trials.csv and the TensorBoard HParams summary into the study's
+    local folder (:attr:`SearchResult.record_dir`)."""
+    exp = result.record_dir
     payload = {
         "metric": result.metric,
         "direction": result.direction,

@@ -85,19 +85,30 @@ def settings_of(obj: Any) -> dict[str, Any]:
 
 
 def open_study(resume: str | os.PathLike[str], exp_dir: str | os.PathLike[str] | None) -> tuple[Path, StudyLog]:
-    """The experiment directory to resume and what its journal says.
+    """The experiment directory to resume and what its journal says. For an ``exp_dir`` URL
+    (``s3://...``) the directory is the driver's local copy of the study, brought up to date
+    from the URL (:func:`~lightning_maggy.storage.fetch_study`).
 
     Raises:
         ConfigurationError: ``resume`` holds no journal, ``exp_dir`` names another directory,
             or the journal cannot be read back.
     """
-    path = Path(resume)
-    if exp_dir is not None and Path(exp_dir).resolve() != path.resolve():
+    from lightning_maggy.storage import fetch_study, is_remote, local_path
+
+    remote = is_remote(resume) or (exp_dir is not None and is_remote(exp_dir))
+    if exp_dir is None:
+        same = True
+    elif remote:
+        same = str(exp_dir).rstrip("/") == str(resume).rstrip("/")
+    else:
+        same = Path(local_path(exp_dir)).resolve() == Path(local_path(resume)).resolve()
+    if not same:
         raise ConfigurationError(
             f"resume={str(resume)!r} and exp_dir={str(exp_dir)!r} name different directories: a "
             "resumed study continues in its own directory. Pass only resume=, or only exp_dir= "
             "for a new study."
         )
+    path = fetch_study(str(resume).rstrip("/")) if remote else Path(local_path(resume))
     journal = path / JOURNAL_NAME
     if not journal.is_file():
         what = "does not exist" if not path.exists() else f"holds no {JOURNAL_NAME}"

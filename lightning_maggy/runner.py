@@ -12,6 +12,7 @@ import json
 import os
 import sys
 import time
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,15 @@ from lightning_maggy.progress import Progress
 from lightning_maggy.results import SearchResult, write_result
 from lightning_maggy.resume import check_same_study, open_study, settings_of
 from lightning_maggy.searchspace import Searchspace
+from lightning_maggy.storage import (
+    StudyMirror,
+    check_shared_exp_dir,
+    is_remote,
+    local_copy_of,
+    local_path,
+    redact,
+    study_exists,
+)
 from lightning_maggy.trial import best_trial
 from lightning_maggy.validation import default_exp_dir, versions
 
@@ -90,24 +100,35 @@ def run_study(
         **dict(extra or {}),
     }
     prior: StudyLog | None = None
+    where = exp_dir if resume is None else resume
+    url = str(where).rstrip("/") if where is not None and is_remote(where) else None
+    if backend == "spark" and spark_master:  # before a cluster is contacted
+        check_shared_exp_dir(where, spark_master)
     if resume is not None:
         exp_path, prior = open_study(resume, exp_dir)
         check_same_study(prior.experiment or {}, study, resume)
     else:
-        exp_path = Path(exp_dir) if exp_dir is not None else Path(default_exp_dir(module_or_fn))
-        if (exp_path / JOURNAL_NAME).exists():
+        if url is not None:
+            exp_path, held = local_copy_of(url), study_exists(url)
+        else:
+            exp_path = Path(local_path(exp_dir)) if exp_dir is not None else Path(default_exp_dir(module_or_fn))
+            held = (exp_path / JOURNAL_NAME).exists()
+        if held:
+            shown = url or str(exp_path)
             raise ConfigurationError(
-                f"exp_dir={str(exp_path)!r} already holds an experiment (journal.jsonl); pass "
-                f"resume={str(exp_path)!r} to continue it, choose a new directory, or delete the "
-                "old one to start over."
+                f"exp_dir={shown!r} already holds an experiment (journal.jsonl); pass "
+                f"resume={shown!r} to continue it, choose a new directory, or delete the "
+                "old one to start over" + (f" (and the driver's copy in {exp_path})." if url else ".")
             )
     backend_obj = _make_backend(backend, spark_master, spark_conf)
     try:
+        if getattr(backend_obj, "name", None) == "spark":  # a session given or already active
+            check_shared_exp_dir(where, str(backend_obj.sc.master))
         return _run(
             study, space, task=task, metric=metric, direction=direction, max_epochs=max_epochs,
             opt=opt, stopper=stopper, num_trials=num_trials, timeout=timeout, trial_timeout=trial_timeout,
             backend_obj=backend_obj, workers=workers, trainer_kwargs=trainer_kwargs, exp_path=exp_path,
-            seed=seed, max_failures=max_failures, max_retries=max_retries,
+            url=url, seed=seed, max_failures=max_failures, max_retries=max_retries,
             heartbeat_timeout=heartbeat_timeout, verbose=verbose, summary=summary, prior=prior,
             scope=scope,
         )
@@ -132,6 +153,7 @@ def _run(
     workers: int | None,
     trainer_kwargs: dict[str, Any],
     exp_path: Path,
+    url: str | None,
     seed: int | None,
     max_failures: int,
     max_retries: int,
@@ -142,7 +164,8 @@ def _run(
     scope: str,
 ) -> SearchResult:
     """Runs a validated study on a created backend (which the caller stops): a new one, or the
-    one ``prior`` (its journal) describes."""
+    one ``prior`` (its journal) describes. With a ``url``, ``exp_path`` is the driver's copy of
+    the study, mirrored to the URL, where the workers keep the trial folders."""
     if workers is None:
         workers = backend_obj.default_workers() if hasattr(backend_obj, "default_workers") else 2
     exp_path.mkdir(parents=True, exist_ok=True)
@@ -190,6 +213,13 @@ def _run(
     )
     if prior is None:
         journal.append("experiment_start", experiment=experiment, optimizer_state=_initial_state(opt))
+    mirror = None
+    if url is not None:
+        try:
+            mirror = StudyMirror(url, exp_path).start()
+        except BaseException:
+            journal.close()
+            raise
 
     from lightning_maggy.lightning.worker import WorkerLaunch
     from lightning_maggy.transport.zmq_transport import ZmqServer
@@ -199,7 +229,7 @@ def _run(
     launch = WorkerLaunch(
         address=server.address,
         key=key,
-        exp_dir=str(exp_path.resolve()),
+        exp_dir=url or str(exp_path.resolve()),
         task=task,
         heartbeat_interval=min(5.0, heartbeat_timeout / 4),
     )
@@ -222,7 +252,8 @@ def _run(
             trials=list(controller.trials.values()),
             metric=metric,
             direction=direction,
-            exp_dir=str(exp_path),
+            exp_dir=url or str(exp_path),
+            local_dir=None if url is None else str(exp_path),
             stop_reason=controller.stop_reason or StopReason.INTERRUPTED,
             best_trial=best_trial(controller.trials.values(), direction, scope),
             message=controller.abort_message,
@@ -230,6 +261,8 @@ def _run(
         )
         write_result(result)
         journal.close()
+        if mirror is not None:
+            _final_upload(mirror)
     if verbose and summary:
         print(result.summary(), file=sys.stderr, flush=True)
     if result.stop_reason == StopReason.ABORTED:
@@ -237,6 +270,21 @@ def _run(
         err.result = result  # type: ignore[attr-defined]
         raise err
     return result
+
+
+def _final_upload(mirror: StudyMirror) -> None:
+    """Uploads the study's record to its URL; a failure is a warning (the record is complete
+    in the driver's copy, and the next resume or search there uploads it)."""
+    try:
+        mirror.close()
+    except Exception as err:  # noqa: BLE001 - the study's result stands
+        warnings.warn(
+            f"the study's record could not be uploaded to {redact(mirror.url)} ({type(err).__name__}: {err}); "
+            f"it is complete in the driver's copy, {mirror.local}. Upload that folder to the URL "
+            "before resuming the study from another machine.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
 
 
 def _initial_state(opt: AbstractOptimizer) -> dict[str, Any] | None:

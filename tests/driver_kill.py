@@ -99,8 +99,8 @@ print("RESULT", result.stop_reason, len(result.trials), flush=True)
 '''.replace("NUM_TRIALS", str(NUM_TRIALS)).replace("MAX_EPOCHS", str(MAX_EPOCHS))
 
 
-def env() -> dict[str, str]:
-    out = dict(os.environ)
+def env(**extra: str) -> dict[str, str]:
+    out = {**os.environ, **extra}
     tests = REPO / "tests"
     out["PYTHONPATH"] = os.pathsep.join([str(REPO), str(tests), str(tests / "ablation"), out.get("PYTHONPATH", "")])
     out["PYSPARK_PYTHON"] = sys.executable
@@ -114,10 +114,13 @@ def write_script(tmp_path: Path) -> Path:
     return script
 
 
-def run(script: Path, exp: Path, mode: str, backend: str, timeout: float = 400) -> subprocess.CompletedProcess:
+def run(
+    script: Path, exp: Path | str, mode: str, backend: str, timeout: float = 400, **extra_env: str
+) -> subprocess.CompletedProcess:
+    """Runs the script on ``exp`` (a path or an exp_dir URL)."""
     return subprocess.run(
         [sys.executable, str(script), str(exp), mode, backend],
-        capture_output=True, text=True, timeout=timeout, env=env(), cwd=script.parent,
+        capture_output=True, text=True, timeout=timeout, env=env(**extra_env), cwd=script.parent,
     )
 
 
@@ -217,15 +220,18 @@ def start_and_kill(
     *args: str,
     condition: Callable[[dict[str, Trial]], bool] = mid_study,
     timeout: float = 300,
+    url: str | None = None,
+    **extra_env: str,
 ) -> dict[str, Any]:
     """Runs ``script exp run *args`` until ``condition(trials)`` holds, then SIGKILLs the driver
-    process alone (not its process group: its children are left to notice by themselves).
+    process alone (not its process group: its children are left to notice by themselves). With
+    a ``url``, the script gets the URL as its exp_dir and ``exp`` is the driver's copy of it.
 
     Returns the trials at the kill, the driver's process tree and how long it took to vanish.
     """
     proc = subprocess.Popen(
-        [sys.executable, str(script), str(exp), "run", *args],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env(), cwd=script.parent,
+        [sys.executable, str(script), url or str(exp), "run", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env(**extra_env), cwd=script.parent,
     )
     journal = exp / "journal.jsonl"
     deadline = time.monotonic() + timeout

@@ -76,8 +76,8 @@ class ScoredClassifier(TinyClassifier):
     """Trains like TinyClassifier and logs ``score``, a hyperparameter, as its validation
     metric: the search's decisions then depend on the configurations alone."""
 
-    def __init__(self, score: float = 0.0, lr: float = 0.05) -> None:
-        super().__init__(lr=lr)
+    def __init__(self, score: float = 0.0, lr: float = 0.05, epoch_sleep: float = 0.0) -> None:
+        super().__init__(lr=lr, epoch_sleep=epoch_sleep)
         self.score = score
 
     def on_validation_epoch_end(self) -> None:

@@ -249,7 +249,7 @@ class AblationResult:
 def write_ablation(result: AblationResult) -> None:
     """Adds the table to ``result.json`` and writes ``ablation.csv`` and, with matplotlib,
     ``ablation.png`` (the deltas with their 95% intervals)."""
-    exp = Path(result.exp_dir)
+    exp = result.search.record_dir
     rows = [r.to_dict() for r in result.rows]
     path = exp / "result.json"
     payload = json.loads(path.read_text()) if path.exists() else {}
@@ -262,6 +262,10 @@ def write_ablation(result: AblationResult) -> None:
         writer.writeheader()
         writer.writerows(rows)
     result.plot_path = plot_deltas(result, exp / "ablation.png")
+    if result.search.local_dir is not None:  # the study's record at its URL gets the table too
+        from lightning_maggy.storage import StudyMirror
+
+        StudyMirror(result.exp_dir, exp).push(["result.json", "ablation.csv", "ablation.png"])
 
 
 def plot_deltas(result: AblationResult, path: str | os.PathLike[str]) -> str | None:

@@ -46,6 +46,7 @@ class TrialContext:
         trial_dir: str,
         metric: str,
         direction: str,
+        remote: Any = None,
     ) -> None:
         self._client = client
         self.worker_id = worker_id
@@ -64,6 +65,9 @@ class TrialContext:
         #: validated), else None
         self.rungs: str | None = trial.get("rungs")
         self.trial_dir = trial_dir
+        #: the trial folders at an ``exp_dir`` URL (:class:`~lightning_maggy.storage.RemoteTrials`),
+        #: of which ``trial_dir`` is a local copy; None when ``exp_dir`` is a path
+        self.remote = remote
         self.metric = metric
         self.direction = direction
         self.last_decision = Decision.CONTINUE
@@ -106,13 +110,47 @@ class TrialContext:
         if self.dropped is not None:
             raise TrialDropped(f"trial {self.trial_id} attempt {self.attempt} dropped: {self.dropped}")
 
+    def claim(self) -> bool:
+        """Makes this attempt the holder of the trial's folder (and of its copy at the URL)
+        before it trains; False if a newer attempt holds it (see
+        :mod:`~lightning_maggy.lightning.fence`)."""
+        from lightning_maggy.lightning import fence
+
+        if not fence.claim(self.trial_dir, self.attempt):
+            return False
+        return self.remote is None or self.remote.claim(self.trial_id, self.attempt)
+
+    def publish(self, path: str) -> bool:
+        """Uploads a committed checkpoint to the trial's folder at the ``exp_dir`` URL, with
+        ``metrics.csv`` holding the reports so far (nothing to do for a path); False if a newer
+        attempt holds the trial."""
+        if self.remote is None:
+            return True
+        self._write_rows()
+        files = [path, os.path.join(self.trial_dir, "metrics.csv")]
+        return self.remote.publish(self.trial_id, self.trial_dir, files, self.attempt)
+
+    def catch_up(self) -> bool:
+        """Before a resumed run trains: re-sends the reports that the trial's folder at the URL
+        holds (``metrics.csv``, uploaded with each checkpoint) beyond the server's record, which
+        lags when the driver died before its last journal upload. False when the server stops
+        or pauses the trial at one of them (the run then ends without training)."""
+        if self.remote is None or not (self.resume or self.epochs_done) or self.ckpt_path is None:
+            return True
+        for epoch, value in self.remote.unrecorded(self.epochs_done):
+            self.report(epoch, value, wait=True, record=False)
+            self.epochs_done = epoch + 1
+            if self.last_decision is not Decision.CONTINUE:
+                return False
+        return True
+
     @property
     def ckpt_path(self) -> str | None:
         """This trial's newest checkpoint (``checkpoints/last.ckpt``), or None if it has none."""
         last = os.path.join(self.trial_dir, "checkpoints", "last.ckpt")
         return last if os.path.exists(last) else None
 
-    def report(self, epoch: int, value: float, wait: bool = False, extend: bool = False) -> Decision:
+    def report(self, epoch: int, value: float, wait: bool = False, extend: bool = False, record: bool = True) -> Decision:
         """Sends one metric report and returns the server's decision.
 
         Args:
@@ -140,7 +178,8 @@ class TrialContext:
             self.in_request = False
         self.last_value = float(value)
         self.last_decision = Decision(decision)
-        self._append_metrics(epoch, value)
+        if record:  # (not a report re-sent from metrics.csv)
+            self._append_metrics(epoch, value)
         return self.last_decision
 
     @contextlib.contextmanager
@@ -239,6 +278,9 @@ class TrialContext:
     def close(self) -> None:
         """Appends this run's reports to ``trial_dir/metrics.csv`` (kept across resumes; the
         journal on the driver has every report as it happens)."""
+        self._write_rows()
+
+    def _write_rows(self) -> None:
         if not self._rows or self.dropped is not None:  # a stale attempt's reports were refused
             self._rows = []
             return

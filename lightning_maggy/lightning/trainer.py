@@ -108,10 +108,13 @@ def fenced_checkpoint_class(checkpoint_cls: type) -> type:
     """
 
     class FencedModelCheckpoint(checkpoint_cls):  # type: ignore[misc, valid-type]
-        def __init__(self, *args: Any, trial_dir: str, attempt: int, **kwargs: Any) -> None:
+        def __init__(
+            self, *args: Any, trial_dir: str, attempt: int, publish: Callable[[str], bool] | None = None, **kwargs: Any
+        ) -> None:
             super().__init__(*args, **kwargs)
             self.trial_dir = trial_dir
             self.attempt = attempt
+            self.publish = publish
 
         def _save_checkpoint(self, trainer: Any, filepath: str) -> None:
             from lightning_maggy.exceptions import TrialDropped
@@ -120,6 +123,8 @@ def fenced_checkpoint_class(checkpoint_cls: type) -> type:
             tmp = f"{filepath}.attempt-{self.attempt}.tmp"
             super()._save_checkpoint(trainer, tmp)
             ok = commit(tmp, filepath, self.trial_dir, self.attempt) if trainer.is_global_zero else True
+            if ok and trainer.is_global_zero and self.publish is not None:  # to an exp_dir URL
+                ok = self.publish(filepath)
             ok = trainer.strategy.broadcast(ok, src=0)
             self._last_checkpoint_saved = filepath
             if not ok:
@@ -175,11 +180,13 @@ def build_trainer(
     callbacks: list[Any],
     trainer_kwargs: Mapping[str, Any] | None = None,
     attempt: int = 1,
+    publish: Callable[[str], bool] | None = None,
 ) -> Any:
     """A Trainer of the module's Lightning namespace: ``budget`` epochs, checkpoints and logs in
     ``trial_dir``, quiet console; ``trainer_kwargs`` override the defaults, and their callbacks
     are added to ours. Checkpoint writes are fenced for ``attempt`` (see
-    :func:`fenced_checkpoint_class`)."""
+    :func:`fenced_checkpoint_class`), and each committed one is passed to ``publish`` (the
+    upload to an ``exp_dir`` URL)."""
     ns = namespace_of(module)
     kwargs = dict(trainer_kwargs or {})
     # A fresh copy per trial: stateful callbacks (EarlyStopping's best score, ...) must not carry
@@ -190,6 +197,7 @@ def build_trainer(
     checkpoint = fenced_checkpoint_class(ns.callbacks.ModelCheckpoint)(
         trial_dir=trial_dir,
         attempt=attempt,
+        publish=publish,
         dirpath=os.path.join(trial_dir, "checkpoints"),
         filename="last",
         monitor=None,

@@ -27,7 +27,6 @@ from lightning_maggy.exceptions import (
     SearchspaceError,
     TrialDropped,
 )
-from lightning_maggy.lightning import fence
 from lightning_maggy.lightning.context import Reporter, TrialContext, _set_current
 from lightning_maggy.trial import Decision
 
@@ -280,6 +279,8 @@ def _run(task: TrialTask, ctx: TrialContext) -> Any:
     _seed(task, ctx)
     if task.kind == "function":
         return task.target(dict(ctx.config), Reporter(ctx))
+    if not ctx.catch_up():  # stopped or paused at a report its checkpoint had, unrecorded
+        return None
     if task.kind == "train_fn":
         result = task.target(dict(ctx.config))
         return result if isinstance(result, (int, float)) else None
@@ -301,6 +302,7 @@ def _run(task: TrialTask, ctx: TrialContext) -> Any:
         callbacks=ours,
         trainer_kwargs=task.trainer_kwargs,
         attempt=ctx.attempt,
+        publish=ctx.publish,
     )
     ckpt = ctx.ckpt_path if ctx.resume or ctx.epochs_done else None
     if datamodule is not None:
@@ -338,6 +340,9 @@ def run_worker(
         except ImportError:
             pass
     _quiet_lightning()
+    from lightning_maggy.storage import RemoteTrials, is_remote
+
+    remote = RemoteTrials(launch.exp_dir) if is_remote(launch.exp_dir) else None
     client = make_client("rpc")
     heartbeat = _Heartbeat(make_client, worker_id, launch.heartbeat_interval)
     heartbeat.start()
@@ -350,8 +355,11 @@ def run_worker(
         reply = client.request({"type": "get", "worker_id": worker_id}, still_wanted=still_wanted)
         while reply["type"] == "trial":
             trial = reply["trial"]
-            trial_dir = trial_dir_for(launch.exp_dir, trial["trial_id"])
-            first_run = _make_trial_dir(trial_dir)
+            if remote is not None:  # a scratch copy of the trial's folder at the URL
+                trial_dir, first_run = remote.checkout(trial["trial_id"])
+            else:
+                trial_dir = trial_dir_for(launch.exp_dir, trial["trial_id"])
+                first_run = _make_trial_dir(trial_dir)
             if first_run:
                 _write_hparams(trial_dir, trial)
             ctx = TrialContext(
@@ -361,6 +369,7 @@ def run_worker(
                 trial_dir=trial_dir,
                 metric=launch.task.metric,
                 direction=launch.task.direction,
+                remote=remote,
             )
             heartbeat.trial_thread = threading.get_ident()
             heartbeat.ctx = ctx
@@ -376,6 +385,8 @@ def run_worker(
             if outcome["status"] == "dropped":
                 ctx.drop(outcome["error"] or "dropped")  # its rows are not the trial's record
             ctx.close()
+            if remote is not None and not remote.checkin(ctx.trial_id, trial_dir, ctx.attempt):
+                outcome = _dropped(f"a newer attempt than {ctx.attempt} holds {remote.remote_dir(ctx.trial_id)}")
             ran += 1
             if outcome["status"] == "ok" and ctx.last_decision is not Decision.CONTINUE:
                 outcome["status"] = "stopped" if ctx.last_decision is Decision.STOP else "paused"
@@ -386,6 +397,8 @@ def run_worker(
     finally:
         heartbeat.stop()
         client.close()
+        if remote is not None:
+            remote.close()
     return ran
 
 
@@ -399,7 +412,7 @@ def _run_attempt(task: TrialTask, ctx: TrialContext, heartbeat: _Heartbeat) -> d
             if outcome is None:
                 # Our Trainer's checkpoints are fenced (a module's, and lm.Trainer's in a train
                 # function; function trials write none): claim the folder for those.
-                if task.kind == "function" or fence.claim(ctx.trial_dir, ctx.attempt):
+                if task.kind == "function" or ctx.claim():
                     with ctx.relay():  # for DDP ranks forked from this worker (ddp_fork)
                         outcome = run_trial(task, ctx)
                 else:

@@ -190,10 +190,14 @@ class SparkCluster:
         for i in range(self.num_workers):
             work = self.base / f"work-{i}"
             work.mkdir(exist_ok=True)
+            # Each worker (and the executors and python workers it starts) gets a temporary
+            # folder of its own, inside its work dir: nothing local is shared between them.
+            tmp = work / "tmp"
+            tmp.mkdir(exist_ok=True)
             self._spawn(
                 f"worker-{i}", "org.apache.spark.deploy.worker.Worker", self.master_url,
                 "--host", "127.0.0.1", "--cores", str(self.cores), "--memory", "1g",
-                "--webui-port", str(free_port()), "--work-dir", str(work), env=self.worker_env,
+                "--webui-port", str(free_port()), "--work-dir", str(work), env={**self.worker_env, "TMPDIR": str(tmp)},
             )
         self._wait(lambda state: state is not None and self.alive_workers(state) == self.num_workers,
                    f"{self.num_workers} ALIVE workers")

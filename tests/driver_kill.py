@@ -87,10 +87,12 @@ kwargs = dict(
     optimizer=lm.ASHA(reduction_factor=3, suggester=ranked),
     num_trials=NUM_TRIALS, max_epochs=MAX_EPOCHS, workers=2, seed=0, verbose=False, backend=backend,
 )
-if backend == "spark":
-    kwargs.update(spark_master="local[2]", spark_conf={
+if backend == "spark":  # local[2], or the master (and its settings) a test names
+    import json, os
+    kwargs.update(spark_master=os.environ.get("MAGGY_TEST_SPARK_MASTER", "local[2]"), spark_conf={
         "spark.driver.host": "127.0.0.1", "spark.driver.bindAddress": "127.0.0.1",
         "spark.ui.enabled": "false", "spark.python.worker.reuse": "true",
+        **json.loads(os.environ.get("MAGGY_TEST_SPARK_CONF", "{}")),
     })
 space = lm.Searchspace(rank=lm.Integer(0, 99), lr=lm.Double(0.01, 0.1))
 where = dict(resume=exp_dir) if mode == "resume" else dict(exp_dir=exp_dir)

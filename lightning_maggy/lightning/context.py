@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -137,7 +138,15 @@ class TrialContext:
         or pauses the trial at one of them (the run then ends without training)."""
         if self.remote is None or not (self.resume or self.epochs_done) or self.ckpt_path is None:
             return True
-        for epoch, value in self.remote.unrecorded(self.epochs_done):
+        missing = self.remote.unrecorded(self.epochs_done)
+        if missing:
+            print(
+                f"lightning_maggy: the server's record of trial {self.trial_id} ends at epoch {self.epochs_done}, "
+                f"its checkpoint goes on; re-sending the reports of epochs {missing[0][0]}-{missing[-1][0]} "
+                "from metrics.csv",
+                file=sys.stderr, flush=True,
+            )
+        for epoch, value in missing:
             self.report(epoch, value, wait=True, record=False)
             self.epochs_done = epoch + 1
             if self.last_decision is not Decision.CONTINUE:

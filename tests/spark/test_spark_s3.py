@@ -2,6 +2,8 @@
 a working directory and temporary folder of its own, and no local path shared for ``exp_dir``,
 which is a bucket on an S3-compatible server on loopback (moto, see ``tests/conftest.py``).
 
+A killed worker:
+
 An ASHA study whose promotions resume paused trials in new runs (each new configuration scores
 below the earlier ones) runs until the best trial trains its last rung; then that trial's
 cluster worker is SIGKILLed with everything it started. The server declares the trial lost and
@@ -9,11 +11,17 @@ the surviving worker resumes it, from the checkpoint in the bucket that the kill
 uploaded. Every promoted or resumed trial must continue from its checkpoint there: each epoch is
 trained once (but the one the kill interrupted), and each checkpoint holds exactly the epochs
 its trial's record says.
+
+A killed driver: the driver of an ASHA study on the cluster (``tests/driver_kill.py``) is
+SIGKILLed, and the study is resumed with ``resume="s3://..."`` by a driver with an empty cache,
+as on another machine. It continues from the journal as last uploaded; what the trials did after
+that upload (their checkpoints and ``metrics.csv`` in the bucket) is caught up, not retrained.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import threading
 import time
@@ -24,7 +32,7 @@ import torch
 from tiny_models import BlobsDataModule, ScoredClassifier
 
 import lightning_maggy as lm
-from lightning_maggy.driver.journal import read_journal
+from lightning_maggy.driver.journal import read_journal, replay
 from lightning_maggy.storage import local_copy_of, open_url
 
 pytestmark = [pytest.mark.spark, pytest.mark.timeout(400)]
@@ -185,3 +193,52 @@ def _kill_and_check(cluster, url: str, journal: Path, thread: threading.Thread, 
     # The surviving worker's scratch copies were its own, and none is left.
     survivor = cluster.base / f"work-{1 - index}" / "tmp"
     assert not [p for p in survivor.glob("lightning_maggy-trials-*/trials/*")], os.listdir(survivor)
+
+
+def test_a_study_whose_driver_was_killed_resumes_from_the_bucket_on_another_machine(
+    spark_cluster, s3_bucket, s3_server, tmp_path
+):
+    from driver_kill import check_resumed_study, expected_record, record, run, start_and_kill, write_script
+
+    url = f"s3://{s3_bucket}/studies/killed"
+    machine_a, machine_b = tmp_path / "machine-a", tmp_path / "machine-b"
+    script = write_script(tmp_path)
+    spark = {
+        "MAGGY_TEST_SPARK_MASTER": spark_cluster.master_url,
+        "MAGGY_TEST_SPARK_CONF": json.dumps({
+            "spark.driver.memory": "512m", "spark.executor.memory": "512m", "spark.executor.cores": "1",
+            "spark.cores.max": "2", "spark.scheduler.minRegisteredResourcesRatio": "1.0",
+            "spark.scheduler.maxRegisteredResourcesWaitingTime": "60s",
+            **{f"spark.executorEnv.{k}": v for k, v in s3_server.items()},
+        }),
+    }
+    copy_a = machine_a / "s3" / s3_bucket / "studies" / "killed"
+    killed = start_and_kill(script, copy_a, "spark", url=url, timeout=300, LIGHTNING_MAGGY_CACHE_DIR=str(machine_a),
+                            **spark)
+    assert killed["cleanup_s"] is not None, f"still alive 30 s after the driver was killed: {killed['left']}"
+
+    fs, root = open_url(url)
+    resumed = run(script, url, "resume", "spark", timeout=300, LIGHTNING_MAGGY_CACHE_DIR=str(machine_b), **spark)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "RESULT finished 9" in resumed.stdout
+
+    # The contract of resume=, on the bucket's record: the journal the resumed driver kept (and
+    # uploaded) and the trial folders in the bucket.
+    check = tmp_path / "from-bucket"
+    fs.get(f"{root}/", str(check), recursive=True)
+    copy_b = machine_b / "s3" / s3_bucket / "studies" / "killed"
+    assert (check / "journal.jsonl").read_bytes() == (copy_b / "journal.jsonl").read_bytes()
+    final = replay(check / "journal.jsonl")
+    assert record(final) == expected_record()
+    # What the bucket held when the study resumed: the resumed journal up to its resume event.
+    # (Read from there: the killed driver's last upload may still have been landing in the
+    # server when it died.)
+    lines = (check / "journal.jsonl").read_bytes().splitlines(keepends=True)
+    uploaded = tmp_path / "uploaded.jsonl"
+    uploaded.write_bytes(b"".join(lines[: next(i for i, line in enumerate(lines) if b'"event":"resume"' in line)]))
+    lag = (copy_a / "journal.jsonl").stat().st_size - uploaded.stat().st_size
+    print(f"\n[s3-resume] the bucket's journal was {lag} bytes behind the killed driver's")
+    check_resumed_study(check, replay(uploaded), final)
+    assert len(json.loads((check / "experiment.json").read_text())["resumed"]) == 1
+    caught_up = [p.parent.name for p in check.glob("trials/*/output.log") if "re-sending the reports" in p.read_text()]
+    print(f"[s3-resume] trials that re-sent reports their checkpoint held: {caught_up}")

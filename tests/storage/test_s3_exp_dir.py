@@ -1,8 +1,7 @@
 """``exp_dir`` as an S3 URL (cluster storage) on local workers, against a real S3-compatible
 server on loopback (moto, see ``tests/conftest.py``): the trial folders live in the bucket,
-promotions resume from the checkpoint there, the driver keeps the journal on its own disk and
-mirrors it, and a study whose driver was SIGKILLed resumes from the bucket on a "machine" with
-no copy of it (an empty driver cache)."""
+promotions resume from the checkpoint there, and the driver keeps the journal on its own disk
+and mirrors it (a killed worker and a killed driver: ``tests/spark/test_spark_s3.py``)."""
 
 from __future__ import annotations
 
@@ -131,39 +130,3 @@ def test_an_asha_study_on_local_workers_keeps_its_trials_in_the_bucket(s3_bucket
         lm.search(ScoredClassifier, lm.Searchspace(score=lm.Double(0.0, 1.0)), datamodule=BlobsDataModule,
                   metric="score", num_trials=1, max_epochs=1, exp_dir=url, verbose=False)
 
-
-def test_a_study_whose_driver_was_killed_resumes_from_the_bucket_on_another_machine(s3_bucket, tmp_path):
-    """The driver is SIGKILLed in the middle of an ASHA study (tests/driver_kill.py); the study
-    is resumed with ``resume="s3://..."`` by a driver with an empty cache, as on another
-    machine. It continues from the journal as last uploaded, and what the trials did after
-    that upload (their checkpoints and metrics.csv in the bucket) is caught up, not retrained."""
-    from driver_kill import check_resumed_study, expected_record, record, run, start_and_kill, write_script
-
-    url = f"s3://{s3_bucket}/studies/killed"
-    machine_a, machine_b = tmp_path / "machine-a", tmp_path / "machine-b"
-    script = write_script(tmp_path)
-    copy_a = machine_a / "s3" / s3_bucket / "studies" / "killed"
-    killed = start_and_kill(script, copy_a, "local", url=url, LIGHTNING_MAGGY_CACHE_DIR=str(machine_a))
-    assert killed["cleanup_s"] is not None, f"still alive 30 s after the driver was killed: {killed['left']}"
-
-    fs, root = open_url(url)
-    uploaded = tmp_path / "uploaded.jsonl"
-    fs.get_file(f"{root}/journal.jsonl", str(uploaded))
-    at_upload = replay(uploaded)
-    lag = len((copy_a / "journal.jsonl").read_bytes()) - uploaded.stat().st_size
-    print(f"\n[s3-resume] the bucket's journal was {lag} bytes behind the killed driver's")
-    assert (copy_a / "journal.jsonl").read_bytes().startswith(uploaded.read_bytes()[: max(0, uploaded.stat().st_size - 512)])
-
-    resumed = run(script, url, "resume", "local", LIGHTNING_MAGGY_CACHE_DIR=str(machine_b))
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "RESULT finished 9" in resumed.stdout
-
-    # What the contract of resume= checks, on the bucket's record: the journal the resumed driver
-    # kept (and uploaded) and the trial folders in the bucket.
-    check = tmp_path / "from-bucket"
-    fs.get(f"{root}/", str(check), recursive=True)
-    assert (check / "journal.jsonl").read_bytes() == (machine_b / "s3" / s3_bucket / "studies" / "killed" / "journal.jsonl").read_bytes()
-    final = replay(check / "journal.jsonl")
-    assert record(final) == expected_record()
-    check_resumed_study(check, at_upload, final)
-    assert len(json.loads((check / "experiment.json").read_text())["resumed"]) == 1

@@ -38,6 +38,7 @@ import hashlib
 import os
 import re
 import shutil
+import sys
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -237,6 +238,13 @@ class StudyMirror:
             try:
                 self.push(_LIVE_FILES)
             except Exception as err:  # noqa: BLE001 - a failed upload is retried next time
+                if self.error is None:  # said once; the study goes on, its record is local
+                    print(
+                        f"lightning_maggy: uploading the journal to {redact(self.url)} failed "
+                        f"({type(err).__name__}: {err}); retrying every {self.interval:g} s. The "
+                        f"record is complete on this machine, in {self.local}.",
+                        file=sys.stderr, flush=True,
+                    )
                 self.error = err
 
     def push(self, names: Any = None) -> None:

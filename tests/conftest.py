@@ -28,8 +28,6 @@ import uuid  # noqa: E402
 
 import pytest  # noqa: E402
 
-#: A secret the tests look for in every record the study writes (it must appear in none).
-S3_SECRET = "s3cr3t-" + uuid.uuid4().hex
 
 
 @pytest.fixture(scope="session")
@@ -47,7 +45,7 @@ def s3_server():
     host, port = server.get_host_and_port()
     env = {
         "AWS_ACCESS_KEY_ID": "maggy-test-key",
-        "AWS_SECRET_ACCESS_KEY": S3_SECRET,
+        "AWS_SECRET_ACCESS_KEY": "s3cr3t-" + uuid.uuid4().hex,  # the tests look for it in every record
         "AWS_DEFAULT_REGION": "us-east-1",
         "AWS_ENDPOINT_URL": f"http://{host}:{port}",
     }

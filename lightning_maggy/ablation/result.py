@@ -9,7 +9,6 @@ import json
 import math
 import os
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 from lightning_maggy.ablation.components import Component

@@ -172,6 +172,8 @@ class TrialContext:
                 ``max_epochs`` it raises): where the server would pause the trial and promote
                 it next, it answers CONTINUE with a larger ``budget`` instead, which this
                 context then holds. The report is awaited.
+            record: add it to this run's rows of ``metrics.csv`` (not for a report re-sent from
+                there, see :meth:`catch_up`).
 
         Raises:
             TrialDropped: the server refused the report: this attempt is stale.

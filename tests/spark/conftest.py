@@ -221,6 +221,24 @@ class SparkCluster:
         except (OSError, ValueError):
             return None
 
+    def study_conf(self, **extra: str) -> dict[str, str]:
+        """``spark_conf`` for a study of two one-core workers on this cluster, one task on each
+        (both executors are up before the job starts), driver and executors on loopback."""
+        return {
+            "spark.driver.host": "127.0.0.1",
+            "spark.driver.bindAddress": "127.0.0.1",
+            "spark.driver.memory": "512m",
+            "spark.ui.enabled": "false",
+            "spark.ui.showConsoleProgress": "false",
+            "spark.executor.memory": "512m",
+            "spark.executor.cores": "1",
+            "spark.cores.max": "2",
+            "spark.task.maxFailures": "4",
+            "spark.scheduler.minRegisteredResourcesRatio": "1.0",
+            "spark.scheduler.maxRegisteredResourcesWaitingTime": "60s",
+            **extra,
+        }
+
     # process helpers for the tests (a conftest is not importable from a test module)
     pid_alive = staticmethod(pid_alive)
     descendants = staticmethod(descendants)

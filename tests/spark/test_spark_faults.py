@@ -77,20 +77,7 @@ def test_a_killed_spark_worker_loses_its_trial_which_resumes_from_its_checkpoint
                 exp_dir=exp,
                 verbose=False,
                 spark_master=cluster.master_url,
-                spark_conf={
-                    "spark.driver.host": "127.0.0.1",
-                    "spark.driver.bindAddress": "127.0.0.1",
-                    "spark.driver.memory": "512m",
-                    "spark.ui.enabled": "false",
-                    "spark.ui.showConsoleProgress": "false",
-                    "spark.executor.memory": "512m",
-                    "spark.executor.cores": "1",
-                    "spark.cores.max": "2",
-                    "spark.task.maxFailures": "4",
-                    # Both executors are up before the job starts: one task on each worker.
-                    "spark.scheduler.minRegisteredResourcesRatio": "1.0",
-                    "spark.scheduler.maxRegisteredResourcesWaitingTime": "60s",
-                },
+                spark_conf=cluster.study_conf(),
             )
         except BaseException as err:  # noqa: BLE001 - re-raised in the test's thread
             box["error"] = err

@@ -85,22 +85,9 @@ def test_an_asha_study_in_a_bucket_survives_a_killed_spark_worker(spark_cluster,
                 exp_dir=url,
                 verbose=False,
                 spark_master=cluster.master_url,
-                spark_conf={
-                    "spark.driver.host": "127.0.0.1",
-                    "spark.driver.bindAddress": "127.0.0.1",
-                    "spark.driver.memory": "512m",
-                    "spark.ui.enabled": "false",
-                    "spark.ui.showConsoleProgress": "false",
-                    "spark.executor.memory": "512m",
-                    "spark.executor.cores": "1",
-                    "spark.cores.max": "2",
-                    "spark.task.maxFailures": "4",
-                    "spark.scheduler.minRegisteredResourcesRatio": "1.0",
-                    "spark.scheduler.maxRegisteredResourcesWaitingTime": "60s",
-                    # The executors find the bucket as the driver does (on a real cluster:
-                    # instance roles or the cluster's environment).
-                    **{f"spark.executorEnv.{k}": v for k, v in s3_server.items()},
-                },
+                # The executors find the bucket as the driver does (on a real cluster: instance
+                # roles or the cluster's environment).
+                spark_conf=cluster.study_conf(**{f"spark.executorEnv.{k}": v for k, v in s3_server.items()}),
             )
         except BaseException as err:  # noqa: BLE001 - re-raised in the test's thread
             box["error"] = err
@@ -205,12 +192,9 @@ def test_a_study_whose_driver_was_killed_resumes_from_the_bucket_on_another_mach
     script = write_script(tmp_path)
     spark = {
         "MAGGY_TEST_SPARK_MASTER": spark_cluster.master_url,
-        "MAGGY_TEST_SPARK_CONF": json.dumps({
-            "spark.driver.memory": "512m", "spark.executor.memory": "512m", "spark.executor.cores": "1",
-            "spark.cores.max": "2", "spark.scheduler.minRegisteredResourcesRatio": "1.0",
-            "spark.scheduler.maxRegisteredResourcesWaitingTime": "60s",
-            **{f"spark.executorEnv.{k}": v for k, v in s3_server.items()},
-        }),
+        "MAGGY_TEST_SPARK_CONF": json.dumps(
+            spark_cluster.study_conf(**{f"spark.executorEnv.{k}": v for k, v in s3_server.items()})
+        ),
     }
     copy_a = machine_a / "s3" / s3_bucket / "studies" / "killed"
     killed = start_and_kill(script, copy_a, "spark", url=url, timeout=300, LIGHTNING_MAGGY_CACHE_DIR=str(machine_a),

@@ -164,8 +164,7 @@ class Trial:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Trial:
-        fields = {f.name for f in dataclasses.fields(cls)}
-        kwargs = {k: v for k, v in data.items() if k in fields}
+        kwargs = {k: v for k, v in data.items() if k in _FIELDS}
         kwargs["state"] = TrialState(kwargs.get("state", "PENDING"))
         kwargs["history"] = tuple(float(v) for v in kwargs.get("history", ()))
         return cls(**kwargs)

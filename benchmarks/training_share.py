@@ -1,0 +1,179 @@
+"""How much of the workers' time goes into training, on a digits ASHA study, and where the rest
+goes.
+
+The study: the demo's ``DigitsMLP`` and ``DigitsDataModule`` (``examples/digits_asha.py``) over
+its space, ASHA (reduction factor 3, at most 9 epochs), ``--trials`` trials (default 60), 2 local
+workers, seed 0. A Lightning callback added to every Trainer stamps, in each worker process, the
+start of ``fit``, the start of every training epoch, the end of every validation (the epoch's
+end) and the end of ``fit``; the journal gives when each trial run was handed out, and which
+worker ran it.
+
+The window is the first run's hand-out to the last run's end (the journal's final snapshot),
+times the number of workers. Every second of each worker's window is put in one bucket, by the
+stamps that bound it:
+
+* training: a training epoch's start to its validation's end (the epoch's training and
+  validation loops: what Optuna's and Ray Tune's workers would also spend);
+* building the run: the hand-out to the callbacks' ``setup`` (the trial's folder made, module,
+  datamodule and Trainer built, ``prepare_data`` and the datamodule's ``setup``);
+* restoring: ``setup`` to ``fit``'s start (the module's ``setup``, ``configure_model``, the
+  checkpoint restored);
+* fit setup: ``fit``'s start to the first epoch (loaders, sanity check);
+* between epochs: an epoch's end to the next epoch's start (the report and its answer, the
+  checkpoint written, callbacks);
+* end of fit: the last epoch's end to ``fit``'s end;
+* between runs: ``fit``'s end to the next hand-out to that worker (metrics written, the final
+  message, the next decision), and idle time at the window's edges.
+
+Goal (issue #10): training at least 95% of the window. Prints the table and writes JSON.
+
+Run: ``python benchmarks/training_share.py [--trials 60] [--json out.json]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from typing import Any
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+EXAMPLES = os.path.join(os.path.dirname(HERE), "examples")
+BUCKETS = (
+    "training", "building the run", "restoring", "fit setup", "between epochs", "end of fit", "between runs",
+)
+_GAP = {  # (earlier stamp, later stamp) -> bucket
+    ("epoch_start", "epoch_end"): "training",
+    ("run_start", "setup"): "building the run",
+    ("setup", "fit_start"): "restoring",
+    ("fit_start", "epoch_start"): "fit setup",
+    ("epoch_end", "epoch_start"): "between epochs",
+    ("epoch_end", "fit_end"): "end of fit",
+    ("fit_end", "run_start"): "between runs",
+}
+
+
+def _stamp_class() -> type:
+    import pytorch_lightning as pl
+
+    class Stamps(pl.Callback):
+        """Appends ``<pid> <kind> <unix time>`` lines to ``path``."""
+
+        def __init__(self, path: str) -> None:
+            self.path = path
+
+        def _write(self, kind: str) -> None:
+            with open(self.path, "a", encoding="utf-8") as fh:
+                fh.write(f"{os.getpid()} {kind} {time.time():.6f}\n")
+
+        def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:  # after the datamodule's
+            self._write("setup")
+
+        def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
+            self._write("fit_start")
+
+        def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
+            self._write("epoch_start")
+
+        def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
+            if not trainer.sanity_checking:
+                self._write("epoch_end")
+
+        def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
+            self._write("fit_end")
+
+    return Stamps
+
+
+def run_study(trials: int, workdir: str) -> tuple[str, str]:
+    """Runs the study; returns (journal path, stamps path)."""
+    import lightning_maggy as lm
+
+    sys.path.insert(0, EXAMPLES)
+    import digits_asha
+
+    stamps = os.path.join(workdir, "stamps.txt")
+    exp = os.path.join(workdir, "exp")
+    lm.search(
+        digits_asha.DigitsMLP, digits_asha.SPACE, datamodule=digits_asha.DigitsDataModule, metric="val_acc",
+        direction="max", optimizer=lm.ASHA(reduction_factor=3), num_trials=trials, max_epochs=9, workers=2,
+        seed=0, exp_dir=exp, trainer_kwargs={"callbacks": [_stamp_class()(stamps)]}, verbose=False,
+    )
+    return os.path.join(exp, "journal.jsonl"), stamps
+
+
+def timelines(journal: str, stamps: str) -> tuple[dict[int, list[tuple[float, str]]], float, float, int]:
+    """Per worker pid, its stamps in time order (with the journal's run hand-outs); the window's
+    start and end; the number of trial runs."""
+    from lightning_maggy.driver.journal import read_journal
+
+    pid_of: dict[int, int] = {}
+    events: dict[int, list[tuple[float, str]]] = defaultdict(list)
+    state: dict[str, str] = {}
+    start = end = None
+    runs = 0
+    for ev in read_journal(journal):
+        if ev["event"] == "worker":
+            pid_of[ev["worker_id"]] = ev["pid"]
+        elif ev["event"] == "trial":
+            t = ev["trial"]
+            before, state[t["trial_id"]] = state.get(t["trial_id"]), t["state"]
+            if t["state"] == "RUNNING" and before != "RUNNING":  # a new run (not a promotion in place)
+                events[pid_of[t["worker"]]].append((ev["time"], "run_start"))
+                start = ev["time"] if start is None else min(start, ev["time"])
+                runs += 1
+            elif t["state"] in ("COMPLETED", "STOPPED", "PAUSED", "FAILED"):
+                end = ev["time"] if end is None else max(end, ev["time"])
+    with open(stamps, encoding="utf-8") as fh:
+        for line in fh:
+            pid, kind, when = line.split()
+            events[int(pid)].append((float(when), kind))
+    for timeline in events.values():
+        timeline.sort()
+    assert start is not None and end is not None, "the study ran no trial"
+    return dict(events), start, end, runs
+
+
+def buckets(events: dict[int, list[tuple[float, str]]], start: float, end: float) -> dict[str, float]:
+    out = dict.fromkeys(BUCKETS, 0.0)
+    for timeline in events.values():
+        clipped = [(min(max(t, start), end), kind) for t, kind in timeline]
+        marks = [(start, "fit_end"), *clipped, (end, "run_start")]  # the edges count as idle
+        for (t0, k0), (t1, k1) in zip(marks, marks[1:]):
+            out[_GAP.get((k0, k1), "between runs")] += t1 - t0
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--trials", type=int, default=60)
+    parser.add_argument("--json", default=None, help="write the figures to this JSON file")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as workdir:
+        t0 = time.time()
+        journal, stamps = run_study(args.trials, workdir)
+        wall = time.time() - t0
+        events, start, end, runs = timelines(journal, stamps)
+        spent = buckets(events, start, end)
+    window = (end - start) * len(events)
+    epochs = sum(1 for tl in events.values() for _, kind in tl if kind == "epoch_end")
+    share = spent["training"] / window
+    print(f"digits ASHA study: {args.trials} trials, {runs} runs, {epochs} epochs, {len(events)} workers; "
+          f"window {end - start:.1f} s per worker, search() took {wall:.1f} s")
+    print(f"{'where the workers time went':<28} {'s':>8} {'share':>7} {'per run':>9}")
+    for name in BUCKETS:
+        print(f"{name:<28} {spent[name]:8.2f} {spent[name] / window:7.1%} {1000 * spent[name] / runs:7.1f}ms")
+    print(f"training share: {share:.1%} (goal: at least 95%); "
+          f"per run beyond training: {1000 * (window - spent['training']) / runs:.0f} ms")
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as fh:
+            json.dump({"trials": args.trials, "runs": runs, "epochs": epochs, "workers": len(events),
+                       "window_s": end - start, "seconds": spent, "training_share": share}, fh, indent=2)
+
+
+if __name__ == "__main__":
+    main()

@@ -89,9 +89,18 @@ def _without_main_module() -> Iterator[None]:
 
 
 def _worker_entry(
-    blob: bytes, worker_id: int, devices: str | None, num_threads: int | None, driver_pid: int
+    blob: bytes,
+    worker_id: int,
+    devices: str | None,
+    num_threads: int | None,
+    driver_pid: int,
+    environ: dict[str, str] | None = None,
 ) -> None:
     """The first code a worker process runs.
+
+    ``environ`` is the driver's environment when the study started: a worker forked from a
+    forkserver started earlier (``lm.prewarm()``, an earlier search) would otherwise run with
+    the environment of that moment, without credentials or settings set since.
 
     The worker never outlives the driver (see :mod:`lightning_maggy.lightning.lifeline`): the
     kernel signals it when its parent (the forkserver, which exits with the driver) dies, a
@@ -110,6 +119,9 @@ def _worker_entry(
     set_parent_death_signal(signal.SIGTERM)
     watchdog = Watchdog(driver_alive(driver_pid))
     watchdog.start()
+    if environ is not None:
+        os.environ.clear()
+        os.environ.update(environ)
     if devices is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = devices
     os.environ["LIGHTNING_MAGGY_WORKER"] = "1"  # see lightning_maggy.lightning.trainer.WORKER_ENV
@@ -224,6 +236,7 @@ class LocalBackend(Backend):
         if self.max_restarts is None:
             self.max_restarts = 3 * num_workers
         self._blob = pack_launch(launch)
+        self._environ = dict(os.environ)
         gpus = _gpu_count() if self.gpus_per_worker != 0 else 0
         per_worker = 1 if self.gpus_per_worker is None else self.gpus_per_worker
         self._devices = assign_devices(num_workers, gpus, per_worker)
@@ -235,7 +248,7 @@ class LocalBackend(Backend):
     def _spawn(self, wid: int) -> None:
         proc = _context().Process(
             target=_worker_entry,
-            args=(self._blob, wid, self._devices.get(wid), self._threads, os.getpid()),
+            args=(self._blob, wid, self._devices.get(wid), self._threads, os.getpid(), self._environ),
             name=f"maggy-worker-{wid}",
             daemon=True,
         )

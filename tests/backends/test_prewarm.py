@@ -36,3 +36,19 @@ def test_prewarm_in_a_module_a_trial_imports_starts_no_forkserver_in_the_worker(
         num_trials=2, max_epochs=1, workers=1, exp_dir=tmp_path / "exp", verbose=False,
     )
     assert [t.final_metric for t in result.trials] == [1.0, 1.0]
+
+
+def _read_env(config, reporter):
+    import os
+
+    return float(os.environ.get("MAGGY_TEST_SETTING", "-1"))
+
+
+def test_workers_see_the_environment_of_the_search_not_that_of_the_prewarmed_forkserver(tmp_path, monkeypatch):
+    lm.prewarm()  # the forkserver starts now, before the setting exists
+    monkeypatch.setenv("MAGGY_TEST_SETTING", "0.25")  # e.g. credentials set in a notebook cell
+    result = lm.search(
+        _read_env, lm.Searchspace(x=lm.Double(0.0, 1.0)), metric="m", optimizer="random",
+        num_trials=2, max_epochs=1, workers=1, exp_dir=tmp_path / "exp", verbose=False,
+    )
+    assert [t.final_metric for t in result.trials] == [0.25, 0.25]

@@ -295,7 +295,8 @@ def check_resumed_study(exp: Path, at_kill: dict[str, Trial], final: dict[str, T
         elif before.state is TrialState.PAUSED:  # kept its rung: its history only grew
             assert final[tid].history[: len(before.history)] == before.history
             assert all(e >= len(before.history) for e in after.get(tid, [])), (tid, after.get(tid))
-        elif before.state is TrialState.RUNNING and len(before.history) >= 2 and before.budget == MAX_EPOCHS:
+        elif before.state is TrialState.RUNNING and 2 <= len(before.history) < before.budget == MAX_EPOCHS:
+            # (One that had reported its last epoch may have nothing left to train.)
             # Resumed from its checkpoint (written after epoch 1 at least), not from scratch.
             assert after.get(tid) and min(after[tid]) >= 1, (tid, after.get(tid))
     for tid, t in final.items():

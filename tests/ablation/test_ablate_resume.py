@@ -54,7 +54,9 @@ def test_a_sigkilled_ablation_study_resumes_and_refuses_other_seeds(tmp_path: Pa
     for tid, before in killed["trials"].items():
         if before.state.finished:
             assert tid not in after, tid
-        elif before.state is lm.TrialState.RUNNING and len(before.history) >= 2:
+        elif before.state is lm.TrialState.RUNNING and 2 <= len(before.history) < before.budget:
+            # (A trial that had reported its last epoch when the driver died may have nothing
+            # left to train: its resumed run restores the checkpoint and ends.)
             assert after.get(tid) and min(after[tid]) >= 1, (tid, after.get(tid))  # from its checkpoint
     table = json.loads((exp / "result.json").read_text())["ablation"]
     assert len(table["rows"]) == 8 and all(r["n"] == 1 for r in table["rows"])

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import dataclasses
-import functools
 import json
 import logging
 import os
@@ -208,30 +207,9 @@ def _output_to(path: str) -> Iterator[None]:
 def _quiet_lightning() -> None:
     for name in ("pytorch_lightning", "lightning.pytorch", "lightning.fabric", "lightning_fabric"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    _scan_entry_points_once()
+    from lightning_maggy.lightning.trainer import scan_entry_points_once
 
-
-def _scan_entry_points_once() -> None:
-    """Every ``Trainer(...)`` looks for callback factories that installed packages register as
-    entry points (``_load_external_callbacks``), which reads the metadata of every installed
-    distribution: about 20 ms with 200 packages, in each trial run, since a worker builds a
-    Trainer per run. The installed packages do not change while a worker runs, so the entry
-    points found are kept per group; Lightning still loads and calls each factory for every
-    Trainer, as before."""
-    for name in ("lightning_fabric.utilities.registry", "lightning.fabric.utilities.registry"):
-        module = sys.modules.get(name)
-        scan = getattr(module, "entry_points", None)
-        if scan is None or getattr(scan, "maggy_cached", False):
-            continue
-        found = functools.lru_cache(maxsize=None)(lambda group, _scan=scan: tuple(_scan(group=group)))
-
-        def entry_points(*args: Any, _scan: Any = scan, _found: Any = found, **kwargs: Any) -> Any:
-            if args or set(kwargs) != {"group"}:
-                return _scan(*args, **kwargs)
-            return _found(kwargs["group"])
-
-        entry_points.maggy_cached = True  # type: ignore[attr-defined]
-        module.entry_points = entry_points  # type: ignore[union-attr]
+    scan_entry_points_once()
 
 
 def run_trial(task: TrialTask, ctx: TrialContext) -> dict[str, Any]:

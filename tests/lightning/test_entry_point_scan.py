@@ -6,7 +6,7 @@ import sys
 
 import pytorch_lightning as pl
 
-from lightning_maggy.lightning import worker
+from lightning_maggy.lightning.trainer import scan_entry_points_once
 
 
 def test_trainers_in_a_worker_scan_the_callback_entry_points_once(monkeypatch, tmp_path):
@@ -21,8 +21,8 @@ def test_trainers_in_a_worker_scan_the_callback_entry_points_once(monkeypatch, t
     monkeypatch.setattr(registry, "entry_points", counting)  # restored after the test
     pl.Trainer(default_root_dir=tmp_path, logger=False)
     assert calls == ["pytorch_lightning.callbacks_factory"]  # Lightning scans in every Trainer
-    worker._scan_entry_points_once()
-    worker._scan_entry_points_once()  # idempotent: one cache, not a cache of a cache
+    scan_entry_points_once()
+    scan_entry_points_once()  # idempotent: one cache, not a cache of a cache
     for _ in range(3):
         trainer = pl.Trainer(default_root_dir=tmp_path, logger=False)
     assert calls == ["pytorch_lightning.callbacks_factory"] * 2, calls

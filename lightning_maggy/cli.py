@@ -223,7 +223,7 @@ def _show(args: Any) -> int:
             try:
                 if remote and last is not None:
                     fetch_study(args.exp_dir, "exp_dir")
-                text, ended = render(exp, args.scope, args.top)
+                text, ended = render(exp, args.scope, args.top, url=args.exp_dir if remote else None)
             except (JournalError, ConfigurationError) as err:
                 return _fail("show", str(err), EXIT_ABORTED)
             if text is None and not args.follow:
@@ -251,11 +251,12 @@ def _redraw(text: str) -> None:
 
 
 def render(
-    exp_dir: str | os.PathLike[str], scope: str | None = None, top: int | None = None
+    exp_dir: str | os.PathLike[str], scope: str | None = None, top: int | None = None, url: str | None = None
 ) -> tuple[str | None, bool]:
     """The table ``show`` prints for the study in ``exp_dir``, and whether the study has ended;
     (None, False) while its journal holds no event yet. The journal is read as it is, without
-    its lock (a torn last line, a write in progress, is skipped).
+    its lock (a torn last line, a write in progress, is skipped). ``url``: the study's URL, of
+    which ``exp_dir`` is the local copy (the table names the URL).
 
     Raises:
         JournalError: a corrupt line other than the last.
@@ -274,7 +275,8 @@ def render(
     scope = scope or _recorded_scope(exp) or "last"
     trials = list(log.trials.values())
     result = SearchResult(
-        trials=trials, metric=metric, direction=direction, exp_dir=str(exp),
+        trials=trials, metric=metric, direction=direction, exp_dir=url or str(exp),
+        local_dir=None if url is None else str(exp),
         stop_reason=log.end_reason or "running", best_trial=best_trial(trials, direction, scope),
         message=log.end_message, scope=scope,
     )

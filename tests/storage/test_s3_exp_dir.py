@@ -126,6 +126,7 @@ def test_an_asha_study_on_local_workers_keeps_its_trials_in_the_bucket(s3_bucket
     assert main(["show", url]) == 0
     shown = capsys.readouterr().out
     assert "9 trials" in shown and result.best_trial.trial_id in shown, shown
+    assert f"exp_dir: {url}" in shown and f"record: {url}" in shown, shown
     monkeypatch.setenv("LIGHTNING_MAGGY_CACHE_DIR", str(local.parents[3]))
 
     # A second study in the same URL is refused; the error names resume=.

@@ -211,6 +211,35 @@ def fetch_study(url: str, what: str = "resume") -> Path:
     return local
 
 
+def _stamp(path: str) -> tuple[int, int]:
+    st = os.stat(path)
+    return st.st_size, st.st_mtime_ns
+
+
+class _Uploads:
+    """Uploads files of the local folder ``local`` to the same place under ``remote``, each only
+    when it changed (size, modification time) since it was last uploaded or :meth:`known`;
+    never the local lock or an unfinished write (``_SKIP``)."""
+
+    def __init__(self, fs: Any, local: str, remote: str) -> None:
+        self.fs, self.local, self.remote = fs, local, remote
+        self._stamps: dict[str, tuple[int, int]] = {}
+
+    def _rel(self, path: str) -> str:
+        return os.path.relpath(path, self.local).replace(os.sep, "/")
+
+    def known(self, path: str) -> None:
+        """``path`` holds what the remote copy holds (it was just downloaded)."""
+        self._stamps[self._rel(path)] = _stamp(path)
+
+    def put(self, path: str) -> None:
+        rel = self._rel(path)
+        if _SKIP.search(rel) or self._stamps.get(rel) == _stamp(path):
+            return
+        self.fs.put_file(path, f"{self.remote}/{rel}")
+        self.known(path)
+
+
 class StudyMirror:
     """Uploads the driver's local study folder to its URL: the journal and ``experiment.json``
     every ``interval`` seconds while they change, and everything at :meth:`close`."""
@@ -220,9 +249,8 @@ class StudyMirror:
         self.local = Path(local)
         self.interval = interval
         self.fs, self.root = open_url(url)
-        self.uploads = 0
         self.error: BaseException | None = None
-        self._sent: dict[str, tuple[int, int]] = {}
+        self._uploads = _Uploads(self.fs, str(self.local), self.root)
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._loop, name="maggy-study-mirror", daemon=True)
@@ -255,21 +283,9 @@ class StudyMirror:
                 path = self.local / name
                 if path.is_dir():
                     for file in sorted(p for p in path.rglob("*") if p.is_file()):
-                        self._put(file)
+                        self._uploads.put(str(file))
                 elif path.is_file():
-                    self._put(path)
-
-    def _put(self, path: Path) -> None:
-        rel = path.relative_to(self.local).as_posix()
-        if _SKIP.search(rel):
-            return
-        st = path.stat()
-        stamp = (st.st_size, st.st_mtime_ns)
-        if self._sent.get(rel) == stamp:
-            return
-        self.fs.put_file(str(path), f"{self.root}/{rel}")
-        self._sent[rel] = stamp
-        self.uploads += 1
+                    self._uploads.put(str(path))
 
     def close(self) -> None:
         """Stops the periodic uploads and uploads everything that changed."""
@@ -287,7 +303,7 @@ class RemoteTrials:
         self.url = url
         self.fs, self.root = open_url(url)
         self.scratch = tempfile.mkdtemp(prefix="lightning_maggy-trials-")
-        self._fetched: dict[str, tuple[int, int]] = {}
+        self._uploads: _Uploads | None = None  # the checked-out trial's folder
         self._recorded: dict[int, float] = {}
 
     def remote_dir(self, trial_id: str) -> str:
@@ -299,8 +315,8 @@ class RemoteTrials:
         local = os.path.join(self.scratch, "trials", trial_id)
         shutil.rmtree(local, ignore_errors=True)
         os.makedirs(local)
-        self._fetched = {}
         remote = self.remote_dir(trial_id)
+        self._uploads = _Uploads(self.fs, local, remote)
         try:
             listing = self.fs.find(remote)
         except FileNotFoundError:
@@ -312,8 +328,7 @@ class RemoteTrials:
             target = os.path.join(local, *rel.split("/"))
             os.makedirs(os.path.dirname(target), exist_ok=True)
             self.fs.get_file(path, target)
-            st = os.stat(target)
-            self._fetched[rel] = (st.st_size, st.st_mtime_ns)
+            self._uploads.known(target)
         self._recorded = _read_metrics(os.path.join(local, "metrics.csv"))
         return local, not listing
 
@@ -346,39 +361,32 @@ class RemoteTrials:
         self.fs.pipe_file(f"{self.remote_dir(trial_id)}/{FENCE_NAME}", str(attempt).encode())
         return True
 
-    def publish(self, trial_id: str, local_dir: str, paths: list[str], attempt: int) -> bool:
-        """Uploads files of the trial (a committed checkpoint, ``metrics.csv``); False, without
-        uploading, if a newer attempt holds the trial."""
+    def publish(self, trial_id: str, paths: list[str], attempt: int) -> bool:
+        """Uploads files of the checked-out trial (a committed checkpoint, ``metrics.csv``) that
+        changed; False, without uploading, if a newer attempt holds the trial."""
+        assert self._uploads is not None, "publish() before checkout()"
         if self.holder(trial_id) > attempt:
             return False
         for path in paths:
             if os.path.exists(path):
-                rel = os.path.relpath(path, local_dir).replace(os.sep, "/")
-                self.fs.put_file(path, f"{self.remote_dir(trial_id)}/{rel}")
-                st = os.stat(path)
-                self._fetched[rel] = (st.st_size, st.st_mtime_ns)
+                self._uploads.put(path)
         return True
 
-    def checkin(self, trial_id: str, local_dir: str, attempt: int) -> bool:
-        """Uploads what changed in the trial's local folder (unless a newer attempt holds the
-        trial), then deletes the local copy. False if the upload was refused."""
+    def checkin(self, trial_id: str, attempt: int) -> bool:
+        """Uploads what changed in the checked-out trial's local folder (unless a newer attempt
+        holds the trial), then deletes the local copy. False if the upload was refused."""
+        assert self._uploads is not None, "checkin() before checkout()"
+        local = self._uploads.local
         try:
             if self.holder(trial_id) > attempt:
                 return False
-            remote = self.remote_dir(trial_id)
-            for dirpath, _, files in os.walk(local_dir):
+            for dirpath, _, files in os.walk(local):
                 for name in sorted(files):
-                    path = os.path.join(dirpath, name)
-                    rel = os.path.relpath(path, local_dir).replace(os.sep, "/")
-                    if _SKIP.search(rel):
-                        continue
-                    st = os.stat(path)
-                    if self._fetched.get(rel) == (st.st_size, st.st_mtime_ns):
-                        continue
-                    self.fs.put_file(path, f"{remote}/{rel}")
+                    self._uploads.put(os.path.join(dirpath, name))
             return True
         finally:
-            shutil.rmtree(local_dir, ignore_errors=True)
+            shutil.rmtree(local, ignore_errors=True)
+            self._uploads = None
 
     def close(self) -> None:
         shutil.rmtree(self.scratch, ignore_errors=True)

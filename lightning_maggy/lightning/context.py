@@ -129,7 +129,7 @@ class TrialContext:
             return True
         self._write_rows()
         files = [path, os.path.join(self.trial_dir, "metrics.csv")]
-        return self.remote.publish(self.trial_id, self.trial_dir, files, self.attempt)
+        return self.remote.publish(self.trial_id, files, self.attempt)
 
     def catch_up(self) -> bool:
         """Before a resumed run trains: re-sends the reports that the trial's folder at the URL

@@ -388,7 +388,7 @@ def run_worker(
             if outcome["status"] == "dropped":
                 ctx.drop(outcome["error"] or "dropped")  # its rows are not the trial's record
             ctx.close()
-            if remote is not None and not remote.checkin(ctx.trial_id, trial_dir, ctx.attempt):
+            if remote is not None and not remote.checkin(ctx.trial_id, ctx.attempt):
                 outcome = _dropped(f"a newer attempt than {ctx.attempt} holds {remote.remote_dir(ctx.trial_id)}")
             ran += 1
             if outcome["status"] == "ok" and ctx.last_decision is not Decision.CONTINUE:

@@ -83,6 +83,11 @@ class ScoredClassifier(TinyClassifier):
     def on_validation_epoch_end(self) -> None:
         self.log("score", float(self.score))
 
+    def on_validation_epoch_start(self) -> None:  # one line per sanity check, in the trial's folder
+        if self.trainer.sanity_checking:
+            with open(f"{self.trainer.default_root_dir}/sanity_checks", "a") as fh:
+                fh.write(f"{self.trainer.current_epoch}\n")
+
 
 def unified_module_class() -> type:
     """A linear classifier written against ``lightning.pytorch`` (``import lightning as L``)."""

@@ -185,12 +185,15 @@ def build_trainer(
     trainer_kwargs: Mapping[str, Any] | None = None,
     attempt: int = 1,
     publish: Callable[[str], bool] | None = None,
+    resumed: bool = False,
 ) -> Any:
     """A Trainer of the module's Lightning namespace: ``budget`` epochs, checkpoints and logs in
     ``trial_dir``, quiet console; ``trainer_kwargs`` override the defaults, and their callbacks
     are added to ours. Checkpoint writes are fenced for ``attempt`` (see
     :func:`fenced_checkpoint_class`), and each committed one is passed to ``publish`` (the
-    upload to an ``exp_dir`` URL)."""
+    upload to an ``exp_dir`` URL). A ``resumed`` run (from the trial's checkpoint) skips
+    Lightning's sanity check unless ``trainer_kwargs`` sets ``num_sanity_val_steps``: the
+    trial's validation has run before, and the check costs about 10 ms per run."""
     ns = namespace_of(module)
     kwargs = dict(trainer_kwargs or {})
     # A fresh copy per trial: stateful callbacks (EarlyStopping's best score, ...) must not carry
@@ -215,6 +218,8 @@ def build_trainer(
         # Appends event files when a promoted trial resumes; metrics.csv is written by the worker.
         "logger": ns.loggers.TensorBoardLogger(trial_dir, name="", version="tensorboard", default_hp_metric=False),
     }
+    if resumed:
+        defaults["num_sanity_val_steps"] = 0
     defaults.update(kwargs)
     defaults["max_epochs"] = budget
     defaults["callbacks"] = [*callbacks, *user_callbacks, checkpoint]

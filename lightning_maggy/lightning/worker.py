@@ -298,6 +298,7 @@ def _run(task: TrialTask, ctx: TrialContext) -> Any:
         module = leave_out(module, datamodule, task.ablation[ctx.component])
     user_cbs = list((task.trainer_kwargs or {}).get("callbacks") or [])
     ours = [] if any(isinstance(cb, MaggyCallback) for cb in user_cbs) else [MaggyCallback(task.metric)]
+    ckpt = ctx.ckpt_path if ctx.resume or ctx.epochs_done else None
     trainer = build_trainer(
         module,
         trial_dir=ctx.trial_dir,
@@ -306,8 +307,8 @@ def _run(task: TrialTask, ctx: TrialContext) -> Any:
         trainer_kwargs=task.trainer_kwargs,
         attempt=ctx.attempt,
         publish=ctx.publish,
+        resumed=ckpt is not None,
     )
-    ckpt = ctx.ckpt_path if ctx.resume or ctx.epochs_done else None
     if datamodule is not None:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt)
     else:

@@ -65,7 +65,7 @@ class Trainer:
             ours = [] if any(isinstance(cb, MaggyCallback) for cb in user) else [MaggyCallback(self._metric or ctx.metric)]
             trainer = build_trainer(
                 module, trial_dir=ctx.trial_dir, budget=ctx.budget, callbacks=ours, trainer_kwargs=kwargs,
-                attempt=ctx.attempt, publish=ctx.publish,
+                attempt=ctx.attempt, publish=ctx.publish, resumed=bool(ctx.resume or ctx.epochs_done),
             )
         self.__dict__["_trainer"] = trainer
         self.__dict__["_ctx"] = ctx

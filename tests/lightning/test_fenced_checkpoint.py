@@ -108,3 +108,14 @@ def test_a_drop_answer_to_a_report_ends_fit_before_that_epochs_checkpoint(tmp_pa
     responder.join(5)
     assert _ckpt_step(trial_dir) == STEPS_PER_EPOCH  # epoch 1's checkpoint was never written
     assert ctx.dropped == "re-queued as attempt 2"
+
+
+def test_resumed_runs_skip_the_sanity_check_unless_the_user_sets_it(tmp_path: Path) -> None:
+    def steps(resumed: bool, **kwargs) -> int:
+        trainer = build_trainer(TinyClassifier(), trial_dir=str(tmp_path), budget=1, callbacks=[],
+                                trainer_kwargs=kwargs, resumed=resumed)
+        return trainer.num_sanity_val_steps
+
+    assert steps(False) == 2  # Lightning's default in a trial's first run
+    assert steps(True) == 0
+    assert steps(True, num_sanity_val_steps=3) == 3

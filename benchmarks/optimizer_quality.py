@@ -181,6 +181,7 @@ def main() -> None:
     parser.add_argument("--procs", type=int, default=2, help="parallel processes (runs are independent)")
     parser.add_argument("--problems", default="branin,hartmann6,mixed")
     parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--json", default=None, help="write every run's regret and time to this JSON file")
     args = parser.parse_args()
     names = args.problems.split(",")
     methods = args.methods.split(",")
@@ -205,7 +206,7 @@ def main() -> None:
     def med(p: str, m: str) -> float:
         return statistics.median(regret[(p, m)])
 
-    print(f"\nmedian simple regret [IQR] (lower is better); seconds per run in parentheses")
+    print("\nmedian simple regret [IQR] (lower is better); seconds per run in parentheses")
     print(f"{'method':<12}" + "".join(f"{p:>34}" for p in names))
     for m in methods:
         cells = []
@@ -235,6 +236,13 @@ def main() -> None:
     if not checked:
         print("  none checked: the goals compare gp with the Optuna samplers and every model-based method with random")
     print(f"all goals hold: {'yes' if ok and checked else 'NO' if checked else 'not checked'}; wall time {wall:.0f} s")
+    if args.json:
+        import json
+
+        with open(args.json, "w") as fh:
+            json.dump({"evals": args.evals, "seeds": args.seeds, "wall_s": wall,
+                       "runs": [{"problem": p, "method": m, "seed": sd, "regret": r, "seconds": sec}
+                                for p, m, sd, r, sec in results]}, fh, indent=2)
 
 
 if __name__ == "__main__":

@@ -95,6 +95,9 @@ def test_warped_outcomes_keep_the_order_and_flip_for_min() -> None:
     down = warped_outcomes(values, "min")
     assert list(np.argsort(up)) == list(np.argsort(values)) and list(np.argsort(down)) == list(np.argsort(-values))
     assert np.ptp(down) < np.ptp((values - values.mean()) / values.std())  # the outlier is compressed
+    # The better-than-average side stays linear: equal gaps between good values stay equal.
+    good = warped_outcomes(np.array([0.0, 0.0, 0.0, 0.0, 10.0, 11.0, 12.0]), "max")
+    assert good[5] - good[4] == pytest.approx(good[6] - good[5])
 
 
 # -- every search-space type ---------------------------------------------------------------------

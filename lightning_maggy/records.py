@@ -8,12 +8,12 @@ every call, which costs time in proportion to the study's size.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from lightning_maggy.trial import Trial
 
-__all__ = ["ChangeLog", "TrialRecords"]
+__all__ = ["ChangeLog", "Selection", "TrialRecords"]
 
 
 class ChangeLog:
@@ -81,3 +81,40 @@ class TrialRecords(dict):  # type: ignore[type-arg]
         for key in list(self):
             self.changes.touch(key)
         dict.clear(self)
+
+
+class Selection:
+    """The records that satisfy ``keep``, in the records' order, as one tuple that stays the
+    same object until a record enters, leaves or changes within the selection.
+
+    With :class:`TrialRecords` only the records written since the last call are looked at, so
+    a report of a running trial costs nothing here however large the study; a consumer (the
+    median rule) can then keep what it derives from the tuple until the tuple changes. Other
+    mappings are filtered in full on every call."""
+
+    def __init__(self, keep: Callable[[Trial], bool]) -> None:
+        self.keep = keep
+        self._members: dict[str, Trial] = {}
+        self._selected: tuple[Trial, ...] = ()
+        self._log: Any = None
+        self._version = -1
+
+    def of(self, records: Mapping[str, Trial]) -> tuple[Trial, ...]:
+        changes = getattr(records, "changes", None)
+        if changes is not None and changes is self._log:
+            dirty = False
+            for key in changes.changed_since(self._version):
+                record = records.get(key)
+                if record is not None and self.keep(record):
+                    dirty |= self._members.get(key) is not record
+                    self._members[key] = record
+                else:
+                    dirty |= self._members.pop(key, None) is not None
+        else:
+            self._members = {key: record for key, record in records.items() if self.keep(record)}
+            dirty = True
+        if dirty:
+            self._selected = tuple(record for key, record in records.items() if key in self._members)
+        self._log = changes
+        self._version = -1 if changes is None else changes.version
+        return self._selected

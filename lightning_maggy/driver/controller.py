@@ -50,9 +50,11 @@ from lightning_maggy.driver.serving import ServingMixin
 from lightning_maggy.driver.workers import Outgoing, StopReason, _Worker
 from lightning_maggy.earlystop.base import AbstractEarlyStop, NoEarlyStop
 from lightning_maggy.optimizers.base import AbstractOptimizer
-from lightning_maggy.records import TrialRecords
+from lightning_maggy.records import Selection, TrialRecords
 from lightning_maggy.searchspace import Searchspace
 from lightning_maggy.trial import Decision, Trial, TrialState, best_trial
+
+_ENDED = (TrialState.COMPLETED, TrialState.STOPPED, TrialState.PAUSED)
 
 __all__ = ["Controller", "StopReason"]
 
@@ -122,6 +124,8 @@ class Controller(ReportsMixin, AssignmentMixin, ServingMixin):
         self.view = MappingProxyType(self.trials)
         self.optimizer = optimizer
         self.earlystop = earlystop or NoEarlyStop()
+        #: The trials an early-stop rule compares a report with (COMPLETED, STOPPED, PAUSED).
+        self._ended_trials = Selection(lambda t: t.state in _ENDED)
         self.direction = direction
         self.max_epochs = max_epochs
         self.num_trials = num_trials

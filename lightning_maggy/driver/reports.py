@@ -91,10 +91,9 @@ class ReportsMixin:
             return Decision.STOP
         decision = self.optimizer.on_report(trial)
         if decision is Decision.CONTINUE and not isinstance(self.earlystop, NoEarlyStop):
-            finalized = [
-                t for t in self.trials.values()
-                if t.state in (TrialState.COMPLETED, TrialState.STOPPED, TrialState.PAUSED)
-            ]
+            # The same tuple until a finished trial changes (see Selection): a rule may keep
+            # what it derived from it, as the median rule does.
+            finalized = self._ended_trials.of(self.trials)
             if trial.trial_id in self.earlystop.earlystop_check({trial.trial_id: trial}, finalized, self.direction):
                 decision = Decision.STOP
         return decision

@@ -7,10 +7,11 @@ finished trials at step t.
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 import statistics
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from lightning_maggy.earlystop.base import AbstractEarlyStop
@@ -83,6 +84,8 @@ class MedianStoppingRule(AbstractEarlyStop):
         _check_int("interval", interval, 1, "steps between two decisions")
         _check_int("grace_period", grace_period, 1, "values a trial reports before it may stop")
         self.min_trials = int(min_trials)
+        self._cached_for: tuple[Trial, ...] | None = None
+        self._cached_median: Callable[[int], tuple[float, int]] | None = None
         self.interval = int(interval)
         self.grace_period = int(grace_period)
 
@@ -94,11 +97,14 @@ class MedianStoppingRule(AbstractEarlyStop):
 
     def should_stop(self, history: Sequence[float], finalized: Sequence[Sequence[float]], direction: str) -> bool:
         """The decision for one trial's ``history`` against the finished trials' histories."""
+        return self._should_stop(history, lambda t: median_of_running_averages(finalized, t), direction)
+
+    def _should_stop(self, history: Sequence[float], median_at: Callable[[int], tuple[float, int]], direction: str) -> bool:
         steps = len(history)
         if steps == 0 or steps < self.grace_period or steps % self.interval != 0:
             return False
         t = steps - 1
-        median, counted = median_of_running_averages(finalized, t)
+        median, counted = median_at(t)
         if counted < self.min_trials:
             return False
         best = best_so_far(history, t, direction)
@@ -115,7 +121,17 @@ class MedianStoppingRule(AbstractEarlyStop):
         """The ids in ``to_check`` (in its order) to stop now; see the class docstring."""
         if direction not in _DIRECTIONS:
             raise ConfigurationError(f"direction={direction!r} must be one of {list(_DIRECTIONS)}.")
-        finalized = [t.history for t in finalized_trials if t.state is not TrialState.FAILED]
-        return [
-            tid for tid, trial in to_check.items() if self.should_stop(trial.history, finalized, direction)
-        ]
+        median_at = self._medians(finalized_trials)
+        return [tid for tid, trial in to_check.items() if self._should_stop(trial.history, median_at, direction)]
+
+    def _medians(self, finalized_trials: Sequence[Trial]) -> Callable[[int], tuple[float, int]]:
+        """The median at step t of ``finalized_trials``, computed once per t. A tuple (which the
+        controller passes, the same object until a finished trial changes) keeps its medians
+        for the next call: a report then costs no pass over the finished trials."""
+        if isinstance(finalized_trials, tuple) and finalized_trials is self._cached_for:
+            return self._cached_median
+        histories = [t.history for t in finalized_trials if t.state is not TrialState.FAILED]
+        median_at = functools.lru_cache(maxsize=None)(lambda t: median_of_running_averages(histories, t))
+        if isinstance(finalized_trials, tuple):
+            self._cached_for, self._cached_median = finalized_trials, median_at
+        return median_at

@@ -11,7 +11,6 @@ with a config sampler (a :data:`~lightning_maggy.optimizers.random_search.Sugges
 from __future__ import annotations
 
 import bisect
-import itertools
 import math
 import numbers
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
@@ -200,6 +199,17 @@ def _first_paused(
     return None
 
 
+def _file(order: list[tuple[tuple[bool, float], str]], keys: dict[str, tuple[bool, float]], tid: str,
+          key: tuple[bool, float] | None) -> None:
+    """Moves ``tid`` to ``key`` in a ranked list (``key=None``: out of it)."""
+    old = keys.pop(tid, None)
+    if old is not None:
+        del order[bisect.bisect_left(order, (old, tid))]
+    if key is not None:
+        keys[tid] = key
+        bisect.insort(order, (key, tid))
+
+
 class RungIndex:
     """The rungs of an ASHA-like optimizer, kept sorted and up to date from the trial records.
 
@@ -217,8 +227,13 @@ class RungIndex:
         self.budgets = list(budgets)
         self.reduction_factor = reduction_factor
         self.direction = direction
-        self._order: list[list[tuple[tuple[bool, float], str]]] = [[] for _ in self.budgets[:-1]]
-        self._keys: list[dict[str, tuple[bool, float]]] = [{} for _ in self.budgets[:-1]]
+        rungs = range(len(self.budgets) - 1)
+        self._order: list[list[tuple[tuple[bool, float], str]]] = [[] for _ in rungs]
+        self._keys: list[dict[str, tuple[bool, float]]] = [{} for _ in rungs]
+        # Per rung, ranked alike: the trials still open there (still at the rung's budget,
+        # PAUSED or not ended), the only ones a promotion walk would not skip.
+        self._open: list[list[tuple[tuple[bool, float], str]]] = [[] for _ in rungs]
+        self._open_keys: list[dict[str, tuple[bool, float]]] = [{} for _ in rungs]
         self._log: Any = None
         self._version = -1
 
@@ -228,8 +243,9 @@ class RungIndex:
             for tid in changes.changed_since(self._version):
                 self._place(tid, trials.get(tid))
         else:
-            self._order = [[] for _ in self.budgets[:-1]]
-            self._keys = [{} for _ in self.budgets[:-1]]
+            rungs = range(len(self.budgets) - 1)
+            self._order, self._keys = [[] for _ in rungs], [{} for _ in rungs]
+            self._open, self._open_keys = [[] for _ in rungs], [{} for _ in rungs]
             for tid, trial in trials.items():
                 self._place(tid, trial)
         self._log = changes
@@ -237,25 +253,29 @@ class RungIndex:
 
     def _place(self, tid: str, trial: Trial | None) -> None:
         for k, budget in enumerate(self.budgets[:-1]):
-            keys, order = self._keys[k], self._order[k]
-            old = keys.pop(tid, None)
-            if old is not None:
-                del order[bisect.bisect_left(order, (old, tid))]
+            key = None
             if trial is not None and len(trial.history) >= budget:
                 key = _sort_key(float(trial.history[budget - 1]), self.direction)
-                keys[tid] = key
-                bisect.insort(order, (key, tid))
+            _file(self._order[k], self._keys[k], tid, key)
+            is_open = key is not None and trial.budget == budget and (  # type: ignore[union-attr]
+                trial.state is TrialState.PAUSED or not trial.state.finished)  # type: ignore[union-attr]
+            _file(self._open[k], self._open_keys[k], tid, key if is_open else None)
 
     def promotion(
         self, trials: Mapping[str, Trial], k: int, paused: str | None = None
     ) -> Trial | Idle | None:
         """The promotion out of rung ``k`` (as :func:`promotion_at`), with the trial ``paused``
-        (an id) counted as PAUSED whatever its record says."""
-        order = self._order[k]
-        n_top = int(math.floor(len(order) / self.reduction_factor))
-        # NaN ranks last and is never promoted.
-        top = (tid for (is_nan, _), tid in itertools.islice(order, n_top) if not is_nan)
-        return _first_paused(top, trials, self.budgets[k], self.budgets[k + 1], paused)
+        (an id) counted as PAUSED whatever its record says: the best open trial of the rung,
+        if it ranks in the rung's top ``1/eta`` (NaN ranks last and is never promoted). The walk
+        :func:`promotion_at` makes over the top, skipping the trials promoted or ended already,
+        would stop at the same trial; here it costs a lookup, however many were skipped."""
+        if not self._open[k]:
+            return None
+        key, tid = self._open[k][0]
+        n_top = int(math.floor(len(self._order[k]) / self.reduction_factor))
+        if key[0] or bisect.bisect_left(self._order[k], (key, tid)) >= n_top:
+            return None
+        return _first_paused((tid,), trials, self.budgets[k], self.budgets[k + 1], paused)
 
     def first_promotion(self, trials: Mapping[str, Trial], paused: str | None = None) -> Trial | Idle | None:
         """The promotion from the highest rung that has one."""

@@ -7,6 +7,7 @@ finished trials at step t.
 
 from __future__ import annotations
 
+import bisect
 import functools
 import math
 import numbers
@@ -62,6 +63,42 @@ def _check_int(name: str, value: Any, minimum: int, meaning: str) -> None:
         )
 
 
+class _StepAverages:
+    """Every kept trial's running averages, one sorted list per step (NaN left out), so that the
+    median at step t is read off the middle of its list."""
+
+    def __init__(self) -> None:
+        self._trials: dict[int, Trial] = {}  # id() -> the record (held, so the id stays its own)
+        self._steps: list[list[float]] = []
+
+    def _averages(self, trial: Trial) -> list[float]:
+        return [running_average(trial.history, t) for t in range(len(trial.history))]
+
+    def update(self, trials: Iterable[Trial]) -> None:
+        now = {id(t): t for t in trials}
+        for key in [k for k in self._trials if k not in now]:
+            for t, a in enumerate(self._averages(self._trials.pop(key))):
+                if a == a:
+                    steps = self._steps[t]
+                    del steps[bisect.bisect_left(steps, a)]
+        for key, trial in now.items():
+            if key not in self._trials:
+                self._trials[key] = trial
+                for t, a in enumerate(self._averages(trial)):
+                    if t == len(self._steps):
+                        self._steps.append([])
+                    if a == a:
+                        bisect.insort(self._steps[t], a)
+
+    def median(self, t: int) -> tuple[float, int]:
+        """As :func:`median_of_running_averages` over the kept trials."""
+        values = self._steps[t] if t < len(self._steps) else []
+        if not values:
+            return math.nan, 0
+        mid = len(values) // 2
+        return (values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2), len(values)
+
+
 class MedianStoppingRule(AbstractEarlyStop):
     """Stops a running trial whose best value so far is worse than the median of the finished
     trials' running averages at the same step.
@@ -84,8 +121,7 @@ class MedianStoppingRule(AbstractEarlyStop):
         _check_int("interval", interval, 1, "steps between two decisions")
         _check_int("grace_period", grace_period, 1, "values a trial reports before it may stop")
         self.min_trials = int(min_trials)
-        self._cached_for: tuple[Trial, ...] | None = None
-        self._cached_median: Callable[[int], tuple[float, int]] | None = None
+        self._kept: _StepAverages | None = None
         self.interval = int(interval)
         self.grace_period = int(grace_period)
 
@@ -125,13 +161,15 @@ class MedianStoppingRule(AbstractEarlyStop):
         return [tid for tid, trial in to_check.items() if self._should_stop(trial.history, median_at, direction)]
 
     def _medians(self, finalized_trials: Sequence[Trial]) -> Callable[[int], tuple[float, int]]:
-        """The median at step t of ``finalized_trials``, computed once per t. A tuple (which the
-        controller passes, the same object until a finished trial changes) keeps its medians
-        for the next call: a report then costs no pass over the finished trials."""
-        if isinstance(finalized_trials, tuple) and finalized_trials is self._cached_for:
-            return self._cached_median
-        histories = [t.history for t in finalized_trials if t.state is not TrialState.FAILED]
-        median_at = functools.lru_cache(maxsize=None)(lambda t: median_of_running_averages(histories, t))
-        if isinstance(finalized_trials, tuple):
-            self._cached_for, self._cached_median = finalized_trials, median_at
-        return median_at
+        """The median at step t of ``finalized_trials``. For a tuple (what the controller
+        passes: the same object until a finished trial changes) the running averages are kept
+        sorted per step (:class:`_StepAverages`) and brought up to date with the trials that
+        entered or left it, so a report costs a lookup, not a pass over every finished trial.
+        Any other sequence is read afresh."""
+        if not isinstance(finalized_trials, tuple):
+            histories = [t.history for t in finalized_trials if t.state is not TrialState.FAILED]
+            return functools.lru_cache(maxsize=None)(lambda t: median_of_running_averages(histories, t))
+        if self._kept is None:
+            self._kept = _StepAverages()
+        self._kept.update(t for t in finalized_trials if t.state is not TrialState.FAILED)
+        return self._kept.median

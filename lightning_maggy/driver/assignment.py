@@ -63,9 +63,10 @@ class AssignmentMixin:
 
     def _wake_parked(self, exclude: int | None = None) -> Outgoing:
         out: Outgoing = []
-        for worker in self.workers.values():
-            if worker.parked and worker.worker_id != exclude and not self.finished:
-                out += self._serve(worker)
+        if self._parked_ids:  # in registration order, as before; nothing to look at if none waits
+            for worker in [self.workers[wid] for wid in sorted(self._parked_ids, key=self._registration)]:
+                if worker.parked and worker.worker_id != exclude and not self.finished:
+                    out += self._serve(worker)
         return out + self._finish_if_done()
 
     def _next_trial(self, worker: _Worker) -> Trial | object | None:

@@ -126,6 +126,8 @@ class Controller(ReportsMixin, AssignmentMixin, ServingMixin):
         self.earlystop = earlystop or NoEarlyStop()
         #: The trials an early-stop rule compares a report with (COMPLETED, STOPPED, PAUSED).
         self._ended_trials = Selection(lambda t: t.state in _ENDED)
+        self._parked_ids: set[int] = set()  # kept by each _Worker's ``parked``
+        self._registered: dict[int, int] = {}  # worker id -> its rank in self.workers
         self.direction = direction
         self.max_epochs = max_epochs
         self.num_trials = num_trials
@@ -215,7 +217,8 @@ class Controller(ReportsMixin, AssignmentMixin, ServingMixin):
             return self._refuse(worker, peer, msg)
         now = self.clock()
         if worker is None:
-            worker = self.workers[wid] = _Worker(wid, peer, now)
+            worker = self.workers[wid] = _Worker(wid, peer, now, parked_ids=self._parked_ids)
+            self._registered[wid] = len(self._registered)
         if kind == "get" and (worker.trial_id is not None or worker.parked):
             # A worker asks once and waits; it never asks while it holds a trial. Changing
             # nothing here keeps a forged "get" from redirecting a parked worker's next trial.
@@ -247,6 +250,9 @@ class Controller(ReportsMixin, AssignmentMixin, ServingMixin):
             return self._serve(worker)
         log.warning("ignoring message of type %r from worker %s", kind, wid)
         return []
+
+    def _registration(self, wid: int) -> int:
+        return self._registered[wid]
 
     def _current(self, worker: _Worker | None, msg: dict[str, Any]) -> bool:
         """Whether a report/final/heartbeat belongs to ``worker``'s current attempt."""
@@ -427,7 +433,7 @@ class Controller(ReportsMixin, AssignmentMixin, ServingMixin):
                 message=self.abort_message,
                 duplicate_suggestions=self.duplicates,
             )
-        return [(w.peer, {"type": "done"}) for w in self.workers.values() if w.parked]
+        return [(w.peer, {"type": "done"}) for w in self.workers.values() if w.parked]  # registration order
 
     def counts(self) -> dict[str, int]:
         c = collections.Counter(t.state.value for t in self.trials.values())

@@ -35,4 +35,18 @@ class _Worker:
     stale: tuple[str, int] | None = None
     hb_peer: bytes | None = None  # its heartbeat socket: where unsolicited drops go
     last_finished: Trial | None = None
-    parked: bool = False
+    #: the ids of the controller's parked workers, kept by ``parked`` (so that waking them
+    #: looks at the parked workers only, not at every connected one)
+    parked_ids: set[int] = dataclasses.field(default_factory=set, repr=False)
+
+    @property
+    def parked(self) -> bool:
+        """Waiting for work (asked, and got none yet)."""
+        return self.worker_id in self.parked_ids
+
+    @parked.setter
+    def parked(self, value: bool) -> None:
+        if value:
+            self.parked_ids.add(self.worker_id)
+        else:
+            self.parked_ids.discard(self.worker_id)

@@ -136,7 +136,7 @@ class TrialContext:
         holds (``metrics.csv``, uploaded with each checkpoint) beyond the server's record, which
         lags when the driver died before its last journal upload. False when the server stops
         or pauses the trial at one of them (the run then ends without training)."""
-        if self.remote is None or not (self.resume or self.epochs_done) or self.ckpt_path is None:
+        if self.remote is None or not self.resuming or self.ckpt_path is None:
             return True
         missing = self.remote.unrecorded(self.epochs_done)
         if missing:
@@ -152,6 +152,12 @@ class TrialContext:
             if self.last_decision is not Decision.CONTINUE:
                 return False
         return True
+
+    @property
+    def resuming(self) -> bool:
+        """Whether this run continues the trial (a promotion, a re-queued attempt) rather than
+        starting it: it then resumes from :attr:`ckpt_path` when there is one."""
+        return bool(self.resume or self.epochs_done)
 
     @property
     def ckpt_path(self) -> str | None:

@@ -65,7 +65,7 @@ class Trainer:
             ours = [] if any(isinstance(cb, MaggyCallback) for cb in user) else [MaggyCallback(self._metric or ctx.metric)]
             trainer = build_trainer(
                 module, trial_dir=ctx.trial_dir, budget=ctx.budget, callbacks=ours, trainer_kwargs=kwargs,
-                attempt=ctx.attempt, publish=ctx.publish, resumed=bool(ctx.resume or ctx.epochs_done),
+                attempt=ctx.attempt, publish=ctx.publish, resumed=ctx.resuming,
             )
         self.__dict__["_trainer"] = trainer
         self.__dict__["_ctx"] = ctx
@@ -76,7 +76,7 @@ class Trainer:
         checkpoint unless ``ckpt_path`` is given."""
         trainer = self._build(model)
         ctx = self._ctx
-        if ctx is not None and ckpt_path is None and (ctx.resume or ctx.epochs_done):
+        if ctx is not None and ckpt_path is None and ctx.resuming:
             ckpt_path = ctx.ckpt_path
         return trainer.fit(model, *args, ckpt_path=ckpt_path, **kwargs)
 

@@ -70,12 +70,18 @@ class _StepAverages:
     def __init__(self) -> None:
         self._trials: dict[int, Trial] = {}  # id() -> the record (held, so the id stays its own)
         self._steps: list[list[float]] = []
+        self._source: tuple[Trial, ...] | None = None  # the tuple last brought in (held too)
 
     def _averages(self, trial: Trial) -> list[float]:
         return [running_average(trial.history, t) for t in range(len(trial.history))]
 
-    def update(self, trials: Iterable[Trial]) -> None:
-        now = {id(t): t for t in trials}
+    def update(self, source: tuple[Trial, ...]) -> None:
+        """Brings the kept averages to ``source``'s trials (FAILED ones left out); nothing to do
+        if it is the tuple last brought in."""
+        if source is self._source:
+            return
+        self._source = source
+        now = {id(t): t for t in source if t.state is not TrialState.FAILED}
         for key in [k for k in self._trials if k not in now]:
             for t, a in enumerate(self._averages(self._trials.pop(key))):
                 if a == a:
@@ -171,5 +177,5 @@ class MedianStoppingRule(AbstractEarlyStop):
             return functools.lru_cache(maxsize=None)(lambda t: median_of_running_averages(histories, t))
         if self._kept is None:
             self._kept = _StepAverages()
-        self._kept.update(t for t in finalized_trials if t.state is not TrialState.FAILED)
+        self._kept.update(finalized_trials)
         return self._kept.median

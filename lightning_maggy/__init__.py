@@ -41,6 +41,8 @@ _LAZY = {
     "TPE": "lightning_maggy.optimizers.optuna_sampler",
     "OptunaSampler": "lightning_maggy.optimizers.optuna_sampler",
     "BOHB": "lightning_maggy.optimizers.bohb",
+    "Curves": "lightning_maggy.simulator",
+    "simulate": "lightning_maggy.simulator",
 }
 
 __all__ = [
@@ -56,6 +58,7 @@ __all__ = [
     "Categorical",
     "ConfigurationError",
     "CurvePredictionRule",
+    "Curves",
     "Decision",
     "Discrete",
     "Double",
@@ -85,6 +88,7 @@ __all__ = [
     "current_trial",
     "prewarm",
     "search",
+    "simulate",
 ]
 
 

@@ -60,7 +60,8 @@ class Curves:
         space: the search space the configurations come from.
         configs: the recorded configurations (n).
         values: (n, epochs) metric after each epoch (``values[i, e]``: configuration i, epoch e).
-        seconds: (n, epochs) wall time of each epoch (its training and validation loops).
+        seconds: (n, epochs) wall time of each epoch (its training and validation loops, and
+            the work after the previous epoch: the report, the checkpoint).
         metric / direction: what the values are ("max" or "min").
         run_overhead: seconds a trial run costs beyond its epochs (building the run, restoring
             a checkpoint, ending it); each simulated run pays it once before its first epoch.
@@ -176,8 +177,11 @@ class Curves:
         **search_kwargs: Any,
     ) -> Curves:
         """Records curves: a random search of ``module`` (a LightningModule class) in which every
-        trial trains ``max_epochs`` epochs, with a callback that times each epoch (from its
-        training loop's start to its validation's end). ``search_kwargs`` go to
+        trial trains ``max_epochs`` epochs, with a callback that times each epoch (the first
+        from its training loop's start to its validation's end, every later one from the
+        previous validation's end to its own, so the work between epochs counts too);
+        ``run_overhead`` is the median of what each run took beyond its epochs (building the
+        run before the first epoch, ending it after the last). ``search_kwargs`` go to
         :func:`~lightning_maggy.search` (``datamodule``, ``workers``, ``exp_dir``, ...). Trials
         that did not report every epoch (failed ones) are left out. Saved to ``path`` if given.
         """
@@ -213,21 +217,32 @@ _TIMES = "epoch_seconds.txt"
 
 
 def _epoch_timer() -> Any:
-    """A callback that appends each epoch's seconds to the trial folder's ``epoch_seconds.txt``."""
+    """A callback that appends each epoch's seconds to the trial folder's ``epoch_seconds.txt``:
+    the first epoch's from its training loop's start to its validation's end, every later
+    epoch's from the previous validation's end to its own (so the work between epochs, the
+    report and the checkpoint, counts in the epoch it follows)."""
     import pytorch_lightning as pl
 
     class EpochTimer(pl.Callback):
+        _last: float | None = None
+
+        def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+            self._last = None
+
         def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
-            self._start = time.perf_counter()
+            if self._last is None:
+                self._last = time.perf_counter()
 
         def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
             import lightning_maggy as lm
 
             ctx = lm.current_trial()
-            if trainer.sanity_checking or ctx is None or not hasattr(self, "_start"):
+            if trainer.sanity_checking or ctx is None or self._last is None:
                 return
+            now = time.perf_counter()
             with open(os.path.join(ctx.trial_dir, _TIMES), "a") as fh:
-                fh.write(f"{trainer.current_epoch} {time.perf_counter() - self._start:.6f}\n")
+                fh.write(f"{trainer.current_epoch} {now - self._last:.6f}\n")
+            self._last = now
 
     return EpochTimer()
 
@@ -399,11 +414,13 @@ class _Simulation:
             if wid >= 0 and wid in self.runs:
                 out += self._epoch_end(wid)
             self._deliver(out)
+        if not ctl.finished:  # every worker waits and nothing is scheduled: cannot happen, but say so
+            ctl.abort("the simulation ran out of events before the study ended")
         last = self.reports[-1][0] if self.reports else 0.0
         trials = list(ctl.trials.values())
         return SimulationResult(
             trials=trials, metric=self.curves.metric, direction=ctl.direction,
-            best_trial=best_trial(trials, ctl.direction, "last"), stop_reason=ctl.stop_reason or "finished",
+            best_trial=best_trial(trials, ctl.direction, "last"), stop_reason=ctl.stop_reason,
             elapsed=max(last, self.clock.now - ctl.started_at), reports=self.reports, runs=self.n_runs,
             wall_s=time.perf_counter() - started,
         )

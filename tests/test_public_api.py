@@ -11,7 +11,7 @@ EXPECTED = {
     "Integer", "MaggyCallback", "MaggyError", "Trainer", "MedianStoppingRule", "MetricNotFoundError",
     "NoEarlyStop", "RandomSearch", "Reporter", "SearchResult", "Searchspace", "SearchspaceError",
     "Trial", "TrialState", "__version__", "current_trial", "prewarm", "search",
-    "AblationError", "AblationResult", "AblationStudy", "ablatable", "ablate",
+    "AblationError", "AblationResult", "AblationStudy", "ablatable", "ablate", "Curves", "simulate",
 }
 
 

@@ -62,7 +62,8 @@ class Curves:
         values: (n, epochs) metric after each epoch (``values[i, e]``: configuration i, epoch e).
         seconds: (n, epochs) wall time of each epoch (its training and validation loops, and
             the work after the previous epoch: the report, the checkpoint).
-        metric / direction: what the values are ("max" or "min").
+        metric: the metric's name.
+        direction: "max" (larger values are better) or "min".
         run_overhead: seconds a trial run costs beyond its epochs (building the run, restoring
             a checkpoint, ending it); each simulated run pays it once before its first epoch.
         name: a label for tables and plots.
@@ -324,13 +325,18 @@ def simulate(
 
     Args:
         curves: the recorded task.
-        optimizer / early_stop / num_trials / timeout / seed: as in :func:`~lightning_maggy.search`
-            (``timeout`` in simulated seconds). At least one of ``num_trials`` and ``timeout``.
+        optimizer: as in :func:`~lightning_maggy.search`: a name or an optimizer.
+        early_stop: as in :func:`~lightning_maggy.search`: None, a name or a rule.
         workers: simulated workers.
+        timeout: the budget in simulated seconds (as ``search``'s ``timeout``: no trial starts
+            after it, and running trials stop at their next report).
+        num_trials: as in :func:`~lightning_maggy.search`; at least one of ``num_trials`` and
+            ``timeout`` is needed.
         max_epochs: epochs per trial, at most ``curves.max_epochs`` (default: that).
         lightning: workers behave as a LightningModule's (a trial that reaches its rung
             budget asks to train on, so it can be promoted in place); False: as a function
             trial's (``fn(hparams, reporter)``).
+        seed: the study's seed (as in :func:`~lightning_maggy.search`).
         exp_dir: where the study's journal goes (default: a temporary folder, removed after).
 
     Raises:

@@ -190,3 +190,23 @@ def test_a_replayed_lightning_study_promotes_in_place_as_real_workers_do(tmp_pat
     sim = simulate(_curves(), optimizer=asha(), num_trials=10, workers=1, seed=2)
     assert _decisions(sim.trials) == _decisions(real.trials)
     assert sim.runs < sum(1 + (t.budget > 1) + (t.budget > 3) for t in sim.trials)  # some promoted in place
+
+
+@pytest.mark.slow
+def test_record_keeps_every_epochs_metric_and_time_of_a_real_search(tmp_path):
+    from tiny_models import BlobsDataModule, TinyClassifier
+
+    # epoch_sleep sleeps 0.05 s in on_train_epoch_end, which Lightning calls after the epoch's
+    # validation: the work between epochs, which the timer counts in the next epoch.
+    path = tmp_path / "tiny.json.gz"
+    space = lm.Searchspace(lr=lm.Double(0.01, 0.5, log=True), hidden=lm.Integer(4, 32), epoch_sleep=lm.Discrete([0.05]))
+    curves = Curves.record(
+        TinyClassifier, space, metric="val_acc", max_epochs=3, num_trials=3, datamodule=BlobsDataModule,
+        workers=1, exp_dir=tmp_path / "study", path=path, name="tiny", verbose=False,
+    )
+    assert len(curves) == 3 and curves.max_epochs == 3 and curves.name == "tiny"
+    assert np.all((curves.values >= 0) & (curves.values <= 1))
+    assert np.all(curves.seconds[:, 1:] >= 0.05) and curves.run_overhead >= 0
+    assert Curves.load(path).configs == curves.configs
+    sim = simulate(curves, optimizer="random", num_trials=3, workers=1, seed=0)
+    assert sim.elapsed >= 3 * 2 * 0.05

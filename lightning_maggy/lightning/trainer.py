@@ -15,7 +15,7 @@ from lightning_maggy.lightning.namespace import is_datamodule_class, namespace_o
 
 __all__ = [
     "WORKER_ENV", "build_datamodule", "build_module", "build_trainer", "check_launcher", "module_call_style",
-    "scan_entry_points_once",
+    "scan_entry_points_once", "skip_object_storage_imports",
 ]
 
 #: Trainer arguments a search controls itself; users set them through ``search()``.
@@ -195,6 +195,10 @@ def build_trainer(
     Lightning's sanity check unless ``trainer_kwargs`` sets ``num_sanity_val_steps``: the
     trial's validation has run before, and the check costs about 10 ms per run."""
     ns = namespace_of(module)
+    # Idempotent and cheap; here rather than at the worker's start, since Lightning may only
+    # now have been imported (spawned and Spark workers).
+    scan_entry_points_once()
+    skip_object_storage_imports()
     kwargs = dict(trainer_kwargs or {})
     # A fresh copy per trial: stateful callbacks (EarlyStopping's best score, ...) must not carry
     # one trial's state into the next trial of the same worker.
@@ -249,3 +253,31 @@ def scan_entry_points_once() -> None:
 
         entry_points.maggy_cached = True  # type: ignore[attr-defined]
         module.entry_points = entry_points  # type: ignore[union-attr]
+
+
+#: The object-storage filesystems Lightning tells apart: (package, class).
+_OBJECT_STORES = (("adlfs", "AzureBlobFileSystem"), ("gcsfs", "GCSFileSystem"), ("s3fs", "S3FileSystem"))
+
+
+def _is_object_storage(fs: Any) -> bool:
+    """Lightning's ``_is_object_storage`` without its imports: a filesystem object of one of
+    these classes exists only once its package has been imported, so only imported packages
+    are asked."""
+    for package, name in _OBJECT_STORES:
+        cls = getattr(sys.modules.get(package), name, None)
+        if isinstance(cls, type) and isinstance(fs, cls):
+            return True
+    return False
+
+
+def skip_object_storage_imports() -> None:
+    """Every Trainer's checkpoint callback and TensorBoard logger ask Lightning whether their
+    folder is on object storage, and Lightning answers by importing ``s3fs``, ``gcsfs`` and
+    ``adlfs`` where they are installed: about 0.5 s for ``s3fs`` in a worker's first trial run,
+    on every machine that has it, for folders that are local. The answer is the same without
+    the imports (see :func:`_is_object_storage`); folders that are on object storage imported
+    their package when their filesystem was made."""
+    for name in ("lightning_fabric.utilities.cloud_io", "lightning.fabric.utilities.cloud_io"):
+        module = sys.modules.get(name)
+        if module is not None and callable(getattr(module, "_is_object_storage", None)):
+            module._is_object_storage = _is_object_storage  # type: ignore[attr-defined]

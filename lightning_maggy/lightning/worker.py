@@ -207,9 +207,6 @@ def _output_to(path: str) -> Iterator[None]:
 def _quiet_lightning() -> None:
     for name in ("pytorch_lightning", "lightning.pytorch", "lightning.fabric", "lightning_fabric"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    from lightning_maggy.lightning.trainer import scan_entry_points_once
-
-    scan_entry_points_once()
 
 
 def run_trial(task: TrialTask, ctx: TrialContext) -> dict[str, Any]:

@@ -37,6 +37,26 @@ class BlobsDataModule(pl.LightningDataModule):
         return DataLoader(self.val, batch_size=128)
 
 
+class CountingBlobsDataModule(BlobsDataModule):
+    """BlobsDataModule that appends ``<pid> <instance number> <stage>`` to the file named by
+    the environment variable ``SETUP_LOG`` at every ``setup``; instances are numbered in their
+    process from 0."""
+
+    made = 0
+
+    def __init__(self, batch_size: int = 32, n: int = 256) -> None:
+        super().__init__(batch_size=batch_size, n=n)
+        self.number = CountingBlobsDataModule.made
+        CountingBlobsDataModule.made += 1
+
+    def setup(self, stage: str | None = None) -> None:
+        import os
+
+        with open(os.environ["SETUP_LOG"], "a") as fh:
+            fh.write(f"{os.getpid()} {self.number} {stage}\n")
+        super().setup(stage)
+
+
 class TinyClassifier(pl.LightningModule):
     def __init__(
         self, lr: float = 0.01, hidden: int = 16, fail: bool = False, log_metric: bool = True, epoch_sleep: float = 0.0

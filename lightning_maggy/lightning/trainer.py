@@ -88,18 +88,84 @@ def build_module(module_cls: type, config: Mapping[str, Any], datamodule: Any = 
     return module_cls(hparams=dict(config))
 
 
-def build_datamodule(datamodule: Any, config: Mapping[str, Any]) -> Any:
+def build_datamodule(datamodule: Any, config: Mapping[str, Any], *, reuse: bool = False) -> Any:
     """An instance is used as is; a LightningDataModule class is built with the hyperparameters
-    its ``__init__`` accepts; any other callable is called with the hyperparameters."""
+    its ``__init__`` accepts; any other callable is called with the hyperparameters.
+
+    With ``reuse`` (a worker's trial runs), the datamodule a class built for the previous run is
+    used again when the class and its arguments are the same, and its ``prepare_data`` and
+    ``setup`` run once per stage (see :func:`_kept_datamodule`)."""
     if datamodule is None:
         return None
     if is_datamodule_class(datamodule):
         accepted, var_kw = _accepted(datamodule.__init__)
         kwargs = {k: v for k, v in config.items() if var_kw or k in accepted}
-        return datamodule(**kwargs)
+        return _kept_datamodule(datamodule, kwargs) if reuse else datamodule(**kwargs)
     if isinstance(datamodule, type) or not callable(datamodule):
         return datamodule
     return datamodule(dict(config))
+
+
+#: The last datamodule built with ``reuse``: (class, arguments, instance).
+_KEPT: list[tuple[type, dict[str, Any], Any]] = []
+
+
+def _kept_datamodule(cls: type, kwargs: dict[str, Any]) -> Any:
+    """The previous run's datamodule if it was built by ``cls`` from equal arguments, else a
+    new one (kept for the next run).
+
+    Under ASHA most runs train one to three epochs, and a datamodule's ``setup`` (reading,
+    splitting, normalising the data) can cost as much as one of them. A kept datamodule runs
+    ``prepare_data`` once and ``setup`` once per stage; Lightning still asks it for fresh
+    dataloaders in every run. Only the last one is kept, so memory stays that of one run. A
+    class that overrides ``teardown`` (which may free what ``setup`` made) is never kept; pass
+    a function that builds the datamodule to have a new one in every run."""
+    if _KEPT:
+        kept_cls, kept_kwargs, kept = _KEPT[0]
+        try:
+            same = kept_cls is cls and bool(kept_kwargs == kwargs)
+        except Exception:  # arguments without a plain equality (arrays, ...)
+            same = False
+        if same:
+            return kept
+    _KEPT.clear()
+    instance = cls(**kwargs)
+    if getattr(cls, "teardown", None) is not getattr(_datamodule_base(cls), "teardown", None):
+        return instance
+    _once_per_stage(instance)
+    _KEPT.append((cls, dict(kwargs), instance))
+    return instance
+
+
+def _datamodule_base(cls: type) -> type:
+    """The LightningDataModule class that ``cls`` derives from (of whichever namespace)."""
+    for base in cls.__mro__:
+        if base.__name__ == "LightningDataModule":
+            return base
+    return object
+
+
+def _once_per_stage(datamodule: Any) -> None:
+    """Makes the instance's ``prepare_data`` run once and its ``setup`` once per stage: a call
+    that raises does not count, so the next run tries again."""
+    prepare, setup = datamodule.prepare_data, datamodule.setup
+    prepared: list[bool] = []
+    stages: set[Any] = set()
+
+    @functools.wraps(prepare)
+    def prepare_data_once(*args: Any, **kwargs: Any) -> Any:
+        if not prepared:
+            prepare(*args, **kwargs)
+            prepared.append(True)
+
+    @functools.wraps(setup)
+    def setup_once(stage: Any = None, *args: Any, **kwargs: Any) -> Any:
+        if stage not in stages:
+            setup(stage, *args, **kwargs)
+            stages.add(stage)
+
+    datamodule.prepare_data = prepare_data_once
+    datamodule.setup = setup_once
 
 
 @functools.lru_cache(maxsize=None)
@@ -186,6 +252,7 @@ def build_trainer(
     attempt: int = 1,
     publish: Callable[[str], bool] | None = None,
     resumed: bool = False,
+    sanity_checked: bool = False,
 ) -> Any:
     """A Trainer of the module's Lightning namespace: ``budget`` epochs, checkpoints and logs in
     ``trial_dir``, quiet console; ``trainer_kwargs`` override the defaults, and their callbacks
@@ -193,7 +260,8 @@ def build_trainer(
     :func:`fenced_checkpoint_class`), and each committed one is passed to ``publish`` (the
     upload to an ``exp_dir`` URL). A ``resumed`` run (from the trial's checkpoint) skips
     Lightning's sanity check unless ``trainer_kwargs`` sets ``num_sanity_val_steps``: the
-    trial's validation has run before, and the check costs about 10 ms per run."""
+    trial's validation has run before, and the check costs about 10 ms per run. So does a run
+    whose worker has ``sanity_checked`` the same module class in an earlier run."""
     ns = namespace_of(module)
     # Idempotent and cheap; here rather than at the worker's start, since Lightning may only
     # now have been imported (spawned and Spark workers).
@@ -222,7 +290,7 @@ def build_trainer(
         # Appends event files when a promoted trial resumes; metrics.csv is written by the worker.
         "logger": ns.loggers.TensorBoardLogger(trial_dir, name="", version="tensorboard", default_hp_metric=False),
     }
-    if resumed:
+    if resumed or sanity_checked:
         defaults["num_sanity_val_steps"] = 0
     defaults.update(kwargs)
     defaults["max_epochs"] = budget

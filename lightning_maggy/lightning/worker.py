@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 import traceback
+import weakref
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -275,6 +276,12 @@ def _seed(task: TrialTask, ctx: TrialContext) -> None:
         torch.random.default_generator.manual_seed(value)
 
 
+#: Module classes that completed a run in this process: their validation loop has run, so a
+#: worker's later runs skip Lightning's sanity check (about 10 ms each; ``trainer_kwargs``
+#: ``num_sanity_val_steps`` overrides).
+_SANITY_CHECKED: weakref.WeakSet[type] = weakref.WeakSet()
+
+
 def _run(task: TrialTask, ctx: TrialContext) -> Any:
     _seed(task, ctx)
     if task.kind == "function":
@@ -288,7 +295,8 @@ def _run(task: TrialTask, ctx: TrialContext) -> Any:
     from lightning_maggy.lightning.trainer import build_datamodule, build_module, build_trainer
 
     module = build_module(task.target, ctx.config, task.datamodule)
-    datamodule = build_datamodule(task.datamodule, ctx.config)
+    # An ablation may rewrite the datamodule for its component: never kept for the next run.
+    datamodule = build_datamodule(task.datamodule, ctx.config, reuse=task.ablation is None)
     if task.ablation is not None and ctx.component is not None:
         from lightning_maggy.ablation.surgery import leave_out
 
@@ -305,11 +313,14 @@ def _run(task: TrialTask, ctx: TrialContext) -> Any:
         attempt=ctx.attempt,
         publish=ctx.publish,
         resumed=ckpt is not None,
+        sanity_checked=task.target in _SANITY_CHECKED,
     )
     if datamodule is not None:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt)
     else:
         trainer.fit(module, ckpt_path=ckpt)
+    # The validation loop of this module class has run; later fresh runs skip the sanity check.
+    _SANITY_CHECKED.add(task.target)
     return None  # the controller takes the last reported value
 
 
@@ -445,3 +456,4 @@ def _write_hparams(trial_dir: str, trial: Mapping[str, Any]) -> None:
     }
     with open(os.path.join(trial_dir, "hparams.json"), "w", encoding="utf-8") as fh:
         json.dump(record, fh, indent=2)
+

@@ -19,7 +19,10 @@ the simulated clock does not count it).
 The seed's table (the original Maggy's: ASHA, random search with early stopping and without, in
 the same wall time) is printed beside ours: best accuracy and trials, on the simulator at 8 and
 64 workers, and with ``--real SECONDS`` for real on the digits task with 2 local workers
-(``SECONDS`` of wall time per method, counted by ``lm.search``'s ``timeout``).
+(``SECONDS`` of wall time per method, counted by ``lm.search``'s ``timeout``). Trials are
+counted twice: ours (a promoted trial stays one trial, resumed from its checkpoint), and as the
+original Maggy counts them: its ASHA starts every promotion as a new trial, so the seed's 442
+ASHA trials include its promotions.
 
 Writes ``<out>/simulate.json`` and one PNG per task and worker count (median best accuracy
 against simulated time, with the interquartile range), and prints the tables.
@@ -67,6 +70,15 @@ def budget_of(curves: Any, rounds: float) -> float:
     return rounds * (curves.run_overhead + float(np.median(curves.seconds.sum(axis=1))))
 
 
+def maggy_count(trials: list[Any]) -> int:
+    """Trials as the original Maggy counts them: its ASHA starts every promotion as a new trial
+    (trained from scratch with the larger budget), where ours resumes the same trial. So each
+    trial counts once plus once per rung it was promoted to; the rungs are the distinct budgets
+    the study's trials were given (one bracket: ASHA, or no promotions at all)."""
+    rungs = sorted({int(t.budget) for t in trials})
+    return sum(1 + rungs.index(int(t.budget)) for t in trials)
+
+
 def one_study(job: tuple[str, str, int, int, float, str]) -> dict[str, Any]:
     import torch
 
@@ -83,6 +95,7 @@ def one_study(job: tuple[str, str, int, int, float, str]) -> dict[str, Any]:
     return {
         "task": task, "method": method, "workers": workers, "seed": seed, "budget_s": budget,
         "best": float(sim.best_at([budget])[0]), "trials": len(sim.trials), "runs": sim.runs, "epochs": sim.epochs,
+        "maggy_trials": maggy_count(sim.trials),
         "curve": [None if np.isnan(v) else float(v) for v in sim.best_at(grid)], "wall_s": sim.wall_s,
     }
 
@@ -104,7 +117,7 @@ def real_digits(method: str, seconds: float, seed: int) -> dict[str, Any]:
             timeout=seconds, seed=seed, exp_dir=os.path.join(tmp, "study"), verbose=False, scope="all",
         )
     return {"method": method, "seconds": seconds, "best": float(result.best_metric), "trials": len(result.trials),
-            "epochs": sum(len(t.history) for t in result.trials)}
+            "epochs": sum(len(t.history) for t in result.trials), "maggy_trials": maggy_count(result.trials)}
 
 
 def _median_iqr(values: list[float]) -> str:
@@ -193,11 +206,12 @@ def report(rows: list[dict[str, Any]], real: list[dict[str, Any]], args: argpars
                 print(f"  plot: {path}")
             print()
     print("The seed's table beside ours: best accuracy (trials; trials relative to random search without "
-          "early stopping), in the same wall time")
+          "early stopping), in the same wall time; then trials counted as the original Maggy counts them "
+          "(every ASHA promotion a new trial)")
     header = ["seed (original Maggy)"] + [f"simulated digits, {w} workers" for w in workers if "digits" in tasks]
     if real:
         header.append(f"real digits, 2 workers, {real[0]['seconds']:.0f} s")
-    print("  " + f"{'method':<15}" + "".join(f"{h:>34}" for h in header))
+    print("  " + f"{'method':<15}" + "".join(f"{h:>58}" for h in header))
     for m in ("asha", "random+median", "random"):
         cells = [f"{SEED_TABLE[m][0]:.4f} ({SEED_TABLE[m][1]}; {SEED_TABLE[m][1] / SEED_TABLE['random'][1]:.1f}x)"]
         for w in workers:
@@ -205,11 +219,18 @@ def report(rows: list[dict[str, Any]], real: list[dict[str, Any]], args: argpars
             base = [r for r in rows if r["task"] == "digits" and r["workers"] == w and r["method"] == "random"]
             if sel and base:
                 n, n0 = statistics.median(r["trials"] for r in sel), statistics.median(r["trials"] for r in base)
-                cells.append(f"{statistics.median(r['best'] for r in sel):.4f} ({n:.0f}; {n / n0:.1f}x)")
+                cells.append(f"{statistics.median(r['best'] for r in sel):.4f} ({n:.0f}; {n / n0:.1f}x"
+                             + _as_maggy(statistics.median(r.get("maggy_trials", math.nan) for r in sel), n0) + ")")
         if real:
             r, r0 = next(x for x in real if x["method"] == m), next(x for x in real if x["method"] == "random")
-            cells.append(f"{r['best']:.4f} ({r['trials']}; {r['trials'] / r0['trials']:.1f}x)")
-        print("  " + f"{m:<15}" + "".join(f"{c:>34}" for c in cells))
+            cells.append(f"{r['best']:.4f} ({r['trials']}; {r['trials'] / r0['trials']:.1f}x"
+                         + _as_maggy(r.get("maggy_trials", math.nan), r0["trials"]) + ")")
+        print("  " + f"{m:<15}" + "".join(f"{c:>58}" for c in cells))
+
+
+def _as_maggy(count: float, random_trials: float) -> str:
+    """", as Maggy counts: N, Rx" when the record has the count (older JSON files do not)."""
+    return "" if math.isnan(count) else f"; as Maggy counts: {count:.0f}, {count / random_trials:.1f}x"
 
 
 def main() -> None:

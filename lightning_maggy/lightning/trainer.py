@@ -7,6 +7,7 @@ import functools
 import inspect
 import os
 import sys
+import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -14,9 +15,13 @@ from lightning_maggy.exceptions import ConfigurationError
 from lightning_maggy.lightning.namespace import is_datamodule_class, namespace_of
 
 __all__ = [
-    "WORKER_ENV", "build_datamodule", "build_module", "build_trainer", "check_launcher", "module_call_style",
-    "scan_entry_points_once", "skip_object_storage_imports",
+    "VALIDATED", "WORKER_ENV", "build_datamodule", "build_module", "build_trainer", "check_launcher",
+    "module_call_style", "scan_entry_points_once", "skip_object_storage_imports",
 ]
+
+#: Module classes that completed a run in this process: their validation loop has run, so a
+#: worker's later runs skip Lightning's sanity check (``build_trainer(sanity_checked=True)``).
+VALIDATED: weakref.WeakSet[type] = weakref.WeakSet()
 
 #: Trainer arguments a search controls itself; users set them through ``search()``.
 RESERVED_TRAINER_KWARGS = ("max_epochs", "min_epochs", "max_steps", "ckpt_path")

@@ -17,7 +17,6 @@ import sys
 import threading
 import time
 import traceback
-import weakref
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -276,12 +275,6 @@ def _seed(task: TrialTask, ctx: TrialContext) -> None:
         torch.random.default_generator.manual_seed(value)
 
 
-#: Module classes that completed a run in this process: their validation loop has run, so a
-#: worker's later runs skip Lightning's sanity check (about 10 ms each; ``trainer_kwargs``
-#: ``num_sanity_val_steps`` overrides).
-_SANITY_CHECKED: weakref.WeakSet[type] = weakref.WeakSet()
-
-
 def _run(task: TrialTask, ctx: TrialContext) -> Any:
     _seed(task, ctx)
     if task.kind == "function":
@@ -292,7 +285,7 @@ def _run(task: TrialTask, ctx: TrialContext) -> Any:
         result = task.target(dict(ctx.config))
         return result if isinstance(result, (int, float)) else None
     from lightning_maggy.lightning.callback import MaggyCallback
-    from lightning_maggy.lightning.trainer import build_datamodule, build_module, build_trainer
+    from lightning_maggy.lightning.trainer import VALIDATED, build_datamodule, build_module, build_trainer
 
     module = build_module(task.target, ctx.config, task.datamodule)
     # An ablation may rewrite the datamodule for its component: never kept for the next run.
@@ -313,14 +306,13 @@ def _run(task: TrialTask, ctx: TrialContext) -> Any:
         attempt=ctx.attempt,
         publish=ctx.publish,
         resumed=ckpt is not None,
-        sanity_checked=task.target in _SANITY_CHECKED,
+        sanity_checked=task.target in VALIDATED,
     )
     if datamodule is not None:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt)
     else:
         trainer.fit(module, ckpt_path=ckpt)
-    # The validation loop of this module class has run; later fresh runs skip the sanity check.
-    _SANITY_CHECKED.add(task.target)
+    VALIDATED.add(task.target)  # its validation loop has run: later runs skip the sanity check
     return None  # the controller takes the last reported value
 
 

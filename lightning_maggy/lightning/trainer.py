@@ -135,19 +135,11 @@ def _kept_datamodule(cls: type, kwargs: dict[str, Any]) -> Any:
             return kept
     _KEPT.clear()
     instance = cls(**kwargs)
-    if getattr(cls, "teardown", None) is not getattr(_datamodule_base(cls), "teardown", None):
+    if getattr(cls, "teardown", None) is not namespace_of(cls).LightningDataModule.teardown:
         return instance
     _once_per_stage(instance)
     _KEPT.append((cls, dict(kwargs), instance))
     return instance
-
-
-def _datamodule_base(cls: type) -> type:
-    """The LightningDataModule class that ``cls`` derives from (of whichever namespace)."""
-    for base in cls.__mro__:
-        if base.__name__ == "LightningDataModule":
-            return base
-    return object
 
 
 def _once_per_stage(datamodule: Any) -> None:

@@ -448,4 +448,3 @@ def _write_hparams(trial_dir: str, trial: Mapping[str, Any]) -> None:
     }
     with open(os.path.join(trial_dir, "hparams.json"), "w", encoding="utf-8") as fh:
         json.dump(record, fh, indent=2)
-

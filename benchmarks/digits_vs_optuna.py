@@ -102,6 +102,18 @@ def _summarize(log_path: str, t0: float, budget: float) -> dict[str, Any]:
 
 
 # -- one lightning_maggy run (a child process) ------------------------------------------------
+def _optimizer(method: str) -> Any:
+    """The optimizer a ``--methods`` entry names: ``name`` or ``name:key=value[:key=value...]``
+    (values as Python literals), e.g. ``bohb:early_promotion=False``."""
+    import ast
+
+    from lightning_maggy.optimizers import get_optimizer
+
+    name, *pairs = method.split(":")
+    kwargs = {key: ast.literal_eval(value) for key, _, value in (pair.partition("=") for pair in pairs)}
+    return get_optimizer(name, **kwargs)
+
+
 def run_maggy(method: str, seed: int, budget: float, workdir: str) -> dict[str, Any]:
     import lightning_maggy as lm
 
@@ -116,7 +128,7 @@ def run_maggy(method: str, seed: int, budget: float, workdir: str) -> dict[str, 
         datamodule=digits.DigitsDataModule,
         metric="val_acc",
         direction="max",
-        optimizer=method,
+        optimizer=_optimizer(method),
         num_trials=None,
         max_epochs=MAX_EPOCHS,
         timeout=max(left, 1.0),
@@ -253,11 +265,10 @@ def run_optuna(seed: int, budget: float, workdir: str) -> dict[str, Any]:
 def _available(method: str) -> str | None:
     """None if lightning_maggy offers ``method`` here, else why not."""
     from lightning_maggy.exceptions import ConfigurationError
-    from lightning_maggy.optimizers import get_optimizer
 
     try:
-        get_optimizer(method)
-    except ConfigurationError as err:
+        _optimizer(method)
+    except (ConfigurationError, ValueError, SyntaxError) as err:
         return str(err).split(";")[0]
     return None
 
@@ -290,6 +301,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3, help="runs per method (seeds 0..N-1)")
     parser.add_argument("--methods", default=DEFAULT_METHODS,
                         help=f"lightning_maggy optimizers, comma-separated (default {DEFAULT_METHODS}); "
+                        "an entry may add constructor arguments, e.g. bohb:early_promotion=False; "
                         "Optuna TPE + successive halving always runs too")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)

@@ -11,7 +11,9 @@ without early stopping runs about ``rounds x workers`` trials. Reported per meth
 the budget, and the median number of trials started and epochs trained.
 
 Methods: random, random + the median stopping rule, ASHA (reduction factor 3, 1 epoch at the
-bottom rung), Hyperband, BOHB, GP and TPE (``--methods``). The model-based ones (BOHB, GP, TPE)
+bottom rung), Hyperband, BOHB, GP and TPE (``--methods``); also ``asha+early`` (ASHA with
+``early_promotion=True``) and ``bohb-paper`` (BOHB with ``early_promotion=False``, the paper's
+promotion rule). The model-based ones (BOHB, GP, TPE)
 run at 8 workers only by default (``--model-workers``): a study of 64 workers proposes hundreds
 to thousands of configurations, and each model proposal costs real time (a GP's about a second;
 the simulated clock does not count it).
@@ -47,7 +49,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 DATA = os.path.join(HERE, "data")
 METHODS = ("random", "random+median", "asha", "hyperband", "bohb", "gp", "tpe")
-MODEL_BASED = ("bohb", "gp", "tpe")
+MODEL_BASED = ("bohb", "bohb-paper", "gp", "tpe")
 SEED_TABLE = {"asha": (0.8136, 442), "random+median": (0.7958, 120), "random": (0.7747, 36)}
 GRID = 60  # points of the best-so-far curve kept per study
 
@@ -59,8 +61,10 @@ def _method(name: str) -> tuple[Any, Any]:
         "random": ("random", None),
         "random+median": ("random", "median"),
         "asha": (lm.ASHA(reduction_factor=3, resource_min=1), None),
+        "asha+early": (lm.ASHA(reduction_factor=3, resource_min=1, early_promotion=True), None),
         "hyperband": (lm.Hyperband(reduction_factor=3), None),
         "bohb": ("bohb", None),
+        "bohb-paper": (lm.BOHB(early_promotion=False), None),
         "gp": ("gp", None),
         "tpe": ("tpe", None),
     }[name]

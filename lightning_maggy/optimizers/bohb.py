@@ -66,11 +66,12 @@ def rung_observations(
 class BOHB(ASHA):
     """BOHB (Falkner et al. 2018) on ASHA's asynchronous rungs.
 
-    Promotions are ASHA's. A new bottom-rung configuration is, with probability
-    ``random_fraction`` (the paper's rho) or while no rung has ``min_points`` results, a random
-    sample (ASHA's own); otherwise the proposal of a model fitted on the results of the
-    *highest* rung that has at least ``min_points`` of them (the paper's largest budget with
-    enough observations), with the trials still running below that rung as pending points.
+    Promotions are ASHA's, with ``early_promotion`` by default. A new bottom-rung
+    configuration is, with probability ``random_fraction`` (the paper's rho) or while no rung
+    has ``min_points`` results, a random sample (ASHA's own); otherwise the proposal of a model
+    fitted on the results of the *highest* rung that has at least ``min_points`` of them (the
+    paper's largest budget with enough observations), with the trials still running below that
+    rung as pending points.
     NaN rung values are left out of the model; failed trials never reach a rung.
 
     The model is fitted in a :class:`~lightning_maggy.optimizers.base.Job` (under a controller
@@ -93,6 +94,11 @@ class BOHB(ASHA):
             :class:`~lightning_maggy.optimizers.gp.GPSettings` fields (``num_restarts``,
             ``raw_samples``, ``mc_samples``) for ``model="gp"``.
         max_retries: extra draws per new trial when a drawn configuration is already known.
+        early_promotion: True (default): while a rung has fewer than eta results, its best
+            trial so far is promoted too (as :class:`~lightning_maggy.optimizers.asha.ASHA`'s
+            ``early_promotion``, the rule of Optuna's ``SuccessiveHalvingPruner``), so the
+            model has results from the higher rungs sooner and a fully trained model comes
+            sooner. False: the paper's rule, ASHA's default.
 
     Raises:
         ConfigurationError: for an invalid argument, or when the model's library is not
@@ -111,6 +117,7 @@ class BOHB(ASHA):
         min_points: int | None = None,
         model_options: Mapping[str, Any] | None = None,
         max_retries: int = 100,
+        early_promotion: bool = True,
     ) -> None:
         if not isinstance(model, str) or model.lower() not in _MODELS:
             raise ConfigurationError(f"BOHB: model={model!r} must be one of {list(_MODELS)}.")
@@ -131,7 +138,13 @@ class BOHB(ASHA):
                 "before its model is used), or None for d + 2."
             )
         super().__init__(
-            reduction_factor, resource_min, resource_max, seed, suggester=self._suggest, max_retries=max_retries
+            reduction_factor,
+            resource_min,
+            resource_max,
+            seed,
+            suggester=self._suggest,
+            max_retries=max_retries,
+            early_promotion=early_promotion,
         )
         self.model = model
         self.random_fraction = float(random_fraction)

@@ -24,6 +24,9 @@ from typing import Any
 from lightning_maggy.exceptions import ConfigurationError
 from lightning_maggy.optimizers.asha import (
     RungDecisions,
+    RungIndex,
+    SyncedIndex,
+    check_flag,
     check_resources,
     check_resources_fit,
     promotion_at,
@@ -116,6 +119,47 @@ def _bracket_of(trial: Trial) -> int | None:
     return None
 
 
+class BracketIndex(SyncedIndex):
+    """Every bracket's rungs (a :class:`~lightning_maggy.optimizers.asha.RungIndex` each), kept
+    up to date from the trial records, and which bracket each trial belongs to (its count gives
+    the round-robin position). A promotion then costs a lookup per rung, however large the
+    study: :meth:`promotion` answers what :meth:`Hyperband._promotion` answers from the
+    records."""
+
+    def __init__(self, bracket_rungs: list[list[int]], reduction_factor: float, direction: str,
+                 early_promotion: bool) -> None:
+        self.brackets = [RungIndex(rungs, reduction_factor, direction, early_promotion) for rungs in bracket_rungs]
+        # The rungs below the top of every bracket: largest budget first, lower bracket on ties.
+        self.order = sorted(
+            ((rungs[k], s, k) for s, rungs in enumerate(bracket_rungs) for k in range(len(rungs) - 1)),
+            key=lambda item: (-item[0], item[1]),
+        )
+        self._reset()
+
+    def _reset(self) -> None:
+        self.members: dict[str, int] = {}
+        for index in self.brackets:
+            index._reset()
+
+    def _place(self, tid: str, trial: Trial | None) -> None:
+        s = self.members.pop(tid, None)
+        if s is not None:
+            self.brackets[s]._place(tid, None)
+        s = None if trial is None else _bracket_of(trial)
+        if s is not None and 0 <= s < len(self.brackets):
+            self.members[tid] = s
+            self.brackets[s]._place(tid, trial)
+
+    def promotion(self, trials: Mapping[str, Trial], paused: str | None = None) -> Trial | Idle | None:
+        """The promotion out of a rung of some bracket, with the trial ``paused`` (an id)
+        counted as PAUSED whatever its record says."""
+        for _, s, k in self.order:
+            promotion = self.brackets[s].promotion(trials, k, paused)
+            if promotion is not None:
+                return promotion
+        return None
+
+
 class Hyperband(RungDecisions, DrawingOptimizer):
     """Asynchronous Hyperband (Li et al. 2018, arXiv:1810.05934, section 3.3).
 
@@ -150,6 +194,9 @@ class Hyperband(RungDecisions, DrawingOptimizer):
         suggester: the config sampler for new trials, ``(searchspace, rng, trials) -> config``
             (default: random sampling), as with :class:`~lightning_maggy.optimizers.asha.ASHA`.
         max_retries: extra draws per new trial when a drawn configuration is already known.
+        early_promotion: True: while a rung of a bracket has fewer than eta results, its best
+            trial so far is promoted too, as with
+            :class:`~lightning_maggy.optimizers.asha.ASHA`'s ``early_promotion``.
 
     Raises:
         ConfigurationError: for an argument that breaks its rule, or (at setup) more brackets
@@ -170,8 +217,10 @@ class Hyperband(RungDecisions, DrawingOptimizer):
         *,
         suggester: Suggester | None = None,
         max_retries: int = 100,
+        early_promotion: bool = False,
     ) -> None:
         check_resources(reduction_factor, resource_min, resource_max, "Hyperband")
+        check_flag("early_promotion", early_promotion, "Hyperband")
         if brackets is not None:
             _check_brackets(brackets, "Hyperband")
             if resource_max is not None:
@@ -181,6 +230,7 @@ class Hyperband(RungDecisions, DrawingOptimizer):
                         _too_many_brackets(brackets, limit, resource_min, reduction_factor, resource_max)
                     )
         super().__init__(seed=seed)
+        self.early_promotion = early_promotion
         self.reduction_factor = reduction_factor
         self.resource_min = int(resource_min)
         self.resource_max = None if resource_max is None else int(resource_max)
@@ -192,7 +242,8 @@ class Hyperband(RungDecisions, DrawingOptimizer):
     def __repr__(self) -> str:
         return (
             f"Hyperband(reduction_factor={self.reduction_factor}, resource_min={self.resource_min}, "
-            f"resource_max={self.resource_max}, brackets={self.brackets}, seed={self.seed})"
+            f"resource_max={self.resource_max}, brackets={self.brackets}, seed={self.seed}"
+            + (", early_promotion=True)" if self.early_promotion else ")")
         )
 
     @property
@@ -214,20 +265,18 @@ class Hyperband(RungDecisions, DrawingOptimizer):
         self.bracket_rungs = bracket_budgets(
             self.resource_min, self.reduction_factor, self.max_resource, self.brackets
         )
+        self._index = BracketIndex(self.bracket_rungs, self.reduction_factor, self.direction, self.early_promotion)
         self._drawer.reset()
 
     # -- views of the records ----------------------------------------------------------------
-    def _members(self, trials: Mapping[str, Trial] | None = None) -> list[dict[str, Trial]]:
-        """trial_id -> trial of every bracket, from ``trial.info["bracket"]``."""
+    def _members(self, trials: Mapping[str, Trial]) -> list[dict[str, Trial]]:
+        """trial_id -> trial of every bracket among ``trials``, from ``trial.info["bracket"]``."""
         members: list[dict[str, Trial]] = [{} for _ in self.bracket_rungs]
-        for tid, trial in (self.trials if trials is None else trials).items():
+        for tid, trial in trials.items():
             s = _bracket_of(trial)
             if s is not None and 0 <= s < len(members):
                 members[s][tid] = trial
         return members
-
-    def _next_bracket(self, members: list[dict[str, Trial]]) -> int:
-        return bracket_for(sum(len(m) for m in members), len(self.bracket_rungs))
 
     # -- decisions ---------------------------------------------------------------------------
     def _promotion(self, members: list[dict[str, Trial]]) -> Trial | Idle | None:
@@ -241,7 +290,8 @@ class Hyperband(RungDecisions, DrawingOptimizer):
         ]
         for budget, s, k in sorted(rungs, key=lambda item: (-item[0], item[1])):
             promotion = promotion_at(
-                members[s], budget, self.bracket_rungs[s][k + 1], self.reduction_factor, self.direction
+                members[s], budget, self.bracket_rungs[s][k + 1], self.reduction_factor, self.direction,
+                self.early_promotion,
             )
             if promotion is not None:
                 return promotion
@@ -250,16 +300,27 @@ class Hyperband(RungDecisions, DrawingOptimizer):
     def _promotion_among(self, trials: Mapping[str, Trial]) -> Trial | Idle | None:
         return self._promotion(self._members(trials))
 
+    def promote_in_place(self, trial: Trial) -> Trial | None:
+        """As :meth:`RungDecisions.promote_in_place`, from the kept rungs (no copy of the
+        records): ``trial``'s record already holds the report that reached its rung."""
+        if self.trials.get(trial.trial_id) != trial:
+            return super().promote_in_place(trial)
+        self._index.sync(self.trials, self.changes)
+        promotion = self._index.promotion(self.trials, paused=trial.trial_id)
+        if isinstance(promotion, Trial) and promotion.trial_id == trial.trial_id:
+            return promotion.evolve(state=trial.state)
+        return None
+
     def get_suggestion(self, trial: Trial | None = None) -> SuggestionResult:
         del trial
-        members = self._members()
-        promotion = self._promotion(members)
+        self._index.sync(self.trials, self.changes)
+        promotion = self._index.promotion(self.trials)
         if promotion is not None:
             return promotion
         if self._budget_left():
             config = self._drawer.draw(self.searchspace, self.rng, self.trials)
             if config is not None:
-                s = self._next_bracket(members)
+                s = bracket_for(len(self._index.members), len(self.bracket_rungs))
                 info = {**self._drawer.info(), BRACKET_KEY: s}
                 return self.create_trial(config, budget=self.bracket_rungs[s][0], info=info)
         # Running trials may still reach a rung and make a paused trial promotable.

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from lightning_maggy.exceptions import ConfigurationError, SearchspaceError
 from lightning_maggy.optimizers import ASHA, IDLE
-from lightning_maggy.optimizers.asha import promotable, rung_budgets, rung_results
+from lightning_maggy.optimizers.asha import promotable, rung_budgets, rung_results, top_count
 from lightning_maggy.searchspace import Integer, Searchspace
 from lightning_maggy.trial import Decision, Trial, TrialState
 
@@ -119,6 +119,43 @@ def test_promotable_ties_broken_by_id_and_nan_never_promoted() -> None:
     assert promotable({"a": math.nan, "b": 0.0, "c": -1.0}, [], 3, "min") == ["c"]
 
 
+def test_early_promotion_promotes_a_rungs_best_before_it_has_eta_results() -> None:
+    early = {"early_promotion": True}
+    assert promotable({"a": 1.0}, [], 3, "max", **early) == ["a"]
+    assert promotable({"a": 1.0, "b": 2.0}, [], 3, "max", **early) == ["b"]
+    assert promotable({"a": 1.0, "b": 2.0}, [], 3, "min", **early) == ["a"]
+    # The first result was promoted; a better second one is promoted too, a worse one is not
+    # (Optuna's SuccessiveHalvingPruner continues a trial that is the best of its rung so far).
+    assert promotable({"a": 1.0, "b": 2.0}, ["a"], 3, "max", **early) == ["b"]
+    assert promotable({"a": 2.0, "b": 1.0}, ["a"], 3, "max", **early) == []
+    assert promotable({}, [], 3, "max", **early) == []
+    assert promotable({"a": math.nan}, [], 3, "max", **early) == []
+    # From eta results on, the paper's rule.
+    for promoted in ([], ["b"], ["c"]):
+        assert promotable(NINE, promoted, 3, "max", **early) == promotable(NINE, promoted, 3, "max")
+
+
+def test_with_early_promotion_the_first_trial_trains_on_to_the_top_rung() -> None:
+    R = TrialState.RUNNING
+    first = make_trial(1, [0.5], 1, R)
+    assert setup_asha(as_dict(first), num_trials=9).promote_in_place(first) is None  # the paper's rule
+    promoted = setup_asha(as_dict(first), num_trials=9, early_promotion=True).promote_in_place(first)
+    assert isinstance(promoted, Trial) and promoted.budget == 3 and promoted.state is R
+    at_rung_1 = promoted.evolve(history=(0.5, 0.6, 0.7))
+    promoted = setup_asha(as_dict(at_rung_1), num_trials=9, early_promotion=True).promote_in_place(at_rung_1)
+    assert isinstance(promoted, Trial) and promoted.budget == 9
+    # A second trial worse than the first pauses at rung 0; a better one trains on.
+    trained = at_rung_1.evolve(budget=9)
+    worse, better = make_trial(2, [0.4], 1, R), make_trial(3, [0.8], 1, R)
+    assert setup_asha(as_dict(trained, worse), num_trials=9, early_promotion=True).promote_in_place(worse) is None
+    promoted = setup_asha(as_dict(trained, better), num_trials=9, early_promotion=True).promote_in_place(better)
+    assert isinstance(promoted, Trial) and promoted.trial_id == better.trial_id and promoted.budget == 3
+    # A free worker gets the same promotions: the best paused trial of a rung with one result.
+    paused = make_trial(4, [0.3], 1, TrialState.PAUSED)
+    suggestion = setup_asha(as_dict(paused), num_trials=9, early_promotion=True).get_suggestion(None)
+    assert isinstance(suggestion, Trial) and suggestion.trial_id == paused.trial_id and suggestion.budget == 3
+
+
 def test_promotable_rejects_unknown_direction() -> None:
     with pytest.raises(ConfigurationError, match="direction='maximize'"):
         promotable(NINE, [], 3, "maximize")
@@ -129,18 +166,21 @@ def test_promotable_rejects_unknown_direction() -> None:
     eta=st.integers(2, 5),
     direction=st.sampled_from(["max", "min"]),
     promoted_mask=st.lists(st.booleans(), max_size=40),
+    early=st.booleans(),
 )
 @settings(max_examples=300, deadline=None)
-def test_promotable_property(values, eta, direction, promoted_mask) -> None:
+def test_promotable_property(values, eta, direction, promoted_mask, early) -> None:
     results = {f"t{i:02d}": v for i, v in enumerate(values)}
     promoted = [tid for tid, flag in zip(results, promoted_mask) if flag]
-    chosen = promotable(results, promoted, eta, direction)
-    assert len(chosen) <= len(values) // eta
+    chosen = promotable(results, promoted, eta, direction, early)
+    n_top = max(len(values) // eta, 1 if early and values else 0)
+    assert top_count(len(values), eta, early) == n_top
+    assert len(chosen) <= n_top
     assert len(set(chosen)) == len(chosen)
     assert not set(chosen) & set(promoted)
     better_or_equal = (lambda a, b: a >= b) if direction == "max" else (lambda a, b: a <= b)
-    candidates = set(promotable(results, [], eta, direction))
-    assert set(chosen) <= candidates and len(candidates) == len(values) // eta
+    candidates = set(promotable(results, [], eta, direction, early))
+    assert set(chosen) <= candidates and len(candidates) == n_top
     for tid in chosen:
         for other, value in results.items():
             if other not in candidates:
@@ -310,6 +350,7 @@ def test_resource_max_defaults_to_max_epochs_and_can_be_lower() -> None:
         ({"resource_min": 5, "resource_max": 3}, "resource_max=3 must be >= resource_min=5"),
         ({"suggester": "tpe"}, "suggester='tpe' is not callable"),
         ({"max_retries": -1}, "max_retries=-1"),
+        ({"early_promotion": 1}, "early_promotion=1 must be True or False"),
     ],
 )
 def test_constructor_rejects_bad_arguments(kwargs, fragment) -> None:
@@ -358,12 +399,14 @@ def test_suggester_returning_an_invalid_config_is_an_error() -> None:
     ),
     direction=st.sampled_from(["max", "min"]),
     eta=st.sampled_from([2, 3]),
+    early=st.booleans(),
 )
-def test_kept_rungs_decide_as_the_rungs_rebuilt_from_the_records(ops, direction: str, eta: int) -> None:
+def test_kept_rungs_decide_as_the_rungs_rebuilt_from_the_records(ops, direction: str, eta: int, early: bool) -> None:
     from lightning_maggy.records import TrialRecords
 
     records = TrialRecords()
-    opt = setup_asha(records, num_trials=100, direction=direction, max_epochs=9, reduction_factor=eta)
+    opt = setup_asha(records, num_trials=100, direction=direction, max_epochs=9, reduction_factor=eta,
+                     early_promotion=early)
     assert opt.changes is records.changes
     for x, op, value in ops:
         tid = Trial.create({"x": x}, budget=1).trial_id
@@ -392,7 +435,8 @@ def test_kept_rungs_decide_as_the_rungs_rebuilt_from_the_records(ops, direction:
             assert opt.promote_in_place(trial) == expected
     # A plain dict (no change log): rebuilt on every call, same answers.
     plain = dict(records)
-    opt2 = setup_asha(plain, num_trials=100, direction=direction, max_epochs=9, reduction_factor=eta)
+    opt2 = setup_asha(plain, num_trials=100, direction=direction, max_epochs=9, reduction_factor=eta,
+                      early_promotion=early)
     assert opt2.changes is None
     assert opt2._promotion() == opt._promotion()
 

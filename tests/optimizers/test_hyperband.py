@@ -182,6 +182,10 @@ def test_promotion_in_place_follows_the_bracket_of_the_trial() -> None:
     # Trials of another bracket do not count: alone in bracket 2's rung, nothing is promotable.
     alone = make_trial(40, [0.1] * 9, 9, R, 2)
     assert setup_hb(as_dict(*bracket1, alone), num_trials=10).promote_in_place(alone) is None
+    # With early_promotion, the best (here the only) result of a rung is promoted at once.
+    promoted = setup_hb(as_dict(*bracket1, alone), num_trials=10, early_promotion=True).promote_in_place(alone)
+    assert isinstance(promoted, Trial) and promoted.trial_id == alone.trial_id and promoted.budget == 27
+    assert "early_promotion=True" in repr(setup_hb({}, early_promotion=True))
 
 
 def test_trials_without_a_bracket_are_ignored() -> None:
@@ -219,3 +223,57 @@ def test_suggester_is_used_for_new_trials() -> None:
         assert isinstance(suggestion, Trial)
         trials[suggestion.trial_id] = suggestion.evolve(state=TrialState.RUNNING)
     assert calls == [0, 1, 2]
+
+
+# -- the kept brackets (BracketIndex) against the brackets rebuilt from every record ---------------
+@settings(max_examples=60, deadline=None)
+@given(
+    ops=st.lists(
+        st.tuples(st.integers(0, 39), st.sampled_from(["report", "nan", "pause", "run", "end", "fail", "promote"]),
+                  st.floats(0.0, 1.0)),
+        min_size=1, max_size=120,
+    ),
+    direction=st.sampled_from(["max", "min"]),
+    early=st.booleans(),
+)
+def test_kept_brackets_decide_as_the_brackets_rebuilt_from_the_records(ops, direction: str, early: bool) -> None:
+    from lightning_maggy.records import TrialRecords
+
+    rungs = [[1, 3, 9], [3, 9], [9]]  # r=1, eta=3, R=9
+    records = TrialRecords()
+    opt = setup_hb(records, num_trials=100, direction=direction, max_epochs=9, early_promotion=early)
+    assert opt.changes is records.changes and opt.bracket_rungs == rungs
+    for x, op, value in ops:
+        s = None if x >= 36 else x % 3  # a few trials without a bracket, which never count
+        fresh = make_trial(x, [], 1 if s is None else rungs[s][0], TrialState.RUNNING, s)
+        trial = records.get(fresh.trial_id) or fresh
+        if op in ("report", "nan") and len(trial.history) < 9:
+            trial = trial.evolve(history=(*trial.history, math.nan if op == "nan" else value), state=TrialState.RUNNING)
+        elif op == "pause":
+            trial = trial.evolve(state=TrialState.PAUSED)
+        elif op == "run":
+            trial = trial.evolve(state=TrialState.RUNNING)
+        elif op == "end":
+            trial = trial.evolve(state=TrialState.STOPPED if value < 0.5 else TrialState.COMPLETED)
+        elif op == "fail":
+            trial = trial.evolve(state=TrialState.FAILED)
+        elif op == "promote" and s is not None and trial.budget < 9:
+            trial = trial.evolve(budget=rungs[s][rungs[s].index(trial.budget) + 1])
+        records[trial.trial_id] = trial
+        rebuilt = opt._promotion_among(dict(records))
+        opt._index.sync(records, records.changes)
+        assert opt._index.promotion(records) == rebuilt
+        assert len(opt._index.members) == sum(1 for t in records.values() if "bracket" in t.info)
+        # In place: the kept brackets (no copy of the records) answer as a copy with it PAUSED.
+        if trial.state is TrialState.RUNNING and len(trial.history) >= trial.budget:
+            view = {**records, trial.trial_id: trial.evolve(state=TrialState.PAUSED)}
+            expected = opt._promotion_among(view)
+            expected = (expected.evolve(state=trial.state)
+                        if isinstance(expected, Trial) and expected.trial_id == trial.trial_id else None)
+            assert opt.promote_in_place(trial) == expected
+    # A plain dict (no change log): rebuilt on every call, same answers.
+    plain = dict(records)
+    opt2 = setup_hb(plain, num_trials=100, direction=direction, max_epochs=9, early_promotion=early)
+    assert opt2.changes is None
+    opt2._index.sync(plain, None)
+    assert opt2._index.promotion(plain) == opt._index.promotion(records)

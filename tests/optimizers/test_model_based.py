@@ -197,6 +197,20 @@ def test_initial_design_needs_no_job() -> None:
 
 
 # -- BOHB ---------------------------------------------------------------------------------------
+def test_bohb_promotes_a_rungs_first_result_by_default() -> None:
+    from lightning_maggy.resume import settings_of
+
+    space = Searchspace(x=Double(0.0, 1.0))
+    first = Trial.create({"x": 0.5}, budget=1).evolve(state=TrialState.RUNNING, history=(0.5,))
+    for opt, next_budget in ((BOHB(seed=0), 3), (BOHB(seed=0, early_promotion=False), None)):
+        opt.setup(space, num_trials=50, direction="max", max_epochs=9, trials={first.trial_id: first})
+        promoted = opt.promote_in_place(first)
+        assert (promoted.budget if promoted is not None else None) == next_budget
+        assert settings_of(opt)["early_promotion"] is (next_budget is not None)
+    with pytest.raises(ConfigurationError, match="early_promotion='no' must be True or False"):
+        BOHB(early_promotion="no")
+
+
 def test_bohb_fits_the_highest_rung_with_enough_results() -> None:
     space = Searchspace(x=Double(0.0, 1.0))
     opt = BOHB(reduction_factor=3, seed=0, min_points=3)

@@ -39,6 +39,8 @@ FACTORIES: dict[str, Callable[[], AbstractOptimizer]] = {
     "hyperband": lambda: Hyperband(reduction_factor=3, resource_min=1, seed=7),
     "hyperband-eta2": lambda: Hyperband(reduction_factor=2, resource_max=8, brackets=3, seed=3),
     "hyperband-noretry": lambda: Hyperband(seed=11, max_retries=0),
+    "asha-early": lambda: ASHA(seed=7, early_promotion=True),
+    "hyperband-early": lambda: Hyperband(seed=7, early_promotion=True),
     # Model-based: small settings keep the GP fits few and short (2 model proposals of 12).
     # BOHB with a GP: tests/optimizers/test_model_based.py.
     "gp": lambda: GP(seed=7, n_initial=10, num_restarts=2, raw_samples=32, mc_samples=32),

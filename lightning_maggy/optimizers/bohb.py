@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from lightning_maggy.exceptions import ConfigurationError, SearchspaceError
-from lightning_maggy.optimizers.asha import ASHA
+from lightning_maggy.optimizers.asha import ASHA, check_flag
 from lightning_maggy.optimizers.base import IDLE, Job, SuggestionResult
 from lightning_maggy.optimizers.model_based import (
     PENDING_STATES,
@@ -122,6 +122,7 @@ class BOHB(ASHA):
         if not isinstance(model, str) or model.lower() not in _MODELS:
             raise ConfigurationError(f"BOHB: model={model!r} must be one of {list(_MODELS)}.")
         model = model.lower()
+        check_flag("early_promotion", early_promotion, "BOHB")
         require_modules("BOHB", *(("optuna",) if model == "tpe" else ("torch", "botorch", "gpytorch")))
         if (
             not isinstance(random_fraction, (int, float))

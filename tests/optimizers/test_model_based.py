@@ -207,7 +207,7 @@ def test_bohb_promotes_a_rungs_first_result_by_default() -> None:
         promoted = opt.promote_in_place(first)
         assert (promoted.budget if promoted is not None else None) == next_budget
         assert settings_of(opt)["early_promotion"] is (next_budget is not None)
-    with pytest.raises(ConfigurationError, match="early_promotion='no' must be True or False"):
+    with pytest.raises(ConfigurationError, match="BOHB: early_promotion='no' must be True or False"):
         BOHB(early_promotion="no")
 
 

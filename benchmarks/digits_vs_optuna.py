@@ -21,7 +21,7 @@ reached 97% validation accuracy, and the best accuracy reached within the budget
 gives, per method, the runs that reached 97%, the median time to 97% (of those runs) and the
 median best accuracy.
 
-Run: ``python benchmarks/digits_vs_optuna.py [--budget 180] [--seeds 3] [--methods bohb,hyperband,gp,asha]``
+Run: ``python benchmarks/digits_vs_optuna.py [--budget 180] [--seeds 3] [--first-seed 0] [--methods bohb,hyperband,gp,asha]``
 (needs ``pip install optuna``; about budget x seeds x (methods + 1) seconds).
 """
 
@@ -298,7 +298,8 @@ def _fmt(value: float | None, spec: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget", type=float, default=180.0, help="wall-clock seconds per run")
-    parser.add_argument("--seeds", type=int, default=3, help="runs per method (seeds 0..N-1)")
+    parser.add_argument("--seeds", type=int, default=3, help="runs per method (seeds F..F+N-1)")
+    parser.add_argument("--first-seed", type=int, default=0, help="F, the first seed (default 0)")
     parser.add_argument("--methods", default=DEFAULT_METHODS,
                         help=f"lightning_maggy optimizers, comma-separated (default {DEFAULT_METHODS}); "
                         "an entry may add constructor arguments, e.g. bohb:early_promotion=False; "
@@ -323,8 +324,8 @@ def main() -> None:
             json.dump(res, fh)
         return
 
-    if args.budget <= 0 or args.seeds < 1:
-        parser.error("--budget must be > 0 and --seeds >= 1")
+    if args.budget <= 0 or args.seeds < 1 or args.first_seed < 0:
+        parser.error("--budget must be > 0, --seeds >= 1 and --first-seed >= 0")
     methods, notes = [], []
     for method in [m.strip() for m in args.methods.split(",") if m.strip()]:
         why = _available(method)
@@ -336,10 +337,11 @@ def main() -> None:
     for note in notes:
         print(note)
     print(f"digits MLP, {WORKERS} workers, max {MAX_EPOCHS} epochs per trial, budget {args.budget:.0f} s per run "
-          f"from the run's first line, seeds 0..{args.seeds - 1}, target val_acc >= {TARGET}")
+          f"from the run's first line, seeds {args.first_seed}..{args.first_seed + args.seeds - 1}, "
+          f"target val_acc >= {TARGET}")
     results: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
     with tempfile.TemporaryDirectory(prefix="digits-bench-") as tmp:
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             for method in methods:
                 workdir = os.path.join(tmp, f"{method}-{seed}")
                 os.makedirs(workdir)

@@ -78,6 +78,12 @@ def _maggy_objective_factory(lat_dir: str):
     return objective
 
 
+def latency(lat: list[float]) -> dict:
+    """p50 and p99 in ms of report round trips (seconds)."""
+    lat = sorted(lat)
+    return {"report_p50_ms": 1000 * lat[len(lat) // 2], "report_p99_ms": 1000 * lat[int(len(lat) * 0.99)]}
+
+
 def trial_phase(result, t0: float) -> dict:
     """Throughput of a search's trial phase (first trial's start to last trial's end), every
     ended trial counted."""
@@ -117,14 +123,7 @@ def bench_maggy(trials: int, workdir: str, awaited: bool) -> dict:
     lat = []
     for path in glob.glob(os.path.join(lat_dir, "*.txt")):
         lat += [float(x) for x in open(path).read().split()]
-    lat.sort()
-    return {
-        **trial_phase(result, t0),
-        "wall_s": wall,
-        "report_p50_ms": 1000 * lat[len(lat) // 2],
-        "report_p99_ms": 1000 * lat[int(len(lat) * 0.99)],
-        "reports": len(lat),
-    }
+    return {**trial_phase(result, t0), "wall_s": wall, **latency(lat), "reports": len(lat)}
 
 
 def _optuna_worker(storage_path: str, study_name: str, n: int, out: str) -> None:
@@ -175,7 +174,7 @@ def bench_optuna(trials: int, workdir: str) -> dict:
         p.join()
     wall = time.time() - t0
     data = [json.load(open(o)) for o in outs]
-    lat = sorted(x for d in data for x in d["lat"])
+    lat = [x for d in data for x in d["lat"]]
     study = optuna.load_study(study_name="bench", storage=storage)
     ended = [t for t in study.trials if t.state.is_finished()]
     phase = (max(t.datetime_complete for t in ended) - min(t.datetime_start for t in ended)).total_seconds()
@@ -187,8 +186,7 @@ def bench_optuna(trials: int, workdir: str) -> dict:
         "phase_s": phase,
         "startup_s": min(t.datetime_start for t in ended).timestamp() - t0,
         "wall_s": wall,
-        "report_p50_ms": 1000 * lat[len(lat) // 2],
-        "report_p99_ms": 1000 * lat[int(len(lat) * 0.99)],
+        **latency(lat),
     }
 
 
@@ -247,7 +245,7 @@ def bench_ray(trials: int, workdir: str) -> dict:
     proc.join()
     data = json.load(open(out))
     rows = data["rows"]
-    lat = sorted(x for row in rows for x in row[2:])
+    lat = [x for row in rows for x in row[2:]]
     phase = max(row[1] for row in rows) - min(row[0] for row in rows)
     return {
         "trials": len(rows),
@@ -256,8 +254,7 @@ def bench_ray(trials: int, workdir: str) -> dict:
         "phase_s": phase,
         "startup_s": min(row[0] for row in rows) - data["t0"],
         "wall_s": data["wall"],
-        "report_p50_ms": 1000 * lat[len(lat) // 2],
-        "report_p99_ms": 1000 * lat[int(len(lat) * 0.99)],
+        **latency(lat),
     }
 
 

@@ -27,12 +27,26 @@ stamps that bound it:
 
 Goal (issue #10): training at least 95% of the window. Prints the table and writes JSON.
 
-Run: ``python benchmarks/training_share.py [--trials 60] [--json out.json]``
+Then, in the same run (``--compare``, default ``optuna,ray``, each where installed), the same
+number of trials of the same module and datamodule elsewhere, stamped by the same callback:
+
+* Optuna: random sampling with ``SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)``,
+  2 processes sharing a journal file;
+* Ray Tune: random sampling with ``ASHAScheduler(max_t=9, grace_period=1, reduction_factor=3)``,
+  2 concurrent function trainables on a local 2-CPU Ray, ``reuse_actors=True``.
+
+Both build a plain Trainer per trial as the digits race builds Optuna's (no logger, no
+checkpoints: less than a Lightning user's default Trainer does), and their pruned trials stop
+where ours pause and may resume. Their window is the first trial's start to the last stamp,
+times 2 workers; training is the same epoch spans; "beyond training" is the rest per trial run.
+
+Run: ``python benchmarks/training_share.py [--trials 60] [--compare optuna,ray] [--json out.json]``
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import sys
@@ -106,6 +120,150 @@ def run_study(trials: int, workdir: str) -> tuple[str, str]:
     return os.path.join(exp, "journal.jsonl"), stamps
 
 
+def _compare_trial(stamps: str, report: Any) -> Any:
+    """One trial of the comparison sides: the demo's module and datamodule in a plain Trainer as
+    the digits race builds it for Optuna (no logger, no checkpoints: the least work a Trainer
+    does), stamped as ours are; ``report(value)`` after every validation epoch."""
+    import pytorch_lightning as pl
+    import torch
+
+    sys.path.insert(0, EXAMPLES)
+    import digits_asha
+
+    torch.set_num_threads(1)
+    stamp = _stamp_class()(stamps)
+
+    class Report(pl.Callback):
+        def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
+            if not trainer.sanity_checking:
+                report(float(trainer.callback_metrics["val_acc"]))
+
+    def run(hp: dict[str, Any]) -> float:
+        stamp._write("run_start")
+        trainer = pl.Trainer(max_epochs=9, accelerator="cpu", callbacks=[stamp, Report()], logger=False,
+                             enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+        trainer.fit(digits_asha.DigitsMLP(**hp), datamodule=digits_asha.DigitsDataModule(batch_size=hp["batch_size"]))
+        return float(trainer.callback_metrics["val_acc"])
+
+    return run, digits_asha.SPACE
+
+
+def _optuna_worker(storage_path: str, trials: int, stamps: str, index: int) -> None:
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    sys.path.insert(0, HERE)
+    from digits_vs_optuna import _suggest
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.load_study(
+        study_name="share", storage=JournalStorage(JournalFileBackend(storage_path)),
+        sampler=optuna.samplers.RandomSampler(seed=index),
+        pruner=optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3),
+    )
+
+    def objective(trial: Any) -> float:
+        steps = itertools.count()
+
+        def report(value: float) -> None:
+            trial.report(value, next(steps))
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+
+        run, space = _compare_trial(stamps, report)
+        return run(_suggest(trial, space))
+
+    study.optimize(objective, n_trials=trials)
+
+
+def run_optuna(trials: int, workdir: str) -> str:
+    """Optuna's side: random sampling with ``SuccessiveHalvingPruner`` (ASHA's settings), 2
+    processes sharing a journal file, ``trials`` trials in all; returns the stamps path."""
+    import multiprocessing as mp
+
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    path, stamps = os.path.join(workdir, "optuna.log"), os.path.join(workdir, "optuna-stamps.txt")
+    optuna.create_study(study_name="share", storage=JournalStorage(JournalFileBackend(path)), direction="maximize")
+    procs = [mp.get_context("spawn").Process(target=_optuna_worker, args=(path, trials // 2, stamps, i))
+             for i in range(2)]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join()
+    return stamps
+
+
+def _ray_space(space: Any) -> dict[str, Any]:
+    from ray import tune
+
+    from lightning_maggy.searchspace import Double, Integer
+
+    out: dict[str, Any] = {}
+    for name, dim in space.items():
+        if isinstance(dim, Double):
+            out[name] = (tune.loguniform if dim.log else tune.uniform)(dim.low, dim.high)
+        elif isinstance(dim, Integer):
+            out[name] = (tune.lograndint if dim.log else tune.randint)(int(dim.low), int(dim.high) + 1)
+        else:
+            out[name] = tune.choice(list(dim.values))
+    return out
+
+
+def run_ray(trials: int, workdir: str) -> str:
+    """Ray Tune's side: random sampling with its ``ASHAScheduler`` (grace period 1, reduction
+    factor 3, at most 9 epochs), 2 concurrent trials on a local 2-CPU Ray, ``reuse_actors=True``;
+    returns the stamps path."""
+    import ray
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    sys.path.insert(0, EXAMPLES)
+    import digits_asha
+
+    stamps = os.path.join(workdir, "ray-stamps.txt")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+
+    def trainable(config: dict[str, Any]) -> None:
+        run, _ = _compare_trial(stamps, lambda value: tune.report({"val_acc": value}))
+        run(config)
+
+    tuner = tune.Tuner(
+        trainable,
+        param_space=_ray_space(digits_asha.SPACE),
+        tune_config=tune.TuneConfig(num_samples=trials, metric="val_acc", mode="max", max_concurrent_trials=2,
+                                    reuse_actors=True,
+                                    scheduler=ASHAScheduler(max_t=9, grace_period=1, reduction_factor=3)),
+        run_config=tune.RunConfig(storage_path=os.path.join(workdir, "ray-results"), verbose=0),
+    )
+    tuner.fit()
+    ray.shutdown()
+    return stamps
+
+
+def stamp_share(stamps: str, workers: int = 2) -> dict[str, Any]:
+    """Training share of a comparison side, from its stamps alone: the window is the first
+    run's start to the last stamp, times ``workers``; training is the epochs' spans."""
+    events: dict[int, list[tuple[float, str]]] = defaultdict(list)
+    with open(stamps, encoding="utf-8") as fh:
+        for line in fh:
+            pid, kind, when = line.split()
+            events[int(pid)].append((float(when), kind))
+    for timeline in events.values():
+        timeline.sort()
+    every = [mark for timeline in events.values() for mark in timeline]
+    start, end = min(t for t, kind in every if kind == "run_start"), max(t for t, _ in every)
+    training = sum(t1 - t0 for tl in events.values() for (t0, k0), (t1, k1) in zip(tl, tl[1:])
+                   if (k0, k1) == ("epoch_start", "epoch_end"))
+    runs = sum(1 for _, kind in every if kind == "run_start")
+    window = (end - start) * workers
+    return {"runs": runs, "epochs": sum(1 for _, kind in every if kind == "epoch_end"), "window_s": end - start,
+            "training_share": training / window, "beyond_ms": 1000 * (window - training) / runs}
+
+
 def timelines(journal: str, stamps: str) -> tuple[dict[int, list[tuple[float, str]]], float, float, int]:
     """Per worker pid, its stamps in time order (with the journal's run hand-outs); the window's
     start and end; the number of trial runs."""
@@ -152,6 +310,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trials", type=int, default=60)
     parser.add_argument("--json", default=None, help="write the figures to this JSON file")
+    parser.add_argument("--compare", default="optuna,ray",
+                        help="sides to run after ours, the same number of trials each: optuna, ray (each where "
+                        "installed); '' for none")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as workdir:
         t0 = time.time()
@@ -169,10 +330,33 @@ def main() -> None:
         print(f"{name:<28} {spent[name]:8.2f} {spent[name] / window:7.1%} {1000 * spent[name] / runs:7.1f}ms")
     print(f"training share: {share:.1%} (goal: at least 95%); "
           f"per run beyond training: {1000 * (window - spent['training']) / runs:.0f} ms")
+    sides = {}
+    for side in [c.strip() for c in args.compare.split(",") if c.strip()]:
+        import importlib.util
+
+        if importlib.util.find_spec("optuna" if side == "optuna" else "ray") is None:
+            print(f"{side}: not installed, left out")
+            continue
+        with tempfile.TemporaryDirectory() as workdir:
+            stamps = (run_optuna if side == "optuna" else run_ray)(args.trials, workdir)
+            sides[side] = stamp_share(stamps)
+    if sides:
+        print("\nthe same study elsewhere, in the same run (a plain Trainer without logger or checkpoints; their "
+              "pruned trials stop, ours pause and resume):")
+        print(f"{'side':<44} {'runs':>5} {'epochs':>7} {'window':>8} {'training':>9} {'beyond/run':>11}")
+        rows = [("lightning_maggy, ASHA", {"runs": runs, "epochs": epochs, "window_s": end - start,
+                                            "training_share": share,
+                                            "beyond_ms": 1000 * (window - spent["training"]) / runs})]
+        names = {"optuna": "Optuna, random + SuccessiveHalvingPruner", "ray": "Ray Tune, random + ASHAScheduler"}
+        rows += [(names[side], res) for side, res in sides.items()]
+        for name, res in rows:
+            print(f"{name:<44} {res['runs']:>5} {res['epochs']:>7} {res['window_s']:>7.1f}s "
+                  f"{res['training_share']:>9.1%} {res['beyond_ms']:>9.0f}ms")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:
             json.dump({"trials": args.trials, "runs": runs, "epochs": epochs, "workers": len(events),
-                       "window_s": end - start, "seconds": spent, "training_share": share}, fh, indent=2)
+                       "window_s": end - start, "seconds": spent, "training_share": share, "compared": sides},
+                      fh, indent=2)
 
 
 if __name__ == "__main__":

@@ -271,10 +271,8 @@ class RungIndex(SyncedIndex):
     """The rungs of an ASHA-like optimizer, kept sorted and up to date from the trial records.
 
     For each rung below the top (budget b): every trial that reached it, ranked as
-    :func:`promotable` ranks them (best first, ties by id, NaN last). :meth:`sync` brings it up
-    to date: from the records written since the last sync when the records' change log is at
-    hand (:attr:`~lightning_maggy.optimizers.base.AbstractOptimizer.changes`, the controller's
-    records), else by rebuilding it from every record. A promotion then looks at the top of
+    :func:`promotable` ranks them (best first, ties by id, NaN last); :meth:`sync` (a
+    :class:`SyncedIndex`'s) brings it up to date. A promotion then looks at the top of
     each rung instead of re-reading and re-sorting every trial, so a 10,000-trial study
     decides as fast as a small one. :meth:`promotion` answers exactly what
     :func:`promotion_at` answers for the same records.
@@ -344,6 +342,9 @@ class RungDecisions:
     #: The promotion ``get_suggestion`` would make from the given records (a trial evolved to
     #: its next budget, IDLE or None); each optimizer using these decisions defines it.
     _promotion_among: Callable[[Mapping[str, Trial]], Trial | Idle | None]
+    #: The rungs kept up to date from the records (a :class:`SyncedIndex` with
+    #: ``first_promotion(trials, paused=None)``), set by ``initialize``; None: none kept.
+    _index: Any = None
 
     def on_report(self, trial: Trial) -> Decision:
         """PAUSE when the trial reached its budget and that budget is below the top rung R."""
@@ -363,9 +364,14 @@ class RungDecisions:
     def promote_in_place(self, trial: Trial) -> Trial | None:
         """The promotion a free worker would get next if ``trial`` (just answered PAUSE at its
         rung) were paused: when that is ``trial`` itself, it is returned with its next rung's
-        budget and trains on in the same run."""
-        view = {**self.trials, trial.trial_id: trial.evolve(state=TrialState.PAUSED)}
-        promotion = self._promotion_among(view)
+        budget and trains on in the same run. When ``trial``'s record already holds the report
+        that reached its rung, the kept index answers (no copy of the records)."""
+        if self._index is not None and self.trials.get(trial.trial_id) == trial:
+            self._index.sync(self.trials, self.changes)
+            promotion = self._index.first_promotion(self.trials, paused=trial.trial_id)
+        else:
+            view = {**self.trials, trial.trial_id: trial.evolve(state=TrialState.PAUSED)}
+            promotion = self._promotion_among(view)
         if isinstance(promotion, Trial) and promotion.trial_id == trial.trial_id:
             return promotion.evolve(state=trial.state)
         return None
@@ -437,15 +443,15 @@ class ASHA(RungDecisions, DrawingOptimizer):
 
     def initialize(self) -> None:
         self.budgets = rung_budgets(self.resource_min, self.reduction_factor, self.max_resource)
-        self._rungs = RungIndex(self.budgets, self.reduction_factor, self.direction, self.early_promotion)
+        self._index = RungIndex(self.budgets, self.reduction_factor, self.direction, self.early_promotion)
         self._drawer.reset()
 
     # -- decisions ---------------------------------------------------------------------------
     def _promotion(self) -> Trial | Idle | None:
         """The promotion from the highest rung that has one (see :func:`promotion_at`), from
         the rungs kept up to date (:class:`RungIndex`)."""
-        self._rungs.sync(self.trials, self.changes)
-        return self._rungs.first_promotion(self.trials)
+        self._index.sync(self.trials, self.changes)
+        return self._index.first_promotion(self.trials)
 
     def _promotion_among(self, trials: Mapping[str, Trial]) -> Trial | Idle | None:
         """The promotion from the highest rung that has one among ``trials`` (any records)."""
@@ -456,17 +462,6 @@ class ASHA(RungDecisions, DrawingOptimizer):
             )
             if promotion is not None:
                 return promotion
-        return None
-
-    def promote_in_place(self, trial: Trial) -> Trial | None:
-        """As :meth:`RungDecisions.promote_in_place`, from the kept rungs (no copy of the
-        records): ``trial``'s record already holds the report that reached its rung."""
-        if self.trials.get(trial.trial_id) != trial:
-            return super().promote_in_place(trial)
-        self._rungs.sync(self.trials, self.changes)
-        promotion = self._rungs.first_promotion(self.trials, paused=trial.trial_id)
-        if isinstance(promotion, Trial) and promotion.trial_id == trial.trial_id:
-            return promotion.evolve(state=trial.state)
         return None
 
     def get_suggestion(self, trial: Trial | None = None) -> SuggestionResult:

@@ -123,7 +123,7 @@ class BracketIndex(SyncedIndex):
     """Every bracket's rungs (a :class:`~lightning_maggy.optimizers.asha.RungIndex` each), kept
     up to date from the trial records, and which bracket each trial belongs to (its count gives
     the round-robin position). A promotion then costs a lookup per rung, however large the
-    study: :meth:`promotion` answers what :meth:`Hyperband._promotion` answers from the
+    study: :meth:`first_promotion` answers what :meth:`Hyperband._promotion` answers from the
     records."""
 
     def __init__(self, bracket_rungs: list[list[int]], reduction_factor: float, direction: str,
@@ -150,7 +150,7 @@ class BracketIndex(SyncedIndex):
             self.members[tid] = s
             self.brackets[s]._place(tid, trial)
 
-    def promotion(self, trials: Mapping[str, Trial], paused: str | None = None) -> Trial | Idle | None:
+    def first_promotion(self, trials: Mapping[str, Trial], paused: str | None = None) -> Trial | Idle | None:
         """The promotion out of a rung of some bracket, with the trial ``paused`` (an id)
         counted as PAUSED whatever its record says."""
         for _, s, k in self.order:
@@ -300,21 +300,10 @@ class Hyperband(RungDecisions, DrawingOptimizer):
     def _promotion_among(self, trials: Mapping[str, Trial]) -> Trial | Idle | None:
         return self._promotion(self._members(trials))
 
-    def promote_in_place(self, trial: Trial) -> Trial | None:
-        """As :meth:`RungDecisions.promote_in_place`, from the kept rungs (no copy of the
-        records): ``trial``'s record already holds the report that reached its rung."""
-        if self.trials.get(trial.trial_id) != trial:
-            return super().promote_in_place(trial)
-        self._index.sync(self.trials, self.changes)
-        promotion = self._index.promotion(self.trials, paused=trial.trial_id)
-        if isinstance(promotion, Trial) and promotion.trial_id == trial.trial_id:
-            return promotion.evolve(state=trial.state)
-        return None
-
     def get_suggestion(self, trial: Trial | None = None) -> SuggestionResult:
         del trial
         self._index.sync(self.trials, self.changes)
-        promotion = self._index.promotion(self.trials)
+        promotion = self._index.first_promotion(self.trials)
         if promotion is not None:
             return promotion
         if self._budget_left():

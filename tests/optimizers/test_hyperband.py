@@ -262,7 +262,7 @@ def test_kept_brackets_decide_as_the_brackets_rebuilt_from_the_records(ops, dire
         records[trial.trial_id] = trial
         rebuilt = opt._promotion_among(dict(records))
         opt._index.sync(records, records.changes)
-        assert opt._index.promotion(records) == rebuilt
+        assert opt._index.first_promotion(records) == rebuilt
         assert len(opt._index.members) == sum(1 for t in records.values() if "bracket" in t.info)
         # In place: the kept brackets (no copy of the records) answer as a copy with it PAUSED.
         if trial.state is TrialState.RUNNING and len(trial.history) >= trial.budget:
@@ -276,4 +276,4 @@ def test_kept_brackets_decide_as_the_brackets_rebuilt_from_the_records(ops, dire
     opt2 = setup_hb(plain, num_trials=100, direction=direction, max_epochs=9, early_promotion=early)
     assert opt2.changes is None
     opt2._index.sync(plain, None)
-    assert opt2._index.promotion(plain) == opt._index.promotion(records)
+    assert opt2._index.first_promotion(plain) == opt._index.first_promotion(records)

@@ -124,12 +124,18 @@ def _compare_trial(stamps: str, report: Any) -> Any:
     """One trial of the comparison sides: the demo's module and datamodule in a plain Trainer as
     the digits race builds it for Optuna (no logger, no checkpoints: the least work a Trainer
     does), stamped as ours are; ``report(value)`` after every validation epoch."""
+    import logging
+    import warnings
+
     import pytorch_lightning as pl
     import torch
 
     sys.path.insert(0, EXAMPLES)
     import digits_asha
 
+    for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.ERROR)  # "GPU available", "max_epochs reached", ...
+    warnings.filterwarnings("ignore")
     torch.set_num_threads(1)
     stamp = _stamp_class()(stamps)
 
@@ -149,7 +155,10 @@ def _compare_trial(stamps: str, report: Any) -> Any:
 
 
 def _optuna_worker(storage_path: str, trials: int, stamps: str, index: int) -> None:
+    """One Optuna process: trials from the shared study until it holds ``trials`` in all
+    (``MaxTrialsCallback``), so both processes work until the end as ours do."""
     import optuna
+    from optuna.study import MaxTrialsCallback
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
@@ -174,7 +183,7 @@ def _optuna_worker(storage_path: str, trials: int, stamps: str, index: int) -> N
         run, space = _compare_trial(stamps, report)
         return run(_suggest(trial, space))
 
-    study.optimize(objective, n_trials=trials)
+    study.optimize(objective, callbacks=[MaxTrialsCallback(trials, states=None)])
 
 
 def run_optuna(trials: int, workdir: str) -> str:
@@ -188,7 +197,7 @@ def run_optuna(trials: int, workdir: str) -> str:
 
     path, stamps = os.path.join(workdir, "optuna.log"), os.path.join(workdir, "optuna-stamps.txt")
     optuna.create_study(study_name="share", storage=JournalStorage(JournalFileBackend(path)), direction="maximize")
-    procs = [mp.get_context("spawn").Process(target=_optuna_worker, args=(path, trials // 2, stamps, i))
+    procs = [mp.get_context("spawn").Process(target=_optuna_worker, args=(path, trials, stamps, i))
              for i in range(2)]
     for proc in procs:
         proc.start()
@@ -214,16 +223,30 @@ def _ray_space(space: Any) -> dict[str, Any]:
 
 
 def run_ray(trials: int, workdir: str) -> str:
-    """Ray Tune's side: random sampling with its ``ASHAScheduler`` (grace period 1, reduction
-    factor 3, at most 9 epochs), 2 concurrent trials on a local 2-CPU Ray, ``reuse_actors=True``;
-    returns the stamps path."""
+    """Ray Tune's side, in a process of its own (its banners go to ``ray.log``): random sampling
+    with its ``ASHAScheduler`` (grace period 1, reduction factor 3, at most 9 epochs), 2
+    concurrent trials on a local 2-CPU Ray, ``reuse_actors=True``; returns the stamps path."""
+    import multiprocessing as mp
+
+    proc = mp.get_context("spawn").Process(target=_ray_side, args=(trials, workdir))
+    proc.start()
+    proc.join()
+    return os.path.join(workdir, "ray-stamps.txt")
+
+
+def _ray_side(trials: int, workdir: str) -> None:
+    log = os.open(os.path.join(workdir, "ray.log"), os.O_WRONLY | os.O_CREAT)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
     import ray
-    from ray import tune
+    from ray import cloudpickle, tune
     from ray.tune.schedulers import ASHAScheduler
 
     sys.path.insert(0, EXAMPLES)
     import digits_asha
 
+    # This module runs as __mp_main__ here, which Ray's workers cannot import: ship it by value.
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
     stamps = os.path.join(workdir, "ray-stamps.txt")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
 
@@ -241,7 +264,6 @@ def run_ray(trials: int, workdir: str) -> str:
     )
     tuner.fit()
     ray.shutdown()
-    return stamps
 
 
 def stamp_share(stamps: str, workers: int = 2) -> dict[str, Any]:

@@ -266,16 +266,22 @@ def _ray_side(trials: int, workdir: str) -> None:
     ray.shutdown()
 
 
-def stamp_share(stamps: str, workers: int = 2) -> dict[str, Any]:
-    """Training share of a comparison side, from its stamps alone: the window is the first
-    run's start to the last stamp, times ``workers``; training is the epochs' spans."""
-    events: dict[int, list[tuple[float, str]]] = defaultdict(list)
+def read_stamps(stamps: str, events: dict[int, list[tuple[float, str]]]) -> dict[int, list[tuple[float, str]]]:
+    """Adds the stamps file's ``(time, kind)`` marks to ``events`` (per pid), each timeline in
+    time order; returns ``events``."""
     with open(stamps, encoding="utf-8") as fh:
         for line in fh:
             pid, kind, when = line.split()
             events[int(pid)].append((float(when), kind))
     for timeline in events.values():
         timeline.sort()
+    return events
+
+
+def stamp_share(stamps: str, workers: int = 2) -> dict[str, Any]:
+    """Training share of a comparison side, from its stamps alone: the window is the first
+    run's start to the last stamp, times ``workers``; training is the epochs' spans."""
+    events = read_stamps(stamps, defaultdict(list))
     every = [mark for timeline in events.values() for mark in timeline]
     start, end = min(t for t, kind in every if kind == "run_start"), max(t for t, _ in every)
     training = sum(t1 - t0 for tl in events.values() for (t0, k0), (t1, k1) in zip(tl, tl[1:])
@@ -308,12 +314,7 @@ def timelines(journal: str, stamps: str) -> tuple[dict[int, list[tuple[float, st
                 runs += 1
             elif t["state"] in ("COMPLETED", "STOPPED", "PAUSED", "FAILED"):
                 end = ev["time"] if end is None else max(end, ev["time"])
-    with open(stamps, encoding="utf-8") as fh:
-        for line in fh:
-            pid, kind, when = line.split()
-            events[int(pid)].append((float(when), kind))
-    for timeline in events.values():
-        timeline.sort()
+    read_stamps(stamps, events)
     assert start is not None and end is not None, "the study ran no trial"
     return dict(events), start, end, runs
 

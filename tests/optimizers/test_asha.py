@@ -14,6 +14,7 @@ from lightning_maggy.optimizers import ASHA, IDLE
 from lightning_maggy.optimizers.asha import promotable, rung_budgets, rung_results, top_count
 from lightning_maggy.searchspace import Integer, Searchspace
 from lightning_maggy.trial import Decision, Trial, TrialState
+from record_ops import OPS, apply_op
 
 SPACE = Searchspace(x=Integer(0, 10_000))
 
@@ -392,11 +393,7 @@ def test_suggester_returning_an_invalid_config_is_an_error() -> None:
 # -- the kept rungs (RungIndex) against the rungs rebuilt from every record ---------------------
 @settings(max_examples=60, deadline=None)
 @given(
-    ops=st.lists(
-        st.tuples(st.integers(0, 39), st.sampled_from(["report", "nan", "pause", "run", "end", "fail", "promote"]),
-                  st.floats(0.0, 1.0)),
-        min_size=1, max_size=120,
-    ),
+    ops=OPS,
     direction=st.sampled_from(["max", "min"]),
     eta=st.sampled_from([2, 3]),
     early=st.booleans(),
@@ -411,18 +408,7 @@ def test_kept_rungs_decide_as_the_rungs_rebuilt_from_the_records(ops, direction:
     for x, op, value in ops:
         tid = Trial.create({"x": x}, budget=1).trial_id
         trial = records.get(tid) or Trial.create({"x": x}, budget=1).evolve(state=TrialState.RUNNING)
-        if op in ("report", "nan") and len(trial.history) < 9:
-            trial = trial.evolve(history=(*trial.history, math.nan if op == "nan" else value), state=TrialState.RUNNING)
-        elif op == "pause":
-            trial = trial.evolve(state=TrialState.PAUSED)
-        elif op == "run":
-            trial = trial.evolve(state=TrialState.RUNNING)
-        elif op == "end":
-            trial = trial.evolve(state=TrialState.STOPPED if value < 0.5 else TrialState.COMPLETED)
-        elif op == "fail":
-            trial = trial.evolve(state=TrialState.FAILED)
-        elif op == "promote" and trial.budget < 9:
-            trial = trial.evolve(budget={1: 3, 3: 9}.get(trial.budget, 9))
+        trial = apply_op(trial, op, value, {1: 3, 3: 9}.get(trial.budget))
         records[tid] = trial
         rebuilt = opt._promotion_among(dict(records))
         kept = opt._promotion()

@@ -16,6 +16,7 @@ from lightning_maggy.optimizers.asha import rung_budgets
 from lightning_maggy.optimizers.hyperband import bracket_budgets, bracket_for, max_brackets
 from lightning_maggy.searchspace import Integer, Searchspace
 from lightning_maggy.trial import Decision, Trial, TrialState
+from record_ops import OPS, apply_op
 
 SPACE = Searchspace(x=Integer(0, 10_000))
 
@@ -228,11 +229,7 @@ def test_suggester_is_used_for_new_trials() -> None:
 # -- the kept brackets (BracketIndex) against the brackets rebuilt from every record ---------------
 @settings(max_examples=60, deadline=None)
 @given(
-    ops=st.lists(
-        st.tuples(st.integers(0, 39), st.sampled_from(["report", "nan", "pause", "run", "end", "fail", "promote"]),
-                  st.floats(0.0, 1.0)),
-        min_size=1, max_size=120,
-    ),
+    ops=OPS,
     direction=st.sampled_from(["max", "min"]),
     early=st.booleans(),
 )
@@ -247,18 +244,8 @@ def test_kept_brackets_decide_as_the_brackets_rebuilt_from_the_records(ops, dire
         s = None if x >= 36 else x % 3  # a few trials without a bracket, which never count
         fresh = make_trial(x, [], 1 if s is None else rungs[s][0], TrialState.RUNNING, s)
         trial = records.get(fresh.trial_id) or fresh
-        if op in ("report", "nan") and len(trial.history) < 9:
-            trial = trial.evolve(history=(*trial.history, math.nan if op == "nan" else value), state=TrialState.RUNNING)
-        elif op == "pause":
-            trial = trial.evolve(state=TrialState.PAUSED)
-        elif op == "run":
-            trial = trial.evolve(state=TrialState.RUNNING)
-        elif op == "end":
-            trial = trial.evolve(state=TrialState.STOPPED if value < 0.5 else TrialState.COMPLETED)
-        elif op == "fail":
-            trial = trial.evolve(state=TrialState.FAILED)
-        elif op == "promote" and s is not None and trial.budget < 9:
-            trial = trial.evolve(budget=rungs[s][rungs[s].index(trial.budget) + 1])
+        next_budget = rungs[s][rungs[s].index(trial.budget) + 1] if s is not None and trial.budget < 9 else None
+        trial = apply_op(trial, op, value, next_budget)
         records[trial.trial_id] = trial
         rebuilt = opt._promotion_among(dict(records))
         opt._index.sync(records, records.changes)

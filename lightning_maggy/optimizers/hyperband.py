@@ -24,8 +24,6 @@ from typing import Any
 from lightning_maggy.exceptions import ConfigurationError
 from lightning_maggy.optimizers.asha import (
     RungDecisions,
-    RungIndex,
-    SyncedIndex,
     check_flag,
     check_resources,
     check_resources_fit,
@@ -34,6 +32,7 @@ from lightning_maggy.optimizers.asha import (
 )
 from lightning_maggy.optimizers.base import IDLE, Idle, SuggestionResult
 from lightning_maggy.optimizers.random_search import ConfigDrawer, DrawingOptimizer, Suggester
+from lightning_maggy.optimizers.rungs import RungIndex, SyncedIndex
 from lightning_maggy.trial import Trial
 
 __all__ = ["BRACKET_KEY", "Hyperband", "bracket_budgets", "bracket_for", "max_brackets"]

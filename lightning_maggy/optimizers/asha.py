@@ -221,14 +221,19 @@ class RungDecisions:
         (even when R is below the experiment's ``max_epochs``)."""
         return trial.budget < self.max_resource
 
+    def _kept_promotion(self, paused: str | None = None) -> Trial | Idle | None:
+        """The promotion from the kept index, brought up to date with the records first
+        (``paused``: an id counted as PAUSED whatever its record says)."""
+        self._index.sync(self.trials, self.changes)
+        return self._index.first_promotion(self.trials, paused=paused)
+
     def promote_in_place(self, trial: Trial) -> Trial | None:
         """The promotion a free worker would get next if ``trial`` (just answered PAUSE at its
         rung) were paused: when that is ``trial`` itself, it is returned with its next rung's
         budget and trains on in the same run. When ``trial``'s record already holds the report
         that reached its rung, the kept index answers (no copy of the records)."""
         if self._index is not None and self.trials.get(trial.trial_id) == trial:
-            self._index.sync(self.trials, self.changes)
-            promotion = self._index.first_promotion(self.trials, paused=trial.trial_id)
+            promotion = self._kept_promotion(paused=trial.trial_id)
         else:
             view = {**self.trials, trial.trial_id: trial.evolve(state=TrialState.PAUSED)}
             promotion = self._promotion_among(view)
@@ -310,8 +315,7 @@ class ASHA(RungDecisions, DrawingOptimizer):
     def _promotion(self) -> Trial | Idle | None:
         """The promotion from the highest rung that has one (see :func:`promotion_at`), from
         the rungs kept up to date (:class:`RungIndex`)."""
-        self._index.sync(self.trials, self.changes)
-        return self._index.first_promotion(self.trials)
+        return self._kept_promotion()
 
     def _promotion_among(self, trials: Mapping[str, Trial]) -> Trial | Idle | None:
         """The promotion from the highest rung that has one among ``trials`` (any records)."""

@@ -281,13 +281,8 @@ class Hyperband(RungDecisions, DrawingOptimizer):
     def _promotion(self, members: list[dict[str, Trial]]) -> Trial | Idle | None:
         """The promotion out of a rung of some bracket (see
         :func:`~lightning_maggy.optimizers.asha.promotion_at`): rungs from the largest budget
-        down, lower bracket first on ties, best trial of a rung first."""
-        rungs = [
-            (rungs_s[k], s, k)
-            for s, rungs_s in enumerate(self.bracket_rungs)
-            for k in range(len(rungs_s) - 1)
-        ]
-        for budget, s, k in sorted(rungs, key=lambda item: (-item[0], item[1])):
+        down, lower bracket first on ties (the kept index's order), best trial of a rung first."""
+        for budget, s, k in self._index.order:
             promotion = promotion_at(
                 members[s], budget, self.bracket_rungs[s][k + 1], self.reduction_factor, self.direction,
                 self.early_promotion,
@@ -301,8 +296,7 @@ class Hyperband(RungDecisions, DrawingOptimizer):
 
     def get_suggestion(self, trial: Trial | None = None) -> SuggestionResult:
         del trial
-        self._index.sync(self.trials, self.changes)
-        promotion = self._index.first_promotion(self.trials)
+        promotion = self._kept_promotion()
         if promotion is not None:
             return promotion
         if self._budget_left():

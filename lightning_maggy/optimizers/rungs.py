@@ -4,6 +4,7 @@ arithmetic they share with :mod:`lightning_maggy.optimizers.asha` (:func:`top_co
 
 from __future__ import annotations
 
+import abc
 import bisect
 import math
 from collections.abc import Iterable, Mapping, Sequence
@@ -59,7 +60,7 @@ def _file(order: list[tuple[tuple[bool, float], str]], keys: dict[str, tuple[boo
         bisect.insort(order, (key, tid))
 
 
-class SyncedIndex:
+class SyncedIndex(abc.ABC):
     """Something derived from the trial records and kept up to date from their change log.
 
     :meth:`sync` brings it up to date: from the records written since the last sync when the
@@ -72,11 +73,13 @@ class SyncedIndex:
     _log: Any = None
     _version = -1
 
+    @abc.abstractmethod
     def _reset(self) -> None:
-        raise NotImplementedError
+        """Forgets every record."""
 
+    @abc.abstractmethod
     def _place(self, tid: str, trial: Trial | None) -> None:
-        raise NotImplementedError
+        """Files the record of ``tid`` (None: it is gone) where it belongs now."""
 
     def sync(self, trials: Mapping[str, Trial], changes: Any) -> None:
         """Brings the index up to date with ``trials`` (``changes``: their ChangeLog, or None)."""

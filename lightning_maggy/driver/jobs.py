@@ -51,6 +51,8 @@ class JobRunner:
 
     def poll(self) -> list[tuple[Job, Any, BaseException | None]]:
         """The jobs finished since the last call: ``(job, result, error)``, without waiting."""
+        if not self._in_flight:  # the serve loop calls this after every message: no lock, no raise
+            return []
         finished = []
         while True:
             try:

@@ -192,7 +192,10 @@ class Journal:
                     os.fsync(self._file.fileno())
                     self.syncs += 1
                 return
-        self._dirty.set()
+        # Set already: the syncer clears it before its next fsync, which then covers this line
+        # (one Event.set per burst of lines instead of one per report).
+        if not self._dirty.is_set():
+            self._dirty.set()
 
     def trial(self, trial: Trial, **extra: Any) -> None:
         """Records a trial's new state (a full snapshot of the record)."""

@@ -226,3 +226,52 @@ def test_a_process_that_ends_while_a_native_fit_runs_exits_cleanly(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "study over" in proc.stdout and "terminate called" not in proc.stderr
+
+
+def test_a_flood_of_reports_does_not_hold_back_a_finished_job(tmp_path, journal):
+    """The serve loop answers queued messages in bursts (serving.BURST), and between bursts it
+    hands finished jobs back: a worker parked on a fit gets its trial as soon as the fit is
+    done, not after thousands of other workers' queued reports."""
+    from lightning_maggy.driver import serving as serve_module
+
+    release = threading.Event()
+    fitting = threading.Event()
+
+    def fit(n: int) -> float:
+        fitting.set()
+        release.wait(10)
+        return 0.75
+
+    ctl = _controller(journal, SlowModel(fit), num_trials=2)
+    server = InProcessServer(KEY)
+    serving = threading.Thread(target=ctl.serve, args=(server,), kwargs={"tick_interval": 0.05}, daemon=True)
+    serving.start()
+    w1, w2 = server.connect("w1"), server.connect("w2")
+    flood = 6400
+    assert serve_module.BURST <= flood // 20
+    try:
+        for wid, client in ((1, w1), (2, w2)):
+            assert client.request({"type": "register", "worker_id": wid, "pid": wid, "host": "h"}, timeout=5)["type"] == "welcome"
+        first = w1.request({"type": "get", "worker_id": 1}, timeout=5)["trial"]
+        frames = [encode({"type": "report", "worker_id": 1, "trial_id": first["trial_id"], "attempt": 1,
+                          "epoch": k % 4, "value": 0.5}, KEY, w1.session) for k in range(flood)]
+        w2.send({"type": "get", "worker_id": 2})  # parked while the fit runs
+        assert fitting.wait(5)
+        for f in frames:
+            server.inject(w1.identity, f)
+        release.set()
+        second = w2.poll(timeout=20)
+        answered_by_then = server._outbox(w1.identity).qsize()
+        assert second is not None and second["type"] == "trial" and second["trial"]["config"] == {"x": 0.75}
+        assert answered_by_then < flood // 2, (answered_by_then, flood)
+        deadline = time.monotonic() + 30
+        while server._outbox(w1.identity).qsize() < flood and time.monotonic() < deadline:
+            time.sleep(0.01)
+        replies = [w1.poll(timeout=1) for _ in range(flood)]
+        assert all(r is not None and r["decision"] == "continue" for r in replies)  # every report answered
+    finally:
+        release.set()
+        ctl.abort("test over")
+        serving.join(5)
+        server.close()
+    assert not serving.is_alive()

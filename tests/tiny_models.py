@@ -39,8 +39,9 @@ class BlobsDataModule(pl.LightningDataModule):
 
 class CountingBlobsDataModule(BlobsDataModule):
     """BlobsDataModule that appends ``<pid> <instance number> <stage>`` to the file named by
-    the environment variable ``SETUP_LOG`` at every ``setup``; instances are numbered in their
-    process from 0."""
+    the environment variable ``SETUP_LOG`` at every ``setup``, and ``<pid> <instance number>
+    <batch size>`` to ``LOADER_LOG`` (when set) at every ``train_dataloader``; instances are
+    numbered in their process from 0."""
 
     made = 0
 
@@ -55,6 +56,15 @@ class CountingBlobsDataModule(BlobsDataModule):
         with open(os.environ["SETUP_LOG"], "a") as fh:
             fh.write(f"{os.getpid()} {self.number} {stage}\n")
         super().setup(stage)
+
+    def train_dataloader(self) -> DataLoader:
+        import os
+
+        loader = super().train_dataloader()
+        if os.environ.get("LOADER_LOG"):
+            with open(os.environ["LOADER_LOG"], "a") as fh:
+                fh.write(f"{os.getpid()} {self.number} {loader.batch_size}\n")
+        return loader
 
 
 class TinyClassifier(pl.LightningModule):

@@ -116,8 +116,9 @@ _KEPT: list[tuple[type, dict[str, Any], Any]] = []
 
 
 def _kept_datamodule(cls: type, kwargs: dict[str, Any]) -> Any:
-    """The previous run's datamodule if it was built by ``cls`` from equal arguments, else a
-    new one (kept for the next run).
+    """The previous run's datamodule if it was built by ``cls`` from equal arguments (or from
+    arguments that differ only in a batch size it keeps as an attribute, see
+    :func:`_batch_size_only`), else a new one (kept for the next run).
 
     Under ASHA most runs train one to three epochs, and a datamodule's ``setup`` (reading,
     splitting, normalising the data) can cost as much as one of them. A kept datamodule runs
@@ -127,11 +128,11 @@ def _kept_datamodule(cls: type, kwargs: dict[str, Any]) -> Any:
     a function that builds the datamodule to have a new one in every run."""
     if _KEPT:
         kept_cls, kept_kwargs, kept = _KEPT[0]
-        try:
-            same = kept_cls is cls and bool(kept_kwargs == kwargs)
-        except Exception:  # arguments without a plain equality (arrays, ...)
-            same = False
-        if same:
+        if kept_cls is cls and _same(kept_kwargs, kwargs):
+            return kept
+        new_size = kwargs.get("batch_size")
+        if kept_cls is cls and _batch_size_only(kept, kept_kwargs, kwargs) and _set_batch_size(kept, new_size):
+            kept_kwargs["batch_size"] = new_size
             return kept
     _KEPT.clear()
     instance = cls(**kwargs)
@@ -140,6 +141,56 @@ def _kept_datamodule(cls: type, kwargs: dict[str, Any]) -> Any:
     _once_per_stage(instance)
     _KEPT.append((cls, dict(kwargs), instance))
     return instance
+
+
+def _same(a: Any, b: Any) -> bool:
+    try:
+        return bool(a == b)
+    except Exception:  # values without a plain equality (arrays, ...)
+        return False
+
+
+def _batch_size_only(kept: Any, kept_kwargs: dict[str, Any], kwargs: dict[str, Any]) -> bool:
+    """Whether the new arguments differ from the kept datamodule's only in ``batch_size``, and
+    the datamodule holds its batch size, as it was given, in the attribute ``batch_size`` or in
+    its saved ``hparams`` (and nowhere else under another value).
+
+    Then only its dataloaders depend on it: the convention Lightning's own batch-size finder
+    relies on when it sets ``batch_size`` on a datamodule (both places) and asks for new
+    dataloaders without running ``setup`` again. Such a datamodule keeps what ``setup`` made
+    when a search changes only the batch size, the commonest datamodule hyperparameter."""
+    if "batch_size" not in kwargs or kwargs.keys() != kept_kwargs.keys():
+        return False
+    others = [k for k in kwargs if k != "batch_size"]
+    if not _same([kwargs[k] for k in others], [kept_kwargs[k] for k in others]):
+        return False
+    held = _batch_size_holders(kept)
+    return bool(held) and all(_same(value, kept_kwargs["batch_size"]) for value in held.values())
+
+
+def _batch_size_holders(datamodule: Any) -> dict[str, Any]:
+    """Where the datamodule holds ``batch_size``: ``{"attribute" | "hparams": value}``."""
+    held = {}
+    if hasattr(datamodule, "batch_size"):
+        held["attribute"] = datamodule.batch_size
+    hparams = getattr(datamodule, "hparams", {})
+    if "batch_size" in hparams:
+        held["hparams"] = hparams["batch_size"]
+    return held
+
+
+def _set_batch_size(datamodule: Any, value: Any) -> bool:
+    """Sets the batch size where the datamodule holds it; False if it cannot be set (a
+    read-only property): then the datamodule is built anew."""
+    held = _batch_size_holders(datamodule)
+    try:
+        if "attribute" in held:
+            datamodule.batch_size = value
+    except AttributeError:
+        return False
+    if "hparams" in held:
+        datamodule.hparams["batch_size"] = value
+    return True
 
 
 def _once_per_stage(datamodule: Any) -> None:

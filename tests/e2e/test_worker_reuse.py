@@ -44,15 +44,29 @@ def test_runs_with_the_same_datamodule_arguments_set_the_data_up_once_per_worker
 def test_other_datamodule_arguments_get_their_own_datamodule(tmp_path, monkeypatch):
     log = tmp_path / "setups.log"
     monkeypatch.setenv("SETUP_LOG", str(log))
-    space = lm.Searchspace(batch_size=lm.Categorical([16, 32]), score=lm.Categorical([0.1, 0.2]))
+    space = lm.Searchspace(n=lm.Categorical([96, 128]), score=lm.Categorical([0.1, 0.2]))
     result = _search(tmp_path, space, workers=1)
     assert result.counts()["COMPLETED"] == 4
     # One worker runs the grid in order (the last dimension varies fastest): a new datamodule
-    # when batch_size changes, once.
-    sizes = [t.config["batch_size"] for t in result.trials]
+    # when n changes, once.
+    sizes = [t.config["n"] for t in result.trials]
     changes = sum(a != b for a, b in zip(sizes, sizes[1:]))
     setups = _setups(log)
     assert changes == 1 and len(setups) == 2 and set(setups.values()) == {1}, (sizes, setups)
+
+
+def test_a_new_batch_size_keeps_the_datamodule_and_its_loaders_use_the_new_size(tmp_path, monkeypatch):
+    """Only the batch size changes: the worker's datamodule is set up once, and every run's
+    training loader has that run's batch size."""
+    setups, loaders = tmp_path / "setups.log", tmp_path / "loaders.log"
+    monkeypatch.setenv("SETUP_LOG", str(setups))
+    monkeypatch.setenv("LOADER_LOG", str(loaders))
+    space = lm.Searchspace(batch_size=lm.Categorical([16, 32, 48]), score=lm.Categorical([0.1, 0.2]))
+    result = _search(tmp_path, space, workers=1)
+    assert result.counts()["COMPLETED"] == 6
+    assert len(_setups(setups)) == 1 and set(_setups(setups).values()) == {1}
+    used = [int(line.split()[2]) for line in loaders.read_text().splitlines()]
+    assert used == [t.config["batch_size"] for t in result.trials], used
 
 
 def test_the_sanity_check_runs_in_every_run_when_the_trainer_arguments_ask_for_it(tmp_path, monkeypatch):

@@ -68,16 +68,107 @@ def test_equal_arguments_share_one_datamodule_set_up_once_per_stage(tmp_path):
 
 
 def test_other_arguments_build_a_new_one_and_only_one_is_kept(tmp_path):
-    first = build_datamodule(Counting, {"batch_size": 16}, reuse=True)
+    first = build_datamodule(Counting, {"batch_size": 16, "n": 96}, reuse=True)
     _fit(first, tmp_path)
     ref = weakref.ref(first)
     del first
-    second = build_datamodule(Counting, {"batch_size": 32}, reuse=True)
+    second = build_datamodule(Counting, {"batch_size": 16, "n": 128}, reuse=True)
     gc.collect()
     assert ref() is None  # dropped before the next one was built: one run's memory, not two
     _fit(second, tmp_path)
-    third = build_datamodule(Counting, {"batch_size": 16}, reuse=True)
+    third = build_datamodule(Counting, {"batch_size": 16, "n": 96}, reuse=True)
     assert third is not second and third.calls == []
+
+
+def test_a_new_batch_size_alone_keeps_the_datamodule_and_its_set_up_data(tmp_path):
+    """As Lightning's batch-size finder does: the kept datamodule gets the new batch size and
+    hands out loaders of that size, without running setup again."""
+    first = build_datamodule(Counting, {"batch_size": 16, "n": 96}, reuse=True)
+    _fit(first, tmp_path)
+    train = first.train
+    second = build_datamodule(Counting, {"batch_size": 24, "n": 96}, reuse=True)
+    assert second is first and second.batch_size == 24
+    _fit(second, tmp_path)
+    assert second.train is train and second.calls == ["prepare", "setup:fit"]
+    assert second.train_dataloader().batch_size == 24
+    # ... and with another argument changed too, a new one
+    third = build_datamodule(Counting, {"batch_size": 16, "n": 128}, reuse=True)
+    assert third is not first and third.batch_size == 16
+
+
+class SavedHparams(pl.LightningDataModule):
+    """Holds its batch size in ``hparams`` only (``save_hyperparameters``)."""
+
+    def __init__(self, batch_size: int = 32, n: int = 96) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.setups = 0
+
+    def setup(self, stage: str | None = None) -> None:
+        self.setups += 1
+        inner = BlobsDataModule(n=self.hparams.n)
+        inner.setup(stage)
+        self.train, self.val = inner.train, inner.val
+
+    def train_dataloader(self):
+        from torch.utils.data import DataLoader
+
+        return DataLoader(self.train, batch_size=self.hparams.batch_size)
+
+    def val_dataloader(self):
+        from torch.utils.data import DataLoader
+
+        return DataLoader(self.val, batch_size=64)
+
+
+def test_a_batch_size_held_in_saved_hparams_is_updated_there(tmp_path):
+    first = build_datamodule(SavedHparams, {"batch_size": 16}, reuse=True)
+    _fit(first, tmp_path)
+    second = build_datamodule(SavedHparams, {"batch_size": 40}, reuse=True)
+    assert second is first and second.hparams.batch_size == 40 and not hasattr(second, "batch_size")
+    _fit(second, tmp_path)
+    assert second.setups == 1 and second.train_dataloader().batch_size == 40
+
+
+class Renamed(Counting):
+    """Keeps its batch size under another name: changing the attribute would not reach it."""
+
+    def __init__(self, batch_size: int = 32) -> None:
+        super().__init__(batch_size=batch_size)
+        del self.batch_size
+        self.bs = batch_size
+
+
+class Scaled(Counting):
+    """Keeps a derived batch size: not the value it was given."""
+
+    def __init__(self, batch_size: int = 32) -> None:
+        super().__init__(batch_size=2 * batch_size)
+
+
+class ReadOnly(Counting):
+    """A batch size that cannot be set."""
+
+    def __init__(self, batch_size: int = 32) -> None:
+        super().__init__()
+        self._bs = batch_size
+
+    @property
+    def batch_size(self) -> int:
+        return self._bs
+
+    @batch_size.setter
+    def batch_size(self, value: int) -> None:
+        if hasattr(self, "_bs"):
+            raise AttributeError("batch_size is fixed")
+
+
+@pytest.mark.parametrize("cls", [Renamed, Scaled, ReadOnly])
+def test_a_batch_size_not_held_as_given_gets_a_new_datamodule(cls):
+    first = build_datamodule(cls, {"batch_size": 16}, reuse=True)
+    second = build_datamodule(cls, {"batch_size": 32}, reuse=True)
+    assert second is not first
+    assert build_datamodule(cls, {"batch_size": 32}, reuse=True) is second  # equal arguments: kept
 
 
 def test_without_reuse_every_run_builds_and_sets_up_its_own(tmp_path):

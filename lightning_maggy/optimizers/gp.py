@@ -188,8 +188,8 @@ def propose_gp(obs: Observations, settings: GPSettings = GPSettings()) -> list[d
     Y = torch.tensor(warped_outcomes(obs.values(), obs.direction), **tkw).unsqueeze(-1)
     X_pending = torch.tensor([mspace.to_model(c) for c in obs.pending], **tkw) if obs.pending else None
     bounds = torch.tensor([mspace.lower, mspace.upper], **tkw)
-    with manual_seed(obs.seed), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # BoTorch's numerical/optimization warnings: best effort
+    _quiet_model_libraries()
+    with manual_seed(obs.seed):
         model = _gp_model(X, Y, mspace)
         try:
             fit_gpytorch_mll(ExactMarginalLogLikelihood(model.likelihood, model))
@@ -234,6 +234,23 @@ def propose_gp(obs: Observations, settings: GPSettings = GPSettings()) -> list[d
                 options={"num_spray_points": _LOCAL_STARTS, "std_cont_perturbation": 0.05},
             )
     return [mspace.from_model(p.tolist()) for p in points.reshape(-1, mspace.dim)]
+
+
+@functools.cache
+def _quiet_model_libraries() -> None:
+    """Ignores the warnings of BoTorch, GPyTorch and linear_operator (failed or stopped
+    optimizations, jitter added, input scaling hints: the fit is best effort, and a failed one
+    falls back to random proposals), from now on in this process; every other warning is left
+    as it was.
+
+    Process-wide filters, installed once: the fit runs on the controller's background thread,
+    and ``warnings.catch_warnings`` there would silence every thread's warnings while it runs
+    and, on leaving, put back the filter list as it was, dropping filters other threads added
+    meanwhile (it is not thread-safe)."""
+    from botorch.exceptions.warnings import BotorchWarning
+
+    warnings.filterwarnings("ignore", category=BotorchWarning)
+    warnings.filterwarnings("ignore", module=r"(botorch|gpytorch|linear_operator)(\.|$)")
 
 
 def _gp_model(X: Any, Y: Any, mspace: ModelSpace) -> Any:

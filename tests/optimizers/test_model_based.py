@@ -157,6 +157,44 @@ def test_gp_pending_points_change_the_proposal() -> None:
     assert abs(busy - free) > 1e-3
 
 
+def test_a_gp_fit_on_another_thread_leaves_other_threads_warnings_alone(monkeypatch) -> None:
+    """The fit runs on the controller's background thread. While it runs, another thread's
+    warnings still show and a filter that thread adds stays after the fit (warnings'
+    catch_warnings around the fit silenced every thread, then restored the old filter list)."""
+    import threading
+    import warnings
+
+    from lightning_maggy.optimizers import gp as gp_module
+
+    inside, resume = threading.Event(), threading.Event()
+    real = gp_module._gp_model
+
+    def paused_model(*args: Any) -> Any:
+        inside.set()
+        assert resume.wait(30)
+        return real(*args)
+
+    monkeypatch.setattr(gp_module, "_gp_model", paused_model)
+    space = Searchspace(x=Double(0.0, 1.0))
+    observed = tuple(({"x": x}, -((x - 0.3) ** 2)) for x in (0.0, 0.2, 0.45, 0.7, 1.0))
+    proposals: list[Any] = []
+    fit = threading.Thread(target=lambda: proposals.append(propose_gp(Observations(space, "max", observed, (), (), frozenset(), seed=0))))
+    try:
+        fit.start()
+        assert inside.wait(60)
+        with warnings.catch_warnings(record=True) as shown:  # the filters as they are, recorded
+            warnings.warn("a user's warning during a fit", UserWarning)
+        warnings.filterwarnings("error", message="added while a GP was fitting")
+        added = warnings.filters[0]
+        resume.set()
+        fit.join(120)
+        assert proposals and 0.0 <= proposals[0][0]["x"] <= 1.0
+        assert [str(w.message) for w in shown] == ["a user's warning during a fit"]
+        assert added in warnings.filters
+    finally:  # (pytest puts the warning filters back after each test)
+        resume.set()
+
+
 def test_failed_configurations_are_never_proposed_again() -> None:
     space = Searchspace(a=Categorical(["x", "y", "z"]), b=Integer(0, 1))  # 6 configurations
     trials = {}

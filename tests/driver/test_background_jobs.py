@@ -3,8 +3,10 @@ background thread while reports are answered, and parked workers are served when
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -154,6 +156,30 @@ def test_job_runner_returns_results_and_errors_in_order():
         runner.close(timeout=5)
 
 
+@contextlib.contextmanager
+def _parked_on_a_fit(journal, fit, fitting: threading.Event) -> Iterator[tuple[Controller, InProcessServer, Any, Any, dict]]:
+    """``serve`` over the in-process transport with two workers: w1 holds the first trial, w2
+    asked for the second and is parked while ``fit`` runs (it has set ``fitting``). Yields
+    ``(controller, server, w1, w2, w1's trial)``; the serve thread ends afterwards."""
+    ctl = _controller(journal, SlowModel(fit), num_trials=2)
+    server = InProcessServer(KEY)
+    serving = threading.Thread(target=ctl.serve, args=(server,), kwargs={"tick_interval": 0.05}, daemon=True)
+    serving.start()
+    w1, w2 = server.connect("w1"), server.connect("w2")
+    try:
+        for wid, client in ((1, w1), (2, w2)):
+            assert client.request({"type": "register", "worker_id": wid, "pid": wid, "host": "h"}, timeout=5)["type"] == "welcome"
+        first = w1.request({"type": "get", "worker_id": 1}, timeout=5)["trial"]
+        w2.send({"type": "get", "worker_id": 2})  # parked until the fit is done
+        assert fitting.wait(5)
+        yield ctl, server, w1, w2, first
+    finally:
+        ctl.abort("test over")
+        serving.join(5)
+        server.close()
+    assert not serving.is_alive()
+
+
 def test_serve_answers_reports_promptly_while_a_cpu_bound_fit_runs(tmp_path, journal):
     """Through ``serve`` and the in-process transport: a 1.5 s fit that holds the GIL (pure
     Python arithmetic) runs while another worker's reports are answered within milliseconds."""
@@ -167,17 +193,7 @@ def test_serve_answers_reports_promptly_while_a_cpu_bound_fit_runs(tmp_path, jou
             x += 1
         return 0.75
 
-    ctl = _controller(journal, SlowModel(fit), num_trials=2)
-    server = InProcessServer(KEY)
-    serving = threading.Thread(target=ctl.serve, args=(server,), kwargs={"tick_interval": 0.05}, daemon=True)
-    serving.start()
-    w1, w2 = server.connect("w1"), server.connect("w2")
-    try:
-        for wid, client in ((1, w1), (2, w2)):
-            assert client.request({"type": "register", "worker_id": wid, "pid": wid, "host": "h"}, timeout=5)["type"] == "welcome"
-        first = w1.request({"type": "get", "worker_id": 1}, timeout=5)["trial"]
-        w2.send({"type": "get", "worker_id": 2})  # parked until the fit is done
-        assert fitting.wait(5)
+    with _parked_on_a_fit(journal, fit, fitting) as (ctl, _, w1, w2, first):
         latencies = []
         for epoch in range(5):
             t0 = time.perf_counter()
@@ -189,11 +205,6 @@ def test_serve_answers_reports_promptly_while_a_cpu_bound_fit_runs(tmp_path, jou
         assert max(latencies) < 0.25, latencies  # not 1.5 s: the fit does not block the server
         second = w2.request({"type": "get", "worker_id": 2}, timeout=10)  # already answered, or now
         assert second["type"] == "trial" and second["trial"]["config"] == {"x": 0.75}
-    finally:
-        ctl.abort("test over")
-        serving.join(5)
-        server.close()
-    assert not serving.is_alive()
 
 
 def test_a_process_that_ends_while_a_native_fit_runs_exits_cleanly(tmp_path):
@@ -242,36 +253,19 @@ def test_a_flood_of_reports_does_not_hold_back_a_finished_job(tmp_path, journal)
         release.wait(10)
         return 0.75
 
-    ctl = _controller(journal, SlowModel(fit), num_trials=2)
-    server = InProcessServer(KEY)
-    serving = threading.Thread(target=ctl.serve, args=(server,), kwargs={"tick_interval": 0.05}, daemon=True)
-    serving.start()
-    w1, w2 = server.connect("w1"), server.connect("w2")
     flood = 6400
     assert serve_module.BURST <= flood // 20
     try:
-        for wid, client in ((1, w1), (2, w2)):
-            assert client.request({"type": "register", "worker_id": wid, "pid": wid, "host": "h"}, timeout=5)["type"] == "welcome"
-        first = w1.request({"type": "get", "worker_id": 1}, timeout=5)["trial"]
-        frames = [encode({"type": "report", "worker_id": 1, "trial_id": first["trial_id"], "attempt": 1,
-                          "epoch": k % 4, "value": 0.5}, KEY, w1.session) for k in range(flood)]
-        w2.send({"type": "get", "worker_id": 2})  # parked while the fit runs
-        assert fitting.wait(5)
-        for f in frames:
-            server.inject(w1.identity, f)
-        release.set()
-        second = w2.poll(timeout=20)
-        answered_by_then = server._outbox(w1.identity).qsize()
-        assert second is not None and second["type"] == "trial" and second["trial"]["config"] == {"x": 0.75}
-        assert answered_by_then < flood // 2, (answered_by_then, flood)
-        deadline = time.monotonic() + 30
-        while server._outbox(w1.identity).qsize() < flood and time.monotonic() < deadline:
-            time.sleep(0.01)
-        replies = [w1.poll(timeout=1) for _ in range(flood)]
-        assert all(r is not None and r["decision"] == "continue" for r in replies)  # every report answered
+        with _parked_on_a_fit(journal, fit, fitting) as (_, server, w1, w2, first):
+            for k in range(flood):
+                server.inject(w1.identity, encode({"type": "report", "worker_id": 1, "trial_id": first["trial_id"],
+                                                   "attempt": 1, "epoch": k % 4, "value": 0.5}, KEY, w1.session))
+            release.set()
+            second = w2.poll(timeout=20)
+            answered_by_then = server._outbox(w1.identity).qsize()
+            assert second is not None and second["type"] == "trial" and second["trial"]["config"] == {"x": 0.75}
+            assert answered_by_then < flood // 2, (answered_by_then, flood)
+            replies = [w1.poll(timeout=30) for _ in range(flood)]
+            assert all(r is not None and r["decision"] == "continue" for r in replies)  # every report answered
     finally:
         release.set()
-        ctl.abort("test over")
-        serving.join(5)
-        server.close()
-    assert not serving.is_alive()

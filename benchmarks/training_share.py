@@ -27,6 +27,16 @@ stamps that bound it:
 
 Goal (issue #10): training at least 95% of the window. Prints the table and writes JSON.
 
+Then (unless ``--no-replay``) our runs again in plain Lightning, one after another in one
+process, with as many epochs as each trained: "default", as a user writes a run by hand (a new
+module, a new datamodule and a default ``Trainer``: its logger, its checkpoint callback and the
+sanity check), and "lean", the least a run can ask of Lightning (no logger or checkpoints, the
+sanity check once, the data set up once and its loaders built once per batch size). For ours
+and for both, what a run costs beyond its training over the busy span (first run's start to
+last run's end); the difference is what lightning_maggy adds per run beyond Lightning's own
+``fit`` (goal, issue #10: under 20 ms). The replay runs alone, without our two workers'
+contention for the cores, so the difference is an upper bound.
+
 Then, in the same run (``--compare``, default ``optuna,ray``, each where installed), the same
 number of trials of the same module and datamodule elsewhere, stamped by the same callback:
 
@@ -40,13 +50,13 @@ checkpoints: less than a Lightning user's default Trainer does), and their prune
 where ours pause and may resume. Their window is the first trial's start to the last stamp,
 times 2 workers; training is the same epoch spans; "beyond training" is the rest per trial run.
 
-Run: ``python benchmarks/training_share.py [--trials 60] [--compare optuna,ray] [--json out.json]``
+Run: ``python benchmarks/training_share.py [--trials 60] [--compare optuna,ray] [--no-replay]
+[--json out.json]``
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import os
 import sys
@@ -55,8 +65,8 @@ import time
 from collections import defaultdict
 from typing import Any
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-EXAMPLES = os.path.join(os.path.dirname(HERE), "examples")
+from share_sides import EXAMPLES, busy_figures, read_stamps, run_optuna, run_ray, run_replay, stamp_share, stamp_class
+
 BUCKETS = (
     "training", "building the run", "restoring", "fit setup", "between epochs", "end of fit", "between runs",
 )
@@ -70,39 +80,6 @@ _GAP = {  # (earlier stamp, later stamp) -> bucket
     ("fit_end", "run_start"): "between runs",
 }
 
-
-def _stamp_class() -> type:
-    import pytorch_lightning as pl
-
-    class Stamps(pl.Callback):
-        """Appends ``<pid> <kind> <unix time>`` lines to ``path``."""
-
-        def __init__(self, path: str) -> None:
-            self.path = path
-
-        def _write(self, kind: str) -> None:
-            with open(self.path, "a", encoding="utf-8") as fh:
-                fh.write(f"{os.getpid()} {kind} {time.time():.6f}\n")
-
-        def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:  # after the datamodule's
-            self._write("setup")
-
-        def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
-            self._write("fit_start")
-
-        def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
-            self._write("epoch_start")
-
-        def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
-            if not trainer.sanity_checking:
-                self._write("epoch_end")
-
-        def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
-            self._write("fit_end")
-
-    return Stamps
-
-
 def run_study(trials: int, workdir: str) -> tuple[str, str]:
     """Runs the study; returns (journal path, stamps path)."""
     import lightning_maggy as lm
@@ -115,181 +92,32 @@ def run_study(trials: int, workdir: str) -> tuple[str, str]:
     lm.search(
         digits_asha.DigitsMLP, digits_asha.SPACE, datamodule=digits_asha.DigitsDataModule, metric="val_acc",
         direction="max", optimizer=lm.ASHA(reduction_factor=3), num_trials=trials, max_epochs=9, workers=2,
-        seed=0, exp_dir=exp, trainer_kwargs={"callbacks": [_stamp_class()(stamps)]}, verbose=False,
+        seed=0, exp_dir=exp, trainer_kwargs={"callbacks": [stamp_class()(stamps)]}, verbose=False,
     )
     return os.path.join(exp, "journal.jsonl"), stamps
 
+def runs_of(journal: str, events: dict[int, list[tuple[float, str]]]) -> list[list[tuple[dict[str, Any], int]]]:
+    """Each worker's runs in order, as ``(configuration, epochs trained in the run)``."""
+    from lightning_maggy.driver.journal import read_journal
 
-def _compare_trial(stamps: str, report: Any) -> Any:
-    """One trial of the comparison sides: the demo's module and datamodule in a plain Trainer as
-    the digits race builds it for Optuna (no logger, no checkpoints: the least work a Trainer
-    does), stamped as ours are; ``report(value)`` after every validation epoch."""
-    import logging
-    import warnings
-
-    import pytorch_lightning as pl
-    import torch
-
-    sys.path.insert(0, EXAMPLES)
-    import digits_asha
-
-    for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "lightning.fabric"):
-        logging.getLogger(name).setLevel(logging.ERROR)  # "GPU available", "max_epochs reached", ...
-    warnings.filterwarnings("ignore")
-    torch.set_num_threads(1)
-    stamp = _stamp_class()(stamps)
-
-    class Report(pl.Callback):
-        def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
-            if not trainer.sanity_checking:
-                report(float(trainer.callback_metrics["val_acc"]))
-
-    def run(hp: dict[str, Any]) -> float:
-        stamp._write("run_start")
-        trainer = pl.Trainer(max_epochs=9, accelerator="cpu", callbacks=[stamp, Report()], logger=False,
-                             enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
-        trainer.fit(digits_asha.DigitsMLP(**hp), datamodule=digits_asha.DigitsDataModule(batch_size=hp["batch_size"]))
-        return float(trainer.callback_metrics["val_acc"])
-
-    return run, digits_asha.SPACE
-
-
-def _optuna_worker(storage_path: str, trials: int, stamps: str, index: int) -> None:
-    """One Optuna process: trials from the shared study until it holds ``trials`` in all
-    (``MaxTrialsCallback``), so both processes work until the end as ours do."""
-    import optuna
-    from optuna.study import MaxTrialsCallback
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
-
-    sys.path.insert(0, HERE)
-    from digits_vs_optuna import _suggest
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.load_study(
-        study_name="share", storage=JournalStorage(JournalFileBackend(storage_path)),
-        sampler=optuna.samplers.RandomSampler(seed=index),
-        pruner=optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3),
-    )
-
-    def objective(trial: Any) -> float:
-        steps = itertools.count()
-
-        def report(value: float) -> None:
-            trial.report(value, next(steps))
-            if trial.should_prune():
-                raise optuna.TrialPruned()
-
-        run, space = _compare_trial(stamps, report)
-        return run(_suggest(trial, space))
-
-    study.optimize(objective, callbacks=[MaxTrialsCallback(trials, states=None)])
-
-
-def run_optuna(trials: int, workdir: str) -> str:
-    """Optuna's side: random sampling with ``SuccessiveHalvingPruner`` (ASHA's settings), 2
-    processes sharing a journal file, ``trials`` trials in all; returns the stamps path."""
-    import multiprocessing as mp
-
-    import optuna
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
-
-    path, stamps = os.path.join(workdir, "optuna.log"), os.path.join(workdir, "optuna-stamps.txt")
-    optuna.create_study(study_name="share", storage=JournalStorage(JournalFileBackend(path)), direction="maximize")
-    procs = [mp.get_context("spawn").Process(target=_optuna_worker, args=(path, trials, stamps, i))
-             for i in range(2)]
-    for proc in procs:
-        proc.start()
-    for proc in procs:
-        proc.join()
-    return stamps
-
-
-def _ray_space(space: Any) -> dict[str, Any]:
-    from ray import tune
-
-    from lightning_maggy.searchspace import Double, Integer
-
-    out: dict[str, Any] = {}
-    for name, dim in space.items():
-        if isinstance(dim, Double):
-            out[name] = (tune.loguniform if dim.log else tune.uniform)(dim.low, dim.high)
-        elif isinstance(dim, Integer):
-            out[name] = (tune.lograndint if dim.log else tune.randint)(int(dim.low), int(dim.high) + 1)
-        else:
-            out[name] = tune.choice(list(dim.values))
-    return out
-
-
-def run_ray(trials: int, workdir: str) -> str:
-    """Ray Tune's side, in a process of its own (its banners go to ``ray.log``): random sampling
-    with its ``ASHAScheduler`` (grace period 1, reduction factor 3, at most 9 epochs), 2
-    concurrent trials on a local 2-CPU Ray, ``reuse_actors=True``; returns the stamps path."""
-    import multiprocessing as mp
-
-    proc = mp.get_context("spawn").Process(target=_ray_side, args=(trials, workdir))
-    proc.start()
-    proc.join()
-    return os.path.join(workdir, "ray-stamps.txt")
-
-
-def _ray_side(trials: int, workdir: str) -> None:
-    log = os.open(os.path.join(workdir, "ray.log"), os.O_WRONLY | os.O_CREAT)
-    os.dup2(log, 1)
-    os.dup2(log, 2)
-    import ray
-    from ray import cloudpickle, tune
-    from ray.tune.schedulers import ASHAScheduler
-
-    sys.path.insert(0, EXAMPLES)
-    import digits_asha
-
-    # This module runs as __mp_main__ here, which Ray's workers cannot import: ship it by value.
-    cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    stamps = os.path.join(workdir, "ray-stamps.txt")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-
-    def trainable(config: dict[str, Any]) -> None:
-        run, _ = _compare_trial(stamps, lambda value: tune.report({"val_acc": value}))
-        run(config)
-
-    tuner = tune.Tuner(
-        trainable,
-        param_space=_ray_space(digits_asha.SPACE),
-        tune_config=tune.TuneConfig(num_samples=trials, metric="val_acc", mode="max", max_concurrent_trials=2,
-                                    reuse_actors=True,
-                                    scheduler=ASHAScheduler(max_t=9, grace_period=1, reduction_factor=3)),
-        run_config=tune.RunConfig(storage_path=os.path.join(workdir, "ray-results"), verbose=0),
-    )
-    tuner.fit()
-    ray.shutdown()
-
-
-def read_stamps(stamps: str, events: dict[int, list[tuple[float, str]]]) -> dict[int, list[tuple[float, str]]]:
-    """Adds the stamps file's ``(time, kind)`` marks to ``events`` (per pid), each timeline in
-    time order; returns ``events``."""
-    with open(stamps, encoding="utf-8") as fh:
-        for line in fh:
-            pid, kind, when = line.split()
-            events[int(pid)].append((float(when), kind))
+    configs: dict[float, dict[str, Any]] = {}
+    state: dict[str, str] = {}
+    for ev in read_journal(journal):
+        if ev["event"] == "trial":
+            t = ev["trial"]
+            before, state[t["trial_id"]] = state.get(t["trial_id"]), t["state"]
+            if t["state"] == "RUNNING" and before != "RUNNING":
+                configs[ev["time"]] = t["config"]
+    out = []
     for timeline in events.values():
-        timeline.sort()
-    return events
-
-
-def stamp_share(stamps: str, workers: int = 2) -> dict[str, Any]:
-    """Training share of a comparison side, from its stamps alone: the window is the first
-    run's start to the last stamp, times ``workers``; training is the epochs' spans."""
-    events = read_stamps(stamps, defaultdict(list))
-    every = [mark for timeline in events.values() for mark in timeline]
-    start, end = min(t for t, kind in every if kind == "run_start"), max(t for t, _ in every)
-    training = sum(t1 - t0 for tl in events.values() for (t0, k0), (t1, k1) in zip(tl, tl[1:])
-                   if (k0, k1) == ("epoch_start", "epoch_end"))
-    runs = sum(1 for _, kind in every if kind == "run_start")
-    window = (end - start) * workers
-    return {"runs": runs, "epochs": sum(1 for _, kind in every if kind == "epoch_end"), "window_s": end - start,
-            "training_share": training / window, "beyond_ms": 1000 * (window - training) / runs}
+        runs: list[tuple[dict[str, Any], int]] = []
+        for when, kind in timeline:
+            if kind == "run_start":
+                runs.append((configs[when], 0))
+            elif kind == "epoch_end" and runs:
+                runs[-1] = (runs[-1][0], runs[-1][1] + 1)
+        out.append([(hp, epochs) for hp, epochs in runs if epochs > 0])
+    return out
 
 
 def timelines(journal: str, stamps: str) -> tuple[dict[int, list[tuple[float, str]]], float, float, int]:
@@ -336,6 +164,8 @@ def main() -> None:
     parser.add_argument("--compare", default="optuna,ray",
                         help="sides to run after ours, the same number of trials each: optuna, ray (each where "
                         "installed); '' for none")
+    parser.add_argument("--no-replay", dest="replay", action="store_false",
+                        help="skip replaying our runs in plain Lightning (what a run costs beyond Lightning's own)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as workdir:
         t0 = time.time()
@@ -343,6 +173,7 @@ def main() -> None:
         wall = time.time() - t0
         events, start, end, runs = timelines(journal, stamps)
         spent = buckets(events, start, end)
+        replay = runs_of(journal, events) if args.replay else None
     window = (end - start) * len(events)
     epochs = sum(1 for tl in events.values() for _, kind in tl if kind == "epoch_end")
     share = spent["training"] / window
@@ -353,6 +184,23 @@ def main() -> None:
         print(f"{name:<28} {spent[name]:8.2f} {spent[name] / window:7.1%} {1000 * spent[name] / runs:7.1f}ms")
     print(f"training share: {share:.1%} (goal: at least 95%); "
           f"per run beyond training: {1000 * (window - spent['training']) / runs:.0f} ms")
+    added = None
+    if replay is not None:
+        ours, ours_share, ours_training = busy_figures(events)
+        added = {"ours_ms": ours, "ours_share": ours_share, "ours_training_ms": ours_training}
+        print(f"\nour {sum(map(len, replay))} runs again in plain Lightning, one after another in one process; "
+              f"over the busy spans, beyond training per run, training share and training per run (ours: "
+              f"{ours:.1f} ms, {ours_share:.1%}, {ours_training:.0f} ms):")
+        for lean, name in ((False, "default"), (True, "lean")):
+            with tempfile.TemporaryDirectory() as workdir:
+                plain, plain_share, plain_training = busy_figures(
+                    read_stamps(run_replay(replay, workdir, lean=lean), defaultdict(list)))
+            added.update({f"{name}_ms": plain, f"{name}_share": plain_share, f"{name}_training_ms": plain_training})
+            what = ("a new module, datamodule and default Trainer per run" if not lean else
+                    "no logger or checkpoints, sanity check once, data set up once, loaders per batch size")
+            print(f"  {name} Lightning ({what}): {plain:.1f} ms, {plain_share:.1%}, {plain_training:.0f} ms; "
+                  f"lightning_maggy adds {ours - plain:+.1f} ms per run")
+        print("  goal: under 20 ms beyond Lightning's own fit")
     sides = {}
     for side in [c.strip() for c in args.compare.split(",") if c.strip()]:
         import importlib.util
@@ -378,7 +226,8 @@ def main() -> None:
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:
             json.dump({"trials": args.trials, "runs": runs, "epochs": epochs, "workers": len(events),
-                       "window_s": end - start, "seconds": spent, "training_share": share, "compared": sides},
+                       "window_s": end - start, "seconds": spent, "training_share": share, "compared": sides,
+                       "beyond_plain_lightning": added},
                       fh, indent=2)
 
 

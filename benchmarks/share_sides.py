@@ -127,7 +127,7 @@ def run_replay(per_worker: list[list[tuple[dict[str, Any], int]]], workdir: str,
     Lightning preloaded); returns the stamps path.
 
     One process, alone on the machine: its runs do not contend for the cores as our two
-    workers' do (two training processes side by side each ran at about half speed on this
+    workers' do (two training processes side by side each ran slower than one alone on this
     machine), so what it measures is a lower bound of Lightning's own cost per run, and the
     difference with ours an upper bound of what lightning_maggy adds."""
     import multiprocessing as mp

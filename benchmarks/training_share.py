@@ -96,18 +96,11 @@ def run_study(trials: int, workdir: str) -> tuple[str, str]:
     )
     return os.path.join(exp, "journal.jsonl"), stamps
 
-def runs_of(journal: str, events: dict[int, list[tuple[float, str]]]) -> list[list[tuple[dict[str, Any], int]]]:
-    """Each worker's runs in order, as ``(configuration, epochs trained in the run)``."""
-    from lightning_maggy.driver.journal import read_journal
-
-    configs: dict[float, dict[str, Any]] = {}
-    state: dict[str, str] = {}
-    for ev in read_journal(journal):
-        if ev["event"] == "trial":
-            t = ev["trial"]
-            before, state[t["trial_id"]] = state.get(t["trial_id"]), t["state"]
-            if t["state"] == "RUNNING" and before != "RUNNING":
-                configs[ev["time"]] = t["config"]
+def runs_of(
+    events: dict[int, list[tuple[float, str]]], configs: dict[float, dict[str, Any]]
+) -> list[list[tuple[dict[str, Any], int]]]:
+    """Each worker's runs in order, as ``(configuration, epochs trained in the run)``, from its
+    timeline and the configuration handed out at each run's start (:func:`timelines`)."""
     out = []
     for timeline in events.values():
         runs: list[tuple[dict[str, Any], int]] = []
@@ -120,13 +113,17 @@ def runs_of(journal: str, events: dict[int, list[tuple[float, str]]]) -> list[li
     return out
 
 
-def timelines(journal: str, stamps: str) -> tuple[dict[int, list[tuple[float, str]]], float, float, int]:
+def timelines(
+    journal: str, stamps: str
+) -> tuple[dict[int, list[tuple[float, str]]], float, float, int, dict[float, dict[str, Any]]]:
     """Per worker pid, its stamps in time order (with the journal's run hand-outs); the window's
-    start and end; the number of trial runs."""
+    start and end; the number of trial runs; the configuration handed out at each run's start,
+    by hand-out time."""
     from lightning_maggy.driver.journal import read_journal
 
     pid_of: dict[int, int] = {}
     events: dict[int, list[tuple[float, str]]] = defaultdict(list)
+    configs: dict[float, dict[str, Any]] = {}
     state: dict[str, str] = {}
     start = end = None
     runs = 0
@@ -138,13 +135,14 @@ def timelines(journal: str, stamps: str) -> tuple[dict[int, list[tuple[float, st
             before, state[t["trial_id"]] = state.get(t["trial_id"]), t["state"]
             if t["state"] == "RUNNING" and before != "RUNNING":  # a new run (not a promotion in place)
                 events[pid_of[t["worker"]]].append((ev["time"], "run_start"))
+                configs[ev["time"]] = t["config"]
                 start = ev["time"] if start is None else min(start, ev["time"])
                 runs += 1
             elif t["state"] in ("COMPLETED", "STOPPED", "PAUSED", "FAILED"):
                 end = ev["time"] if end is None else max(end, ev["time"])
     read_stamps(stamps, events)
     assert start is not None and end is not None, "the study ran no trial"
-    return dict(events), start, end, runs
+    return dict(events), start, end, runs, configs
 
 
 def buckets(events: dict[int, list[tuple[float, str]]], start: float, end: float) -> dict[str, float]:
@@ -171,9 +169,9 @@ def main() -> None:
         t0 = time.time()
         journal, stamps = run_study(args.trials, workdir)
         wall = time.time() - t0
-        events, start, end, runs = timelines(journal, stamps)
+        events, start, end, runs, configs = timelines(journal, stamps)
         spent = buckets(events, start, end)
-        replay = runs_of(journal, events) if args.replay else None
+        replay = runs_of(events, configs) if args.replay else None
     window = (end - start) * len(events)
     epochs = sum(1 for tl in events.values() for _, kind in tl if kind == "epoch_end")
     share = spent["training"] / window

@@ -18,7 +18,7 @@ from typing import Any
 from lightning_maggy.exceptions import ConfigurationError
 from lightning_maggy.optimizers.base import ALWAYS, IDLE, Idle, SuggestionResult
 from lightning_maggy.optimizers.random_search import ConfigDrawer, DrawingOptimizer, Suggester
-from lightning_maggy.optimizers.rungs import RungIndex, SyncedIndex, _first_paused, _sort_key, top_count
+from lightning_maggy.optimizers.rungs import RungIndex, SyncedIndex, first_paused, rank_key, top_count
 from lightning_maggy.trial import Decision, Trial, TrialState
 
 __all__ = [
@@ -156,7 +156,7 @@ def promotable(
     n_top = top_count(len(items), reduction_factor, early_promotion)
     if n_top <= 0:
         return []
-    ranked = sorted(items, key=lambda item: (_sort_key(float(item[1]), direction), item[0]))
+    ranked = sorted(items, key=lambda item: (rank_key(float(item[1]), direction), item[0]))
     promoted = set(promoted_ids)
     return [tid for tid, value in ranked[:n_top] if value == value and tid not in promoted]
 
@@ -188,7 +188,7 @@ def promotion_at(
     results = rung_results(trials, budget)
     promoted = [tid for tid in results if trials[tid].budget > budget]
     candidates = promotable(results, promoted, reduction_factor, direction, early_promotion)
-    return _first_paused(candidates, trials, budget, next_budget)
+    return first_paused(candidates, trials, budget, next_budget)
 
 
 class RungDecisions:

@@ -13,10 +13,11 @@ from typing import Any
 from lightning_maggy.optimizers.base import IDLE, Idle
 from lightning_maggy.trial import Trial, TrialState
 
-__all__ = ["RungIndex", "SyncedIndex", "top_count"]
+__all__ = ["RungIndex", "SyncedIndex", "first_paused", "rank_key", "top_count"]
 
 
-def _sort_key(value: float, direction: str) -> tuple[bool, float]:
+def rank_key(value: float, direction: str) -> tuple[bool, float]:
+    """How a rung ranks a result: best first in ``direction``, NaN last."""
     is_nan = value != value
     return (is_nan, 0.0 if is_nan else (-value if direction == "max" else value))
 
@@ -29,7 +30,7 @@ def top_count(n: int, reduction_factor: float, early_promotion: bool = False) ->
     return max(n_top, 1) if early_promotion and n > 0 else n_top
 
 
-def _first_paused(
+def first_paused(
     candidates: Iterable[str], trials: Mapping[str, Trial], budget: int, next_budget: int, paused: str | None = None
 ) -> Trial | Idle | None:
     """Goes through a rung's promotable ``candidates`` (ids, best first): the first one PAUSED
@@ -127,7 +128,7 @@ class RungIndex(SyncedIndex):
         for k, budget in enumerate(self.budgets[:-1]):
             key = None
             if trial is not None and len(trial.history) >= budget:
-                key = _sort_key(float(trial.history[budget - 1]), self.direction)
+                key = rank_key(float(trial.history[budget - 1]), self.direction)
             _file(self._order[k], self._keys[k], tid, key)
             is_open = key is not None and trial.budget == budget and (  # type: ignore[union-attr]
                 trial.state is TrialState.PAUSED or not trial.state.finished)  # type: ignore[union-attr]
@@ -148,7 +149,7 @@ class RungIndex(SyncedIndex):
         n_top = top_count(len(self._order[k]), self.reduction_factor, self.early_promotion)
         if key[0] or bisect.bisect_left(self._order[k], (key, tid)) >= n_top:
             return None
-        return _first_paused((tid,), trials, self.budgets[k], self.budgets[k + 1], paused)
+        return first_paused((tid,), trials, self.budgets[k], self.budgets[k + 1], paused)
 
     def first_promotion(self, trials: Mapping[str, Trial], paused: str | None = None) -> Trial | Idle | None:
         """The promotion from the highest rung that has one."""

@@ -14,6 +14,7 @@ from tiny_models import BlobsDataModule, TinyClassifier, fit_with_own_trainer, u
 
 import lightning_maggy as lm
 from lightning_maggy.driver.journal import read_journal, replay
+from lightning_maggy.optimizers.asha import promotable
 
 pytestmark = pytest.mark.slow
 
@@ -25,6 +26,29 @@ def _reports(exp_dir: str) -> dict[str, list[int]]:
         if ev["event"] == "report":
             out.setdefault(ev["trial_id"], []).append(ev["epoch"])
     return out
+
+
+def _promotions_follow_the_rule(exp_dir: str, budgets: list[int], eta: float) -> dict[int, set[str]]:
+    """Walks the journal of a maximizing ASHA study in order and asserts that each promotion out
+    of a rung was among the top floor(n / eta) of that rung's results recorded so far, and that
+    nothing is left promotable at the end; returns rung budget -> the ids promoted out of it."""
+    rungs: dict[int, dict[str, float]] = {b: {} for b in budgets}
+    promoted: dict[int, set[str]] = {b: set() for b in budgets}
+    budget_of: dict[str, int] = {}
+    for ev in read_journal(Path(exp_dir) / "journal.jsonl"):
+        if ev["event"] == "report" and ev["epoch"] + 1 in rungs:
+            rungs[ev["epoch"] + 1][ev["trial_id"]] = float(ev["value"])
+        elif ev["event"] == "trial":
+            tid, budget = ev["trial"]["trial_id"], ev["trial"]["budget"]
+            old = budget_of.setdefault(tid, budget)
+            if budget > old:
+                allowed = promotable(rungs[old], promoted[old], eta, "max")
+                assert tid in allowed, (tid, old, rungs[old], promoted[old])
+                promoted[old].add(tid)
+                budget_of[tid] = budget
+    for b in budgets[:-1]:
+        assert promotable(rungs[b], promoted[b], eta, "max") == [], (b, rungs[b], promoted[b])
+    return promoted
 
 
 def test_two_worker_asha_search_resumes_promoted_trials_from_checkpoints(tmp_path):
@@ -49,11 +73,15 @@ def test_two_worker_asha_search_resumes_promoted_trials_from_checkpoints(tmp_pat
     space.validate(result.best_config)
     assert 0.0 <= result.best_metric <= 1.0
 
-    # ASHA rungs 1, 3, 9: with 9 trials, 3 reach rung 1 (3 epochs) and 1 reaches 9 epochs.
-    epochs = sorted(t.epochs_done for t in result.trials)
-    assert epochs.count(1) == 6 and epochs.count(3) == 2 and epochs.count(9) == 1
-    best_full = [t for t in result.trials if t.epochs_done == 9]
-    assert best_full[0].state is lm.TrialState.COMPLETED
+    # ASHA rungs 1, 3, 9. How many trials pass a rung depends on the order in which the two
+    # workers' results arrive (asynchronous ASHA never takes a promotion back), so the journal
+    # is checked against the rule instead: every promotion was in the top third of its rung
+    # when it was made, and at the end nothing promotable was left behind.
+    epochs = [t.epochs_done for t in result.trials]
+    assert set(epochs) <= {1, 3, 9} and epochs.count(9) >= 1
+    promoted = _promotions_follow_the_rule(result.exp_dir, budgets=[1, 3, 9], eta=3)
+    assert len(promoted[1]) >= 3 and len(promoted[3]) >= 1
+    assert all(t.state is lm.TrialState.COMPLETED for t in result.trials if t.epochs_done == 9)
 
     # Promoted trials resumed from their rung checkpoint: every epoch was trained (and reported)
     # exactly once, and the history has one value per epoch.

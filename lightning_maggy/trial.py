@@ -155,7 +155,7 @@ class Trial:
         return new
 
     def to_dict(self) -> dict[str, Any]:
-        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        d = dict(self.__dict__)  # exactly the fields, in their order (see __init__ and evolve)
         d["state"] = self.state.value
         d["history"] = list(self.history)
         d["config"] = dict(self.config)

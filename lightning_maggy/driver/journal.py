@@ -105,6 +105,10 @@ def _cut_torn_tail(path: Path) -> None:
         os.fsync(fh.fileno())
 
 
+#: One encoder for every event (``json.dumps`` with options builds a new one per call).
+_ENCODE = json.JSONEncoder(separators=(",", ":"), allow_nan=True, default=str).encode
+
+
 class Journal:
     """Appends events to ``exp_dir/journal.jsonl`` (see the module docstring for durability).
 
@@ -177,7 +181,7 @@ class Journal:
         """Writes one event. ``durable=False`` never waits for an fsync, even with
         ``sync_interval=0`` (the group commit, when on, still covers it)."""
         record = {"event": event, "time": time.time(), **fields}
-        self._write(json.dumps(record, separators=(",", ":"), allow_nan=True, default=str) + "\n", durable)
+        self._write(_ENCODE(record) + "\n", durable)
 
     def _write(self, line: str, durable: bool) -> None:
         """Writes and flushes one line; the group commit fsyncs it within ``sync_interval``

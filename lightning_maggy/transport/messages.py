@@ -139,6 +139,10 @@ class ReplayGuard:
             self._last.popitem(last=False)
 
 
+#: One encoder for every message (``json.dumps`` with options builds a new one per call).
+_ENCODE = json.JSONEncoder(separators=(",", ":"), allow_nan=True).encode
+
+
 def sign(key: bytes, payload: bytes) -> bytes:
     """The hex HMAC-SHA256 of ``payload`` under ``key``."""
     return hmac.digest(key, payload, hashlib.sha256).hex().encode()
@@ -159,7 +163,7 @@ def encode(message: Mapping[str, Any], key: bytes, session: Session | None = Non
     session = session or Session()
     body["sid"] = session.sid
     body["seq"] = session.next_seq()
-    payload = json.dumps(body, separators=(",", ":"), allow_nan=True).encode()
+    payload = _ENCODE(body).encode()
     if len(payload) > MAX_MESSAGE_BYTES:
         raise ProtocolError(
             f"message of type {body.get('type')!r} is {len(payload)} bytes, over the "

@@ -10,9 +10,13 @@ line:
 * the driver's set-up inside ``search()`` (checks, the journal's first line);
 * the Spark job and the executors' Python workers: from the journal's first line to the start
   of each executor Python process that runs a worker (its start time from ``/proc``, read by a
-  callback inside the first trial; local mode runs executors on this machine);
+  callback inside the first trial; local mode runs executors on this machine). With
+  lightning_maggy's daemon (``--daemon lightning_maggy``, the default: the setting README
+  gives for a session of one's own), the daemon imports torch and Lightning here, once, before
+  it forks the workers;
 * the worker's own start: from its process start to its registration with the server
-  (unpickling the task, which imports torch, Lightning and lightning_maggy there);
+  (unpickling the task, which with pyspark's daemon imports torch, Lightning and
+  lightning_maggy there, in each worker);
 * the first trial: from registration to the trial handed out, then to the Trainer's ``fit``
   start, and to the first report (one epoch).
 
@@ -20,7 +24,7 @@ Printed: the timeline and the share of each step; ``--json`` writes it. ``--runs
 the search on the same session (the second search reuses the session and, by Spark's default
 ``spark.python.worker.reuse``, possibly the Python workers).
 
-Run: ``python benchmarks/spark_startup.py [--runs 2] [--json out.json]`` (needs pyspark, Java
+Run: ``python benchmarks/spark_startup.py [--runs 2] [--daemon lightning_maggy|pyspark] [--json out.json]`` (needs pyspark, Java
 17+, scikit-learn); about a minute.
 """
 
@@ -38,11 +42,19 @@ import tempfile  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+# The example module calls lm.prewarm(), which starts the local backend's forkserver: it would
+# import torch and Lightning a second time, beside the JVM's start, for workers a Spark study
+# never uses. A Spark script has no prewarm(); this makes the example's a no-op.
+os.environ["LIGHTNING_MAGGY_START_METHOD"] = "spawn"
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
 
 import pytorch_lightning as pl  # noqa: E402
 
 import lightning_maggy as lm  # noqa: E402
+
+
+#: The executors' Python daemon module (``spark.python.daemon.module``) for each ``--daemon``.
+DAEMONS = {"lightning_maggy": "lightning_maggy.backends.spark_daemon", "pyspark": "pyspark.daemon"}
 
 
 def _process_start(pid: int) -> float:
@@ -94,6 +106,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=2, help="searches on the same session")
     parser.add_argument("--json", default=None, help="write the timeline to this JSON file")
+    parser.add_argument("--daemon", choices=sorted(DAEMONS), default="lightning_maggy",
+                        help="the executors' Python daemon: lightning_maggy's, which imports torch and Lightning "
+                             "before it forks the workers (the setting README gives), or pyspark's own")
     args = parser.parse_args()
     import digits_asha
     from pyspark.sql import SparkSession
@@ -101,7 +116,9 @@ def main() -> None:
     t_imports = time.time()
     spark = (SparkSession.builder.master("local[2]").appName("lightning_maggy-spark-startup")
              .config("spark.driver.host", "127.0.0.1").config("spark.driver.bindAddress", "127.0.0.1")
-             .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false").getOrCreate())
+             .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false")
+             .config("spark.python.daemon.module", DAEMONS[args.daemon])
+             .getOrCreate())
     spark.sparkContext.setLogLevel("ERROR")
     t_session = time.time()
     runs = []
@@ -111,7 +128,8 @@ def main() -> None:
                 runs.append(one_search(digits_asha, tmp, run))
     finally:
         spark.stop()
-    print(f"digits MLP, ASHA, 2 workers, Spark local[2]; python {sys.version.split()[0]}, {os.cpu_count()} cores")
+    print(f"digits MLP, ASHA, 2 workers, Spark local[2], {args.daemon}'s daemon; python {sys.version.split()[0]}, "
+          f"{os.cpu_count()} cores")
     print(f"  {'imports (lightning_maggy, torch, Lightning, pyspark, the example)':<66}{t_imports - T0:7.2f} s")
     print(f"  {'SparkSession (JVM, SparkContext)':<66}{t_session - t_imports:7.2f} s")
     steps = [
@@ -134,7 +152,7 @@ def main() -> None:
         previous = r["search_returned"]
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"script_start": T0, "imports_done": t_imports, "session_ready": t_session, "runs": runs}, fh,
+            json.dump({"daemon": args.daemon, "script_start": T0, "imports_done": t_imports, "session_ready": t_session, "runs": runs}, fh,
                       indent=2)
 
 

@@ -23,6 +23,9 @@ from pathlib import Path
 
 import pytest
 
+from lightning_maggy.backends.spark import QUICK_START_JVM
+from lightning_maggy.backends.spark_daemon import DAEMON_CONF, DAEMON_MODULE
+
 TESTS_DIR = Path(__file__).resolve().parents[1]
 REPO_ROOT = TESTS_DIR.parent
 CLUSTER_START_TIMEOUT = 120.0
@@ -152,6 +155,7 @@ class SparkCluster:
             "SPARK_LOCAL_IP": "127.0.0.1",
             "SPARK_LOCAL_HOSTNAME": "127.0.0.1",
             "SPARK_DAEMON_MEMORY": "256m",
+            "SPARK_DAEMON_JAVA_OPTS": QUICK_START_JVM,  # the master's and workers' JVMs start sooner
             "PYSPARK_PYTHON": sys.executable,
             "PYTHONPATH": os.pathsep.join(pythonpath),
         }
@@ -236,6 +240,10 @@ class SparkCluster:
             "spark.task.maxFailures": "4",
             "spark.scheduler.minRegisteredResourcesRatio": "1.0",
             "spark.scheduler.maxRegisteredResourcesWaitingTime": "60s",
+            # quicker JVMs, and python workers forked with torch and Lightning imported
+            "spark.driver.extraJavaOptions": QUICK_START_JVM,
+            "spark.executor.extraJavaOptions": QUICK_START_JVM,
+            DAEMON_CONF: DAEMON_MODULE,
             **extra,
         }
 

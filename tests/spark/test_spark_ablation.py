@@ -17,6 +17,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "ablation"))
 from ablation_models import SignalData, SignalNet  # noqa: E402
 
 import lightning_maggy as lm  # noqa: E402
+from lightning_maggy.backends.spark import QUICK_START_JVM  # noqa: E402
+from lightning_maggy.backends.spark_daemon import DAEMON_CONF, DAEMON_MODULE  # noqa: E402
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
@@ -32,7 +34,8 @@ def test_ablation_on_spark_gives_the_same_rows_and_metrics_as_local(tmp_path):
     session = (
         SparkSession.builder.master("local[2]").appName("lightning_maggy-ablation")
         .config("spark.driver.host", "127.0.0.1").config("spark.driver.bindAddress", "127.0.0.1")
-        .config("spark.ui.enabled", "false").getOrCreate()
+        .config("spark.ui.enabled", "false").config("spark.driver.extraJavaOptions", QUICK_START_JVM)
+        .config(DAEMON_CONF, DAEMON_MODULE).getOrCreate()
     )
     try:
         on_spark = lm.ablate(SignalNet, study, backend="spark", exp_dir=tmp_path / "spark", **common)

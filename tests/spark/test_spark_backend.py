@@ -19,6 +19,8 @@ if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
 from tiny_models import BlobsDataModule, TinyClassifier  # noqa: E402
 
 import lightning_maggy as lm  # noqa: E402
+from lightning_maggy.backends.spark import QUICK_START_JVM  # noqa: E402
+from lightning_maggy.backends.spark_daemon import DAEMON_CONF, DAEMON_MODULE  # noqa: E402
 from lightning_maggy.driver.journal import read_journal  # noqa: E402
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
@@ -37,6 +39,9 @@ def spark():
         .config("spark.driver.bindAddress", "127.0.0.1")
         .config("spark.ui.enabled", "false")
         .config("spark.sql.shuffle.partitions", "2")
+        # the settings README gives for a session of one's own (the search sets them on its own)
+        .config("spark.driver.extraJavaOptions", QUICK_START_JVM)
+        .config(DAEMON_CONF, DAEMON_MODULE)
         .getOrCreate()
     )
     session.sparkContext.setLogLevel("ERROR")
@@ -218,9 +223,27 @@ def test_a_local_session_built_by_the_search_runs_executors_on_the_drivers_pytho
     # python3 on PATH lacks the package; pyspark would take it for the executors.
     bare = _python_without_the_package(tmp_path / "bin")
     env = {"PATH": f"{bare.parent}{os.pathsep}{os.environ['PATH']}", "PYSPARK_PYTHON": ""}
-    code = SEARCH_ANY_ERROR.format(prelude="def f(h, r):\n    return 1.0", target="f", exp=str(tmp_path / "exp"))
+    # Each trial writes down the process its worker was forked from, pyspark's daemon, and the
+    # JVM that started the daemon: the daemon runs as lightning_maggy's (which imported torch
+    # and Lightning before it forked), the JVM with the quick-start options.
+    parents = tmp_path / "parents"
+    parents.mkdir()
+    prelude = (
+        "import os\n"
+        "def cmdline(pid):\n"
+        "    return open(f'/proc/{pid}/cmdline').read().replace(chr(0), ' ')\n"
+        "def f(h, r):\n"
+        "    daemon = os.getppid()\n"
+        "    jvm = int(open(f'/proc/{daemon}/stat').read().rsplit(')', 1)[1].split()[1])\n"
+        f"    open(os.path.join({str(parents)!r}, str(os.getpid())), 'w').write(cmdline(daemon) + chr(10) + cmdline(jvm))\n"
+        "    return 1.0"
+    )
+    code = SEARCH_ANY_ERROR.format(prelude=prelude, target="f", exp=str(tmp_path / "exp"))
     proc = _run_isolated(code, env=env, timeout=240)
     assert "COMPLETED: 2" in proc.stdout, proc.stdout[-2000:] + proc.stderr[-3000:]
+    found = [path.read_text().split("\n") for path in parents.iterdir()]
+    assert found and all("-m lightning_maggy.backends.spark_daemon" in daemon for daemon, _ in found), found
+    assert all("java" in jvm and QUICK_START_JVM in jvm for _, jvm in found), found
 
 
 def test_an_executor_that_cannot_import_the_users_code_gives_one_clear_error(tmp_path):

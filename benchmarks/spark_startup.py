@@ -6,7 +6,8 @@ and calls ``lm.search(DigitsMLP, ..., backend="spark", workers=2)`` with ASHA, a
 line:
 
 * imports (``lightning_maggy``, torch, Lightning, pyspark, the example);
-* the SparkSession (the JVM and the SparkContext);
+* the SparkSession (the JVM and the SparkContext), with ``--jvm quick`` (the default: the
+  setting README gives for a session of one's own) the driver JVM's quick-start options;
 * the driver's set-up inside ``search()`` (checks, the journal's first line);
 * the Spark job and the executors' Python workers: from the journal's first line to the start
   of each executor Python process that runs a worker (its start time from ``/proc``, read by a
@@ -24,7 +25,8 @@ Printed: the timeline and the share of each step; ``--json`` writes it. ``--runs
 the search on the same session (the second search reuses the session and, by Spark's default
 ``spark.python.worker.reuse``, possibly the Python workers).
 
-Run: ``python benchmarks/spark_startup.py [--runs 2] [--daemon lightning_maggy|pyspark] [--json out.json]`` (needs pyspark, Java
+Run: ``python benchmarks/spark_startup.py [--runs 2] [--daemon lightning_maggy|pyspark]
+[--jvm quick|default] [--json out.json]`` (needs pyspark, Java
 17+, scikit-learn); about a minute.
 """
 
@@ -51,6 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
 import pytorch_lightning as pl  # noqa: E402
 
 import lightning_maggy as lm  # noqa: E402
+from lightning_maggy.backends.spark import QUICK_START_JVM  # noqa: E402
 
 
 #: The executors' Python daemon module (``spark.python.daemon.module``) for each ``--daemon``.
@@ -109,16 +112,21 @@ def main() -> None:
     parser.add_argument("--daemon", choices=sorted(DAEMONS), default="lightning_maggy",
                         help="the executors' Python daemon: lightning_maggy's, which imports torch and Lightning "
                              "before it forks the workers (the setting README gives), or pyspark's own")
+    parser.add_argument("--jvm", choices=("quick", "default"), default="quick",
+                        help="the driver JVM's options: lightning_maggy's QUICK_START_JVM (the setting README "
+                             "gives), or the JVM's defaults")
     args = parser.parse_args()
     import digits_asha
     from pyspark.sql import SparkSession
 
     t_imports = time.time()
-    spark = (SparkSession.builder.master("local[2]").appName("lightning_maggy-spark-startup")
-             .config("spark.driver.host", "127.0.0.1").config("spark.driver.bindAddress", "127.0.0.1")
-             .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false")
-             .config("spark.python.daemon.module", DAEMONS[args.daemon])
-             .getOrCreate())
+    builder = (SparkSession.builder.master("local[2]").appName("lightning_maggy-spark-startup")
+               .config("spark.driver.host", "127.0.0.1").config("spark.driver.bindAddress", "127.0.0.1")
+               .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false")
+               .config("spark.python.daemon.module", DAEMONS[args.daemon]))
+    if args.jvm == "quick":
+        builder = builder.config("spark.driver.extraJavaOptions", QUICK_START_JVM)
+    spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
     t_session = time.time()
     runs = []
@@ -128,8 +136,8 @@ def main() -> None:
                 runs.append(one_search(digits_asha, tmp, run))
     finally:
         spark.stop()
-    print(f"digits MLP, ASHA, 2 workers, Spark local[2], {args.daemon}'s daemon; python {sys.version.split()[0]}, "
-          f"{os.cpu_count()} cores")
+    print(f"digits MLP, ASHA, 2 workers, Spark local[2], {args.daemon}'s daemon, {args.jvm} JVM options; "
+          f"python {sys.version.split()[0]}, {os.cpu_count()} cores")
     print(f"  {'imports (lightning_maggy, torch, Lightning, pyspark, the example)':<66}{t_imports - T0:7.2f} s")
     print(f"  {'SparkSession (JVM, SparkContext)':<66}{t_session - t_imports:7.2f} s")
     steps = [
@@ -152,7 +160,7 @@ def main() -> None:
         previous = r["search_returned"]
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"daemon": args.daemon, "script_start": T0, "imports_done": t_imports, "session_ready": t_session, "runs": runs}, fh,
+            json.dump({"daemon": args.daemon, "jvm": args.jvm, "script_start": T0, "imports_done": t_imports, "session_ready": t_session, "runs": runs}, fh,
                       indent=2)
 
 

@@ -14,7 +14,6 @@ each give one clear error before any trial starts.
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 import shutil
@@ -30,8 +29,6 @@ from urllib.parse import urlparse
 from lightning_maggy.backends.base import Backend, pack_launch
 from lightning_maggy.exceptions import BackendError, ConfigurationError
 from lightning_maggy.lightning.worker import WorkerLaunch
-
-log = logging.getLogger(__name__)
 
 __all__ = ["QUICK_START_JVM", "SparkBackend", "check_java", "session_conf"]
 
@@ -209,12 +206,17 @@ def _local(master: str | None) -> bool:
 
 
 def session_conf(master: str | None, conf: Mapping[str, str]) -> dict[str, str]:
-    """The settings of a session built by the search: ``conf``, and for a local master the
-    driver JVM's :data:`QUICK_START_JVM` options unless ``conf`` sets
-    ``spark.driver.extraJavaOptions`` itself."""
+    """The settings of a session built by the search: ``conf``, and for a local master, unless
+    ``conf`` sets them itself, the driver JVM's :data:`QUICK_START_JVM` options and
+    lightning_maggy's pyspark daemon (:mod:`~lightning_maggy.backends.spark_daemon`: the
+    executors' Python workers fork with torch and Lightning imported). On a cluster, whose
+    executors' Python need not have lightning_maggy installed, the session's owner opts in."""
+    from lightning_maggy.backends.spark_daemon import DAEMON_CONF, DAEMON_MODULE
+
     out = dict(conf)
     if _local(master):
         out.setdefault("spark.driver.extraJavaOptions", QUICK_START_JVM)
+        out.setdefault(DAEMON_CONF, DAEMON_MODULE)
     return out
 
 
@@ -265,7 +267,6 @@ class SparkBackend(Backend):
         self.sc = spark.sparkContext
         if self._owns_session:
             self._choose_python(conf or {})
-            self._preload_in_daemon(conf or {})
         self._group = f"lightning_maggy-{uuid.uuid4().hex[:12]}"
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
@@ -287,22 +288,6 @@ class SparkBackend(Backend):
             chosen = sys.executable
         if chosen:
             self.sc.pythonExec = chosen
-
-    def _preload_in_daemon(self, conf: Mapping[str, str]) -> None:
-        """For a session built here on a ``local`` master, unless ``spark.python.daemon.module``
-        is in ``conf``: the executors' Python workers fork from lightning_maggy's daemon
-        (:mod:`~lightning_maggy.backends.spark_daemon`), which imports torch and Lightning once
-        before it forks them. Set on the running context's own settings, which pyspark reads
-        when the first Python task starts; on a cluster, where the executors' Python need not
-        have lightning_maggy installed, the session's owner opts in."""
-        from lightning_maggy.backends.spark_daemon import DAEMON_CONF, DAEMON_MODULE
-
-        if DAEMON_CONF in conf or not _local(str(self.sc.master)):
-            return
-        try:
-            self.sc._jsc.sc().conf().set(DAEMON_CONF, DAEMON_MODULE)
-        except Exception:  # noqa: BLE001 - an optimization only: pyspark's own daemon then runs
-            log.debug("could not set %s; the executors use pyspark's daemon", DAEMON_CONF, exc_info=True)
 
     @property
     def driver_host(self) -> str:

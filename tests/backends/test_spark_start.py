@@ -11,6 +11,7 @@ import pytest
 
 from lightning_maggy.backends import spark_daemon
 from lightning_maggy.backends.spark import QUICK_START_JVM, session_conf
+from lightning_maggy.backends.spark_daemon import DAEMON_CONF, DAEMON_MODULE
 
 
 def test_preload_imports_what_the_forkserver_does_and_skips_a_module_that_fails(monkeypatch) -> None:
@@ -31,12 +32,12 @@ def test_run_as_a_module_it_has_torch_and_lightning_imported_before_pyspark_take
     assert out.stdout.strip() == "['pytorch_lightning', 'torch']"
 
 
-def test_a_local_session_gets_the_quick_start_jvm_unless_its_settings_choose_their_own(monkeypatch) -> None:
+def test_a_local_session_gets_the_quick_start_settings_unless_its_own_choose_otherwise(monkeypatch) -> None:
     monkeypatch.delenv("PYSPARK_SUBMIT_ARGS", raising=False)
-    quick = {"spark.driver.extraJavaOptions": QUICK_START_JVM}
+    quick = {"spark.driver.extraJavaOptions": QUICK_START_JVM, DAEMON_CONF: DAEMON_MODULE}
     assert session_conf("local[2]", {"spark.executor.memory": "1g"}) == {"spark.executor.memory": "1g", **quick}
     assert session_conf(None, {}) == quick  # pyspark's default master is local[*]
-    own = {"spark.driver.extraJavaOptions": "-Xmx2g"}
+    own = {"spark.driver.extraJavaOptions": "-Xmx2g", DAEMON_CONF: "pyspark.daemon"}
     assert session_conf("local[2]", own) == own
     assert session_conf("spark://head:7077", {}) == {}
     monkeypatch.setenv("PYSPARK_SUBMIT_ARGS", "--master yarn pyspark-shell")

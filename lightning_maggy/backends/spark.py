@@ -191,9 +191,10 @@ def _task(blob: bytes) -> Any:
 
 
 #: The driver JVM's options for a session built here on a local master: the client compiler
-#: only and the serial collector. On 2 cores the JVM's own start (the SparkSession) took 16.5 s
-#: with the default JIT and G1, whose compiler threads compete with it for the cores, and 8.3 s
-#: with these; in local mode that JVM only hands the workers' tasks out.
+#: only and the serial collector, whose threads do not compete with the JVM's own start for the
+#: cores. On 2 cores kept busy by another process, a ``local[2]`` SparkSession took 16.5 s to
+#: start with the JVM's defaults and 8.3 s with these; in local mode that JVM only hands out
+#: the workers' tasks.
 QUICK_START_JVM = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
 
 

@@ -3,7 +3,7 @@
 pyspark starts one daemon process per executor (``python -m pyspark.daemon``) and forks a
 Python worker from it for each task. Every worker then imports torch and Lightning on its own
 while it unpickles its task: on a 2-core machine, two workers importing side by side took
-8.8 s before their first trial. Run as the daemon instead (Spark's
+6.5-8.8 s before they could register, and 1.1 s when forked from this daemon. Run as the daemon instead (Spark's
 ``spark.python.daemon.module``), this module imports them once, in the daemon, and then runs
 pyspark's own daemon loop, so every worker it forks starts with them imported, as the local
 backend's forkserver does (the same list, :data:`~lightning_maggy.backends.local.PRELOAD`).

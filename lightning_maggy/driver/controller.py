@@ -342,16 +342,21 @@ class Controller(ReportsMixin, AssignmentMixin, ServingMixin):
         self._decisions.pop(tid, None)
         note = f"ran over trial_timeout={self.trial_timeout:g} s (attempt {attempt}, {ran:.1f} s); stopped"
         self.journal.append("trial_timeout", trial_id=tid, attempt=attempt, seconds=ran)
-        final = None if tid in self._nonfinite else final_metric(None, trial.history)
-        self._update(
-            trial.evolve(state=TrialState.STOPPED, finished=time.time(), error=self._nonfinite.get(tid, note),
-                         final_metric=final)
-        )
+        self._update(self._stopped(trial, note))
         self._take_away(worker)
         out: Outgoing = []
         if worker.hb_peer is not None:
             out.append((worker.hb_peer, {"type": "drop", "trial_id": tid, "attempt": attempt, "reason": note}))
         return out + self._wake_parked()
+
+    def _stopped(self, trial: Trial, note: str) -> Trial:
+        """``trial`` STOPPED by the server while it ran or waited (over ``trial_timeout``, or by
+        an abort): its result is the last value it reported, as ``scope="last"`` ranks it (a
+        trial the NaN/inf policy stopped keeps no result, and its note)."""
+        tid = trial.trial_id
+        final = None if tid in self._nonfinite else final_metric(None, trial.history)
+        return trial.evolve(state=TrialState.STOPPED, finished=time.time(), error=self._nonfinite.get(tid, note),
+                            final_metric=final)
 
     def worker_lost(self, worker_id: int, reason: str) -> Outgoing:
         """Called by a backend that saw a worker die; its trial is re-queued."""
@@ -368,10 +373,11 @@ class Controller(ReportsMixin, AssignmentMixin, ServingMixin):
         if self.finished:
             return []
         self.abort_message = message
+        # One line on each trial it stops; the whole message (a traceback, maybe) is the study's.
+        note = f"stopped: the study was {reason} ({(message.strip().splitlines() or ['no message'])[0]})"
         for trial in list(self.trials.values()):
             if trial.state in (TrialState.RUNNING, TrialState.LOST, TrialState.PENDING):
-                stopped = trial.evolve(state=TrialState.STOPPED, finished=time.time(), error=message)
-                self._update(stopped, cause=CAUSE_ABORT)
+                self._update(self._stopped(trial, note), cause=CAUSE_ABORT)
         self._requeue.clear()
         for worker in self.workers.values():
             self._take_away(worker)

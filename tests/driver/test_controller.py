@@ -384,8 +384,11 @@ def test_max_failures_aborts_and_stops_running_trials(make: Any) -> None:
     assert "max_failures=2" in h.ctl.abort_message and "ValueError: boom" in h.ctl.abort_message
     # The worker that reported and the one waiting are told done at once.
     assert done_peers(out2) == [rpc(1), rpc(2)]
-    # The running trial is recorded as STOPPED; its worker is told to drop it at its next report.
+    # The running trial is recorded as STOPPED, with the last value it reported as its result;
+    # its worker is told to drop it at its next report.
     assert h.trial(c["trial_id"]).state is TrialState.STOPPED
+    assert h.trial(c["trial_id"]).final_metric == 0.5
+    assert h.trial(c["trial_id"]).error == f"stopped: the study was aborted ({h.ctl.abort_message.splitlines()[0]})"
     assert h.report(3, c["trial_id"], 1, 0.6) == "drop"
     assert h.trial(c["trial_id"]).history == (0.5,)
     assert done_peers(h.final(3, c["trial_id"], status="stopped")) == [rpc(3)]
@@ -408,6 +411,7 @@ def test_a_fatal_error_type_aborts_at_once(make: Any) -> None:
     assert "Traceback..." in h.ctl.abort_message and a["trial_id"] in h.ctl.abort_message
     assert done_peers(out) == [rpc(1), rpc(3)]
     assert h.trial(b["trial_id"]).state is TrialState.STOPPED
+    assert h.trial(b["trial_id"]).error == f"stopped: the study was aborted ({msg})"  # not a traceback line
 
 
 # -- time: the search timeout and silent workers -------------------------------------------------

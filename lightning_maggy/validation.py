@@ -174,6 +174,12 @@ def check_trainer_kwargs(trainer_kwargs: Mapping[str, Any] | None, kind: str) ->
             "trainer_kwargs applies only when searching a LightningModule class; a train "
             "function builds its own Trainer."
         )
+    if "limit_val_batches" in out and out["limit_val_batches"] == 0:
+        raise ConfigurationError(
+            f"trainer_kwargs sets limit_val_batches={out['limit_val_batches']!r}: no validation epoch "
+            "would run, and the search reads each trial's metric when a validation epoch ends. "
+            "To validate on less, pass a fraction (limit_val_batches=0.25) or a number of batches."
+        )
     return out
 
 
@@ -203,10 +209,29 @@ def check_validates_every_epoch(trainer_kwargs: Mapping[str, Any], optimizer: An
         raise ConfigurationError(message)
 
 
+def check_datamodule(datamodule: Any) -> None:
+    """``datamodule`` is None, a LightningDataModule (instance or class) or a function."""
+    from lightning_maggy.lightning.namespace import imported_namespaces, is_datamodule_class
+
+    if datamodule is None or is_datamodule_class(datamodule):
+        return
+    if any(isinstance(datamodule, ns.LightningDataModule) for ns in imported_namespaces()):
+        return
+    if callable(datamodule) and not isinstance(datamodule, type):
+        return
+    raise ConfigurationError(
+        f"datamodule={datamodule!r} ({'a class' if isinstance(datamodule, type) else type(datamodule).__name__}) "
+        "is not a LightningDataModule; pass a LightningDataModule instance, a LightningDataModule "
+        "class (built with the hyperparameters its __init__ accepts), a function of the hyperparameters "
+        "that returns one, or None when the module defines its own dataloaders."
+    )
+
+
 def validate_module(target: type, names: list[str], datamodule: Any) -> None:
     """The module accepts the hyperparameter ``names`` and has data (its own loaders or ``datamodule``)."""
     from lightning_maggy.lightning.trainer import module_call_style
 
+    check_datamodule(datamodule)
     module_call_style(target, names, datamodule)
     if datamodule is None:
         from lightning_maggy.lightning.namespace import namespace_of

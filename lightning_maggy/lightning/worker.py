@@ -308,12 +308,26 @@ def _run(task: TrialTask, ctx: TrialContext) -> Any:
         resumed=ckpt is not None,
         sanity_checked=task.target in VALIDATED,
     )
+    first_epoch = ctx.epochs_done if ckpt is not None else 0
     if datamodule is not None:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt)
     else:
         trainer.fit(module, ckpt_path=ckpt)
+    if ctx.last_value is None and trainer.current_epoch > first_epoch:
+        raise _never_validated(ctx, trainer.current_epoch - first_epoch)
     VALIDATED.add(task.target)  # its validation loop has run: later runs skip the sanity check
     return None  # the controller takes the last reported value
+
+
+def _never_validated(ctx: TrialContext, epochs: int) -> MetricNotFoundError:
+    """The error of a run that trained epochs without one validation epoch: its metric was
+    never reported, and every trial would end the same way (a fatal error)."""
+    return MetricNotFoundError(
+        f"trial {ctx.trial_id} trained {epochs} epoch(s) but no validation epoch ran, so its metric "
+        f"{ctx.metric!r} was never reported (lightning_maggy reads it when a validation epoch ends). "
+        "Give the module or datamodule a val_dataloader, and do not pass limit_val_batches=0 or "
+        "check_val_every_n_epoch larger than 1 in trainer_kwargs."
+    )
 
 
 def run_worker(

@@ -51,3 +51,40 @@ def test_own_trainer_with_sparse_validation_under_asha_ends_the_study_with_the_r
                   num_trials=4, workers=1, optimizer="asha", seed=0, exp_dir=tmp_path / "exp", verbose=False)
     trials = info.value.result.trials
     assert trials and all(not t.history for t in trials)  # refused at fit start, before any epoch
+
+
+class _TrainOnlyData(BlobsDataModule):
+    """A datamodule with no val_dataloader (Lightning then skips validation, with a warning)."""
+
+    val_dataloader = None  # type: ignore[assignment]
+
+
+@pytest.mark.parametrize(
+    ("datamodule", "trainer_kwargs"),
+    [(_TrainOnlyData, None), (BlobsDataModule, {"check_val_every_n_epoch": 3})],
+    ids=["no-val-dataloader", "validation-after-the-budget"],
+)
+def test_trials_that_never_validate_end_the_study_with_the_reason(tmp_path: Path, datamodule, trainer_kwargs) -> None:
+    with pytest.raises(lm.ExperimentError) as info:
+        lm.search(TinyClassifier, SPACE, datamodule=datamodule, metric="val_acc", max_epochs=2, num_trials=4,
+                  workers=1, optimizer="random", seed=0, exp_dir=tmp_path / "exp", trainer_kwargs=trainer_kwargs,
+                  verbose=False)
+    first = str(info.value).splitlines()[0]
+    assert "trained 2 epoch(s) but no validation epoch ran" in first and "'val_acc' was never reported" in first
+    result = info.value.result
+    assert result.stop_reason == "aborted"
+    assert [t.state for t in result.trials] == [lm.TrialState.FAILED]  # the first trial, not every one
+
+
+def test_limit_val_batches_zero_and_a_datamodule_of_another_type_are_refused_before_anything_starts(
+    tmp_path: Path,
+) -> None:
+    exp = tmp_path / "exp"
+    with pytest.raises(lm.ConfigurationError, match=r"limit_val_batches=0.*no validation epoch would run"):
+        lm.search(TinyClassifier, SPACE, datamodule=BlobsDataModule, metric="val_acc", max_epochs=2, num_trials=2,
+                  optimizer="random", exp_dir=exp, trainer_kwargs={"limit_val_batches": 0})
+    for wrong, what in ((42, "int"), ("data/", "str"), (dict, "a class")):
+        with pytest.raises(lm.ConfigurationError, match=rf"\({what}\) is not a LightningDataModule"):
+            lm.search(TinyClassifier, SPACE, datamodule=wrong, metric="val_acc", max_epochs=2, num_trials=2,
+                      optimizer="random", exp_dir=exp)
+    assert not exp.exists() or not os.listdir(exp)

@@ -22,6 +22,7 @@ from typing import Any
 
 from lightning_maggy.backends.base import Backend, pack_launch
 from lightning_maggy.exceptions import BackendError
+from lightning_maggy.lightning.heartbeat import STUCK_EXIT
 from lightning_maggy.lightning.worker import WorkerLaunch
 
 __all__ = ["LocalBackend", "assign_devices", "prewarm"]
@@ -146,7 +147,7 @@ def _worker_entry(
 
     from lightning_maggy.lightning.worker import run_worker
 
-    run_worker(launch, worker_id, still_wanted=still_wanted)
+    run_worker(launch, worker_id, still_wanted=still_wanted, exit_when_stuck=True)
     watchdog.stop()
 
 
@@ -194,6 +195,11 @@ def exit_cause(code: int | None) -> str:
             "SIGBUS": " (a bus error in native code)",
         }.get(name, "")
         return f"was killed by {name}{hint}"
+    if code == STUCK_EXIT:
+        return (
+            f"exited (code {code}): the code of a trial it was told to drop (trial_timeout, or a newer "
+            "attempt) did not return, stuck in a call Python cannot interrupt; see the trial's output.log"
+        )
     return f"exited with code {code}"
 
 

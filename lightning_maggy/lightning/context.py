@@ -76,7 +76,7 @@ class TrialContext:
         #: why the server told this worker to drop the attempt, once it did (None before)
         self.dropped: str | None = None
         # The handshake with the heartbeat thread, which may raise TrialDropped asynchronously
-        # in the trial's thread (see worker._Heartbeat): it never does once ``finished`` is set
+        # in the trial's thread (see heartbeat.Heartbeat): it never does once ``finished`` is set
         # or while ``in_request`` is (a reply must never be left unread on the socket).
         self.finished = False
         self.in_request = False

@@ -7,7 +7,6 @@ The same loop runs in a local worker process and in a Spark task. What it runs i
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import dataclasses
 import json
 import logging
@@ -15,7 +14,6 @@ import os
 import socket
 import sys
 import threading
-import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -28,6 +26,7 @@ from lightning_maggy.exceptions import (
     TrialDropped,
 )
 from lightning_maggy.lightning.context import Reporter, TrialContext, _set_current
+from lightning_maggy.lightning.heartbeat import Heartbeat
 from lightning_maggy.trial import Decision
 
 __all__ = ["FATAL_ERRORS", "TrialTask", "WorkerLaunch", "run_trial", "run_worker"]
@@ -87,101 +86,6 @@ class WorkerLaunch:
 
 def trial_dir_for(exp_dir: str, trial_id: str) -> str:
     return os.path.join(exp_dir, "trials", trial_id)
-
-
-class _Heartbeat(threading.Thread):
-    """Tells the server this worker is alive, on a socket of its own, and hears ``drop``.
-
-    Each heartbeat names the attempt being run. When the server answers that the attempt is
-    stale (re-queued elsewhere, over ``trial_timeout``, the study ended), the trial's context is
-    marked dropped, so its next report or checkpoint raises TrialDropped. If the trial's code is
-    still running ``grace`` seconds later (it neither reports nor checkpoints), TrialDropped is
-    raised asynchronously in the thread running the trial (effective at its next Python
-    bytecode; a call stuck inside C code is not interrupted).
-    """
-
-    def __init__(self, make_client: Callable[[str], Any], worker_id: int, interval: float) -> None:
-        super().__init__(name=f"maggy-heartbeat-{worker_id}", daemon=True)
-        self._make_client = make_client
-        self._worker_id = worker_id
-        self._interval = interval
-        self._stop_event = threading.Event()
-        self.grace = max(1.0, 2 * interval)
-        #: the context of the attempt being run, and the thread running it
-        self.ctx: TrialContext | None = None
-        self.trial_thread = threading.get_ident()
-        self._dropped_at: float | None = None
-
-    def run(self) -> None:
-        client = self._make_client("hb")
-        try:
-            while not self._stop_event.wait(min(self._interval, 0.1)):
-                ctx = self.ctx
-                client.send(
-                    {
-                        "type": "heartbeat",
-                        "worker_id": self._worker_id,
-                        "trial_id": None if ctx is None else ctx.trial_id,
-                        "attempt": None if ctx is None else ctx.attempt,
-                    }
-                )
-                self._listen(client, time.monotonic() + max(0.0, self._interval - 0.1))
-                self._enforce(ctx)
-        finally:
-            client.close()
-
-    def _listen(self, client: Any, until: float) -> None:
-        """Until the next heartbeat is due, hears ``drop`` messages as they come."""
-        while not self._stop_event.is_set():
-            left = until - time.monotonic()
-            msg = client.poll(min(max(left, 0.0), 0.1))
-            if msg is None and left <= 0:
-                return
-            ctx = self.ctx
-            if (
-                msg is not None
-                and msg.get("type") == "drop"
-                and ctx is not None
-                and msg["trial_id"] == ctx.trial_id
-                and msg["attempt"] == ctx.attempt
-            ):
-                ctx.drop(msg["reason"])
-
-    def _enforce(self, ctx: TrialContext | None) -> None:
-        """Raises TrialDropped in the trial's thread once a dropped trial overstays ``grace``."""
-        if ctx is None or ctx.dropped is None or ctx.finished:
-            self._dropped_at = None
-            return
-        now = time.monotonic()
-        if self._dropped_at is None:
-            self._dropped_at = now
-            return
-        if now - self._dropped_at < self.grace:
-            return
-        self._dropped_at = now  # again after another grace period if it did not take
-        # The handshake with end_trial() and TrialContext.report(): ``raising`` is set before
-        # ``finished``/``in_request`` are read; they set theirs before waiting for ``raising``
-        # to clear (TrialContext.absorb_pending_drop).
-        ctx.raising = True
-        try:
-            if not ctx.finished and not ctx.in_request:
-                ctypes.pythonapi.PyThreadState_SetAsyncExc(
-                    ctypes.c_ulong(self.trial_thread), ctypes.py_object(TrialDropped)
-                )
-        finally:
-            ctx.raising = False
-
-    def end_trial(self) -> None:
-        """Called by the trial's thread when the trial's code has returned: afterwards no
-        TrialDropped can be raised in it any more (a pending one is absorbed here)."""
-        ctx = self.ctx
-        if ctx is not None:
-            ctx.finished = True
-            ctx.absorb_pending_drop()
-        self.ctx = None
-
-    def stop(self) -> None:
-        self._stop_event.set()
 
 
 @contextlib.contextmanager
@@ -335,12 +239,16 @@ def run_worker(
     worker_id: int,
     still_wanted: Callable[[], bool] | None = None,
     make_client: Callable[[str], Any] | None = None,
+    exit_when_stuck: bool = False,
 ) -> int:
     """Serves trials until the server says done. Returns the number of trials run.
 
     Args:
         make_client: builds a client transport for a given identity suffix (default: zmq to
             ``launch.address``); tests pass in-process clients.
+        exit_when_stuck: end the process when a dropped trial's code does not return (see
+            :class:`~lightning_maggy.lightning.heartbeat.Heartbeat`); for a backend that starts
+            a new worker in its place.
     """
     if make_client is None:
         from lightning_maggy.transport.zmq_transport import ZmqClient
@@ -362,7 +270,7 @@ def run_worker(
 
     remote = RemoteTrials(launch.exp_dir) if is_remote(launch.exp_dir) else None
     client = make_client("rpc")
-    heartbeat = _Heartbeat(make_client, worker_id, launch.heartbeat_interval)
+    heartbeat = Heartbeat(make_client, worker_id, launch.heartbeat_interval, exit_when_stuck=exit_when_stuck)
     heartbeat.start()
     ran = 0
     try:
@@ -420,7 +328,7 @@ def run_worker(
     return ran
 
 
-def _run_attempt(task: TrialTask, ctx: TrialContext, heartbeat: _Heartbeat) -> dict[str, Any]:
+def _run_attempt(task: TrialTask, ctx: TrialContext, heartbeat: Heartbeat) -> dict[str, Any]:
     """Claims the trial folder for this attempt (fencing out older attempts' checkpoints), runs
     the trial, and ends it with the heartbeat thread (after which no asynchronous TrialDropped
     can come); one raised outside ``run_trial``'s own handlers is caught here."""

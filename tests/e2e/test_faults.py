@@ -4,7 +4,8 @@
   ``max_retries + 1`` attempts with the cause, and the study finishes;
 - a worker frozen long enough to be declared lost (SIGSTOP: a long GIL-holding call, a network
   pause) and then thawed does not train beside the re-queued attempt: it is told to drop it;
-- a Lightning trial over ``trial_timeout`` is stopped, recorded and its worker goes on;
+- a Lightning trial over ``trial_timeout`` is stopped, recorded and its worker goes on; one stuck
+  in a call that cannot be interrupted ends its worker, which another replaces;
 - fatal errors are matched by type: a user's own ``ConfigurationError`` fails its trial only.
 """
 
@@ -154,6 +155,33 @@ def test_a_lightning_trial_over_trial_timeout_is_stopped_and_its_worker_goes_on(
     assert slow.state is lm.TrialState.STOPPED and "trial_timeout=8" in (slow.error or "")
     assert 1 <= len(slow.history) < 3
     assert by_sleep[0.0].state is lm.TrialState.COMPLETED and len(by_sleep[0.0].history) == 3
+
+
+def _sleeps_in_native_code(hparams: dict[str, Any], reporter: Any) -> float:
+    reporter.broadcast(float(hparams["x"]), 0)
+    if hparams["x"] == 1:
+        time.sleep(600)  # a call TrialDropped cannot interrupt (as a hung read or collective)
+    reporter.broadcast(float(hparams["x"]), 1)
+    return float(hparams["x"])
+
+
+def test_a_trial_stuck_in_native_code_past_trial_timeout_does_not_hold_the_study(tmp_path: Path) -> None:
+    started = time.monotonic()
+    result = lm.search(
+        _sleeps_in_native_code, lm.Searchspace(x=lm.Discrete([1, 2])), metric="score", optimizer="grid",
+        max_epochs=2, workers=1, trial_timeout=2.0, heartbeat_timeout=4.0, exp_dir=tmp_path / "exp", verbose=False,
+    )
+    assert time.monotonic() - started < 120  # not the 600 s of the call
+    by_x = {t.config["x"]: t for t in result.trials}
+    assert result.stop_reason == "finished"
+    assert by_x[1].state is lm.TrialState.STOPPED and "trial_timeout=2" in (by_x[1].error or "")
+    assert by_x[1].history == (1.0,)
+    assert by_x[2].state is lm.TrialState.COMPLETED and by_x[2].history == (2.0, 2.0)
+    # The stuck worker's process ended itself, said why in the trial's log, and another took over.
+    log = (Path(result.exp_dir) / "trials" / by_x[1].trial_id / "output.log").read_text()
+    assert "its code has not returned" in log and "This worker process exits" in log
+    pids = [e["pid"] for e in read_journal(Path(result.exp_dir) / "journal.jsonl") if e["event"] == "worker"]
+    assert len(set(pids)) == 2
 
 
 class ConfigurationError(Exception):

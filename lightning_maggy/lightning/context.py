@@ -7,6 +7,7 @@ and :class:`Reporter` read it. Outside a search there is none, and both do nothi
 from __future__ import annotations
 
 import contextlib
+import glob
 import math
 import os
 import sys
@@ -136,7 +137,7 @@ class TrialContext:
         holds (``metrics.csv``, uploaded with each checkpoint) beyond the server's record, which
         lags when the driver died before its last journal upload. False when the server stops
         or pauses the trial at one of them (the run then ends without training)."""
-        if self.remote is None or not self.resuming or self.ckpt_path is None:
+        if self.remote is None or not self.resuming or self.last_ckpt is None:
             return True
         missing = self.remote.unrecorded(self.epochs_done)
         if missing:
@@ -160,10 +161,23 @@ class TrialContext:
         return bool(self.resume or self.epochs_done)
 
     @property
-    def ckpt_path(self) -> str | None:
-        """This trial's newest checkpoint (``checkpoints/last.ckpt``), or None if it has none."""
+    def last_ckpt(self) -> str | None:
+        """``checkpoints/last.ckpt`` in the trial's folder, the checkpoint the search's own
+        Trainers write each epoch (fenced against stale attempts), or None if there is none."""
         last = os.path.join(self.trial_dir, "checkpoints", "last.ckpt")
         return last if os.path.exists(last) else None
+
+    @property
+    def ckpt_path(self) -> str | None:
+        """This trial's newest checkpoint: ``checkpoints/last.ckpt``, else the most recently
+        written ``*.ckpt`` anywhere in the trial's folder (where a plain Trainer with
+        ``default_root_dir=trial_dir`` and its default ``ModelCheckpoint`` puts them, e.g.
+        ``checkpoints/epoch=0-step=10.ckpt``), or None if it has none."""
+        last = self.last_ckpt
+        if last is not None:
+            return last
+        found = glob.glob(os.path.join(glob.escape(self.trial_dir), "**", "*.ckpt"), recursive=True)
+        return max(found, key=os.path.getmtime) if found else None
 
     def report(self, epoch: int, value: float, wait: bool = False, extend: bool = False, record: bool = True) -> Decision:
         """Sends one metric report and returns the server's decision.

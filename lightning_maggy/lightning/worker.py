@@ -200,7 +200,7 @@ def _run(task: TrialTask, ctx: TrialContext) -> Any:
         module = leave_out(module, datamodule, task.ablation[ctx.component])
     user_cbs = list((task.trainer_kwargs or {}).get("callbacks") or [])
     ours = [] if any(isinstance(cb, MaggyCallback) for cb in user_cbs) else [MaggyCallback(task.metric)]
-    ckpt = ctx.ckpt_path if ctx.resuming else None
+    ckpt = ctx.last_ckpt if ctx.resuming else None
     trainer = build_trainer(
         module,
         trial_dir=ctx.trial_dir,

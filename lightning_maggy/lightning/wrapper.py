@@ -77,7 +77,7 @@ class Trainer:
         trainer = self._build(model)
         ctx = self._ctx
         if ctx is not None and ckpt_path is None and ctx.resuming:
-            ckpt_path = ctx.ckpt_path
+            ckpt_path = ctx.last_ckpt
         return trainer.fit(model, *args, ckpt_path=ckpt_path, **kwargs)
 
     def validate(self, model: Any = None, *args: Any, **kwargs: Any) -> Any:

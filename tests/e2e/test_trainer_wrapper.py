@@ -72,3 +72,29 @@ def test_a_plain_trainer_logs_into_its_trial_folder_not_the_working_directory(tm
         trial_dir = Path(result.exp_dir) / "trials" / t.trial_id
         assert list((trial_dir / "lightning_logs").glob("version_0/events.out.tfevents.*"))
         assert list((trial_dir / "lightning_logs" / "version_0" / "checkpoints").glob("*.ckpt"))
+
+
+def _plain_trainer_resuming(hparams):
+    """The docs' plain-Trainer example: the trial's budget, and its newest checkpoint to resume."""
+    trial = lm.current_trial()
+    trainer = pl.Trainer(max_epochs=trial.budget, callbacks=[lm.MaggyCallback(metric="val_acc")],
+                         default_root_dir=trial.trial_dir, enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(TinyClassifier(**hparams), datamodule=BlobsDataModule(), ckpt_path=trial.ckpt_path)
+
+
+def test_a_plain_trainer_resumes_promoted_trials_from_current_trial_ckpt_path(tmp_path: Path) -> None:
+    # Its default ModelCheckpoint writes lightning_logs/version_*/checkpoints/epoch=*.ckpt, not
+    # checkpoints/last.ckpt: ckpt_path is the newest checkpoint wherever it is in the trial folder.
+    result = lm.search(_plain_trainer_resuming, lm.Searchspace(lr=lm.Double(0.01, 0.5, log=True)), metric="val_acc",
+                       optimizer=lm.ASHA(reduction_factor=3), num_trials=6, max_epochs=3, workers=2, seed=0,
+                       exp_dir=tmp_path / "exp", verbose=False)
+    assert result.stop_reason == "finished"
+    promoted = [t for t in result.trials if t.epochs_done == 3]
+    assert promoted
+    reports: dict[str, list[int]] = {}
+    for ev in read_journal(Path(result.exp_dir) / "journal.jsonl"):
+        if ev["event"] == "report":
+            reports.setdefault(ev["trial_id"], []).append(ev["epoch"])
+    for t in promoted:
+        assert reports[t.trial_id] == [0, 1, 2]  # resumed at epoch 1, never restarted at 0
+        assert t.epochs_trained == 3

@@ -8,12 +8,15 @@ the journal replays (none for a new study) and continues from them."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import sys
+import threading
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -245,23 +248,24 @@ def _run(
             controller.abort(f"the driver failed: {type(err).__name__}: {err}")
             raise
     finally:
-        backend_obj.stop()
-        server.close()
-        progress.close()
-        result = SearchResult(
-            trials=list(controller.trials.values()),
-            metric=metric,
-            direction=direction,
-            exp_dir=url or str(exp_path),
-            local_dir=None if url is None else str(exp_path),
-            stop_reason=controller.stop_reason or StopReason.INTERRUPTED,
-            best_trial=best_trial(controller.trials.values(), direction, scope),
-            message=controller.abort_message,
-            scope=scope,
-        )
-        write_result(result)
-        journal.close()
-        if mirror is not None:
+        with _ctrl_c_deferred():
+            backend_obj.stop()
+            server.close()
+            progress.close()
+            result = SearchResult(
+                trials=list(controller.trials.values()),
+                metric=metric,
+                direction=direction,
+                exp_dir=url or str(exp_path),
+                local_dir=None if url is None else str(exp_path),
+                stop_reason=controller.stop_reason or StopReason.INTERRUPTED,
+                best_trial=best_trial(controller.trials.values(), direction, scope),
+                message=controller.abort_message,
+                scope=scope,
+            )
+            write_result(result)
+            journal.close()
+        if mirror is not None:  # the record is whole in the driver's copy: Ctrl-C may cut this short
             _final_upload(mirror)
     if verbose and summary:
         print(result.summary(), file=sys.stderr, flush=True)
@@ -270,6 +274,27 @@ def _run(
         err.result = result  # type: ignore[attr-defined]
         raise err
     return result
+
+
+@contextlib.contextmanager
+def _ctrl_c_deferred() -> Iterator[None]:
+    """While the study's end is written (the workers stopped, at most ``Backend.stop``'s timeout;
+    the result saved), Ctrl-C only says that it is on its way: an interrupt there would lose
+    ``result.json`` and ``trials.csv`` and the result itself. Only in the main thread, where
+    Python delivers signals."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_its_way(signum: int, frame: Any) -> None:
+        print("lightning_maggy: stopping the workers and saving the partial result (a few seconds at most)",
+              file=sys.stderr, flush=True)
+
+    previous = signal.signal(signal.SIGINT, on_its_way)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
 
 
 def _final_upload(mirror: StudyMirror) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -110,7 +111,8 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def test_ctrl_c_ends_the_study_cleanly(tmp_path):
+@pytest.mark.parametrize("presses", [1, 3], ids=["once", "three-times"])
+def test_ctrl_c_ends_the_study_cleanly(tmp_path, presses):
     script = tmp_path / "ctrl_c.py"
     script.write_text(textwrap.dedent(CTRL_C_SCRIPT))
     exp = tmp_path / "exp"
@@ -129,6 +131,10 @@ def test_ctrl_c_ends_the_study_cleanly(tmp_path):
     assert len(reporting) == 2, "both workers should be running a trial"
     start = time.monotonic()
     os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole group
+    for _ in range(presses - 1):  # an impatient user: again while the workers stop
+        time.sleep(0.2)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     took = time.monotonic() - start
     assert proc.returncode == 0, err[-3000:]

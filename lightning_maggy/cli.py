@@ -33,8 +33,10 @@ __all__ = ["build_parser", "main", "render", "search_parser", "show_parser"]
 INSTALL_HINT = "the lightning-maggy command line needs jsonargparse: pip install 'lightning_maggy[cli]'"
 
 #: search() arguments the command line declares itself: import paths instead of objects, the
-#: space in its dict form, and the backend typed so that a class_path is instantiated.
-OWN = ("module_or_fn", "space", "datamodule", "backend")
+#: space in its dict form, the backend typed so that a class_path is instantiated, and the two
+#: folders as plain optional strings (from ``str | PathLike | None``, jsonargparse made
+#: ``--exp_dir null`` the string "None").
+OWN = ("module_or_fn", "space", "datamodule", "backend", "exp_dir", "resume")
 
 EXIT_ABORTED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 
@@ -92,6 +94,14 @@ def search_parser() -> Any:
     find.add_argument(
         "--backend", type=Union[str, Backend], default="local",
         help="'local', 'spark', or a Backend as {class_path: ..., init_args: {...}}.",
+    )
+    find.add_argument(
+        "--exp_dir", type=Optional[str], default=None,
+        help="The study's folder or cluster-storage URL (default: ./maggy_experiments/<name>-<time>).",
+    )
+    find.add_argument(
+        "--resume", type=Optional[str], default=None,
+        help="The folder (or URL) of a study whose driver died or was interrupted: continue it.",
     )
     find.add_function_arguments(search, skip=set(OWN), fail_untyped=False)
     return find

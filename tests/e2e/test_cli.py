@@ -224,3 +224,15 @@ def test_the_command_line_declares_every_argument_of_search() -> None:
     for name, param in inspect.signature(search).parameters.items():
         if param.default is not inspect.Parameter.empty and name != "datamodule":
             assert defaults[name] == param.default, name
+
+
+def test_null_folders_on_the_command_line_are_none_not_the_string_none() -> None:
+    from lightning_maggy.cli import search_parser
+
+    parser = search_parser()
+    base = ["--module", "m.M", "--space", '{"x": {"type": "double", "low": 0, "high": 1}}', "--metric", "m",
+            "--max_epochs", "1"]
+    cfg = parser.parse_args([*base, "--exp_dir", "null", "--resume", "null"])
+    assert cfg.exp_dir is None and cfg.resume is None
+    cfg = parser.parse_args([*base, "--exp_dir", "runs/a", "--resume", "s3://bucket/study"])
+    assert (cfg.exp_dir, cfg.resume) == ("runs/a", "s3://bucket/study")

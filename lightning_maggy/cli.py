@@ -271,25 +271,16 @@ def render(
     Raises:
         JournalError: a corrupt line other than the last.
     """
-    from lightning_maggy.driver.journal import JOURNAL_NAME, load_study
-    from lightning_maggy.results import SearchResult
-    from lightning_maggy.trial import best_trial
+    from lightning_maggy.driver.journal import JOURNAL_NAME
+    from lightning_maggy.results import result_of_journal
 
     exp = Path(exp_dir)
     journal = exp / JOURNAL_NAME
     if not journal.is_file() or journal.stat().st_size == 0:  # the study is starting
         return None, False
-    log = load_study(journal)
+    result, log = result_of_journal(exp, url=url, scope=scope)
     info = log.experiment or {}
-    metric, direction = str(info.get("metric", "metric")), str(info.get("direction", "max"))
-    scope = scope or _recorded_scope(exp) or "last"
-    trials = list(log.trials.values())
-    result = SearchResult(
-        trials=trials, metric=metric, direction=direction, exp_dir=url or str(exp),
-        local_dir=None if url is None else str(exp),
-        stop_reason=log.end_reason or "running", best_trial=best_trial(trials, direction, scope),
-        message=log.end_message, scope=scope,
-    )
+    metric, direction = result.metric, result.direction
     settings = ", ".join(f"{key} {info.get(key)}" for key in ("max_epochs", "num_trials", "timeout", "workers"))
     lines = [
         f"study {info.get('name', '?')}: {metric} ({direction}), {info.get('optimizer', '?')}, {settings}; "
@@ -300,14 +291,3 @@ def render(
     if log.end_reason is None:
         lines.append("not ended: the study is running (if its driver died, search --resume EXP_DIR continues it)")
     return "\n".join(lines), log.end_reason is not None
-
-
-def _recorded_scope(exp: Path) -> str | None:
-    """The scope of the study's last result (result.json), if it has one."""
-    import json
-
-    try:
-        scope = json.loads((exp / "result.json").read_text(encoding="utf-8")).get("scope")
-    except (OSError, ValueError, AttributeError):
-        return None
-    return scope if scope in ("last", "all") else None

@@ -48,6 +48,34 @@ class SearchResult:
     scope: str = "last"
     local_dir: str | None = None
 
+    @classmethod
+    def load(cls, exp_dir: str | os.PathLike[str], scope: str | None = None) -> SearchResult:
+        """The result of the study in ``exp_dir`` (a folder, or a cluster-storage URL), read from
+        its journal: also while the study runs (``stop_reason`` is then ``"running"``), and
+        after its driver died.
+
+        Args:
+            scope: how trials are ranked ("last" or "all"); None: as the study's last result
+                was, else "last".
+
+        Raises:
+            ConfigurationError: ``exp_dir`` holds no study journal (or its events yet).
+            JournalError: a corrupt journal line other than the last.
+        """
+        from lightning_maggy.driver.journal import JOURNAL_NAME
+        from lightning_maggy.exceptions import ConfigurationError
+        from lightning_maggy.storage import fetch_study, is_remote
+
+        url = str(exp_dir) if is_remote(str(exp_dir)) else None
+        folder = fetch_study(url, "exp_dir") if url is not None else Path(exp_dir)
+        journal = folder / JOURNAL_NAME
+        if not journal.is_file() or journal.stat().st_size == 0:
+            raise ConfigurationError(
+                f"{url or folder} holds no study journal ({JOURNAL_NAME}) with events: pass the exp_dir of "
+                "a study lightning_maggy started (the folder its search() or ablate() printed)."
+            )
+        return result_of_journal(folder, url=url, scope=scope)[0]
+
     @property
     def record_dir(self) -> Path:
         """The local folder that holds the study's journal and results: ``exp_dir``, or
@@ -218,6 +246,36 @@ def fmt_value(v: Any) -> str:
 def fmt_config(config: Any) -> str:
     """A short text form of a configuration: ``lr=0.01, hidden=32``."""
     return ", ".join(f"{k}={fmt_value(v)}" for k, v in config.items())
+
+
+def result_of_journal(folder: Path, url: str | None = None, scope: str | None = None) -> tuple[SearchResult, Any]:
+    """The :class:`SearchResult` the journal in ``folder`` records, and the journal's
+    :class:`~lightning_maggy.driver.journal.StudyLog` (``url``: the study's URL, of which
+    ``folder`` is the driver's copy; ``scope``: see :meth:`SearchResult.load`)."""
+    from lightning_maggy.driver.journal import JOURNAL_NAME, load_study
+    from lightning_maggy.trial import best_trial
+
+    log = load_study(folder / JOURNAL_NAME)
+    info = log.experiment or {}
+    direction = str(info.get("direction", "max"))
+    scope = scope or _recorded_scope(folder) or "last"
+    trials = list(log.trials.values())
+    result = SearchResult(
+        trials=trials, metric=str(info.get("metric", "metric")), direction=direction,
+        exp_dir=url or str(folder), local_dir=str(folder) if url is not None else None,
+        stop_reason=log.end_reason or "running", best_trial=best_trial(trials, direction, scope),
+        message=log.end_message, scope=scope,
+    )
+    return result, log
+
+
+def _recorded_scope(exp: Path) -> str | None:
+    """The scope of the study's last result (result.json), if it has one."""
+    try:
+        scope = json.loads((exp / "result.json").read_text(encoding="utf-8")).get("scope")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return scope if scope in ("last", "all") else None
 
 
 def write_result(result: SearchResult) -> None:

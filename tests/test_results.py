@@ -85,3 +85,28 @@ def test_the_summary_lists_unranked_trials_only_when_asked(tmp_path: Path) -> No
     assert rows[1].split()[1:4] == ["FAILED", "0", "-"]
     assert rows[2].split()[1:4] == ["RUNNING", "1", "(0.4)"] and rows[2].endswith("lr=0.3, act=relu, bn=False")
     assert len(result.summary(top=0, unranked=True).splitlines()) == 4  # header, column names, 2 unranked
+
+
+def _score(hparams, reporter):
+    for step in range(reporter.budget):
+        reporter.broadcast(hparams["x"] * (step + 1), step)
+    return hparams["x"] * reporter.budget
+
+
+def test_a_studys_result_loads_back_from_its_folder(tmp_path: Path) -> None:
+    import pytest
+
+    import lightning_maggy as lm
+
+    result = lm.search(_score, lm.Searchspace(x=lm.Double(0.0, 1.0)), metric="m", direction="min", num_trials=4,
+                       max_epochs=2, workers=1, seed=3, exp_dir=tmp_path / "exp", verbose=False, scope="all")
+    loaded = lm.SearchResult.load(tmp_path / "exp")
+    assert loaded.stop_reason == "finished" and loaded.scope == "all"  # as the study ranked them
+    assert (loaded.metric, loaded.direction) == ("m", "min")
+    assert {t.trial_id: (t.state, t.history, t.final_metric) for t in loaded.trials} == {
+        t.trial_id: (t.state, t.history, t.final_metric) for t in result.trials
+    }
+    assert loaded.best_trial.trial_id == result.best_trial.trial_id and loaded.best_metric == result.best_metric
+    assert lm.SearchResult.load(tmp_path / "exp", scope="last").scope == "last"
+    with pytest.raises(lm.ConfigurationError, match="holds no study journal"):
+        lm.SearchResult.load(tmp_path)

@@ -141,7 +141,7 @@ def search(
     if gpus_per_trial is not None:
         backend, workers, spark_conf = _gpu_settings(gpus_per_trial, backend, workers, spark_conf, trainer_kwargs, kind)
     if kind == "module":
-        validate_module(module_or_fn, space.names(), datamodule)
+        validate_module(module_or_fn, space.names(), datamodule, trainer_kwargs)
     opt = get_optimizer(optimizer, seed=seed) if isinstance(optimizer, str) else get_optimizer(optimizer)
     check_validates_every_epoch(trainer_kwargs, opt)
     stopper = get_earlystop(early_stop)

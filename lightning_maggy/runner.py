@@ -115,6 +115,12 @@ def run_study(
             exp_path, held = local_copy_of(url), study_exists(url)
         else:
             exp_path = Path(local_path(exp_dir)) if exp_dir is not None else Path(default_exp_dir(module_or_fn))
+            blocked = next((p for p in (exp_path, *exp_path.parents) if p.exists() and not p.is_dir()), None)
+            if blocked is not None:
+                raise ConfigurationError(
+                    f"exp_dir={str(exp_dir)!r} cannot be a directory: {str(blocked)!r} is a file. Pass a "
+                    "directory (new or empty) for the study's record."
+                )
             held = (exp_path / JOURNAL_NAME).exists()
         if held:
             shown = url or str(exp_path)

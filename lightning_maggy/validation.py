@@ -227,11 +227,36 @@ def check_datamodule(datamodule: Any) -> None:
     )
 
 
-def validate_module(target: type, names: list[str], datamodule: Any) -> None:
-    """The module accepts the hyperparameter ``names`` and has data (its own loaders or ``datamodule``)."""
+def check_trainer_arguments(target: type, trainer_kwargs: Mapping[str, Any]) -> None:
+    """Every key of ``trainer_kwargs`` is an argument of the Trainer of ``target``'s Lightning."""
+    import difflib
+
+    from lightning_maggy.lightning.namespace import namespace_of
+
+    ns = namespace_of(target)
+    params = inspect.signature(ns.Trainer.__init__).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    known = [name for name in params if name != "self"]
+    unknown = sorted(set(trainer_kwargs) - set(known))
+    if unknown:
+        hints = {u: difflib.get_close_matches(u, known, n=1) for u in unknown}
+        near = "; ".join(f"{u!r}: did you mean {h[0]!r}?" for u, h in hints.items() if h)
+        raise ConfigurationError(
+            f"trainer_kwargs sets {unknown}, which {ns.__name__}.Trainer does not take"
+            + (f" ({near})" if near else "") + ". Pass only arguments of the Trainer."
+        )
+
+
+def validate_module(
+    target: type, names: list[str], datamodule: Any, trainer_kwargs: Mapping[str, Any] | None = None
+) -> None:
+    """The module accepts the hyperparameter ``names``, has data (its own loaders or
+    ``datamodule``), and its Lightning's Trainer takes ``trainer_kwargs``."""
     from lightning_maggy.lightning.trainer import module_call_style
 
     check_datamodule(datamodule)
+    check_trainer_arguments(target, trainer_kwargs or {})
     module_call_style(target, names, datamodule)
     if datamodule is None:
         from lightning_maggy.lightning.namespace import namespace_of

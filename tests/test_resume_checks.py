@@ -124,3 +124,16 @@ def test_an_intact_journal_opens(tmp_path: Path) -> None:
     journal.close()
     path, log = open_study(tmp_path, tmp_path)
     assert path == tmp_path and log.experiment == _study() and log.runs == 1 and log.end_reason is None
+
+
+def _constant(hparams, reporter):
+    return 1.0
+
+
+def test_an_exp_dir_that_is_or_lies_under_a_file_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    (tmp_path / "a_file").write_text("x")
+    for exp in (tmp_path / "a_file", tmp_path / "a_file" / "study"):
+        with pytest.raises(lm.ConfigurationError, match=r"cannot be a directory: .*a_file' is a file"):
+            lm.search(_constant, lm.Searchspace(x=lm.Double(0, 1)), metric="m", num_trials=1, max_epochs=1,
+                      exp_dir=exp, verbose=False)
+    assert (tmp_path / "a_file").read_text() == "x"

@@ -160,7 +160,7 @@ def ablate(
     trainer_kwargs = check_trainer_kwargs(trainer_kwargs, "module")
     from lightning_maggy.lightning.trainer import build_module
 
-    validate_module(module_cls, list(hp), datamodule)
+    validate_module(module_cls, list(hp), datamodule, trainer_kwargs)
     declared = collect_components(module_cls, datamodule, study)
     try:
         module = build_module(module_cls, hp, datamodule)

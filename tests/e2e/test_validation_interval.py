@@ -76,13 +76,17 @@ def test_trials_that_never_validate_end_the_study_with_the_reason(tmp_path: Path
     assert [t.state for t in result.trials] == [lm.TrialState.FAILED]  # the first trial, not every one
 
 
-def test_limit_val_batches_zero_and_a_datamodule_of_another_type_are_refused_before_anything_starts(
+def test_limit_val_batches_zero_an_unknown_trainer_argument_and_a_datamodule_of_another_type_are_refused(
     tmp_path: Path,
 ) -> None:
     exp = tmp_path / "exp"
     with pytest.raises(lm.ConfigurationError, match=r"limit_val_batches=0.*no validation epoch would run"):
         lm.search(TinyClassifier, SPACE, datamodule=BlobsDataModule, metric="val_acc", max_epochs=2, num_trials=2,
                   optimizer="random", exp_dir=exp, trainer_kwargs={"limit_val_batches": 0})
+    with pytest.raises(lm.ConfigurationError, match=r"\['max_epoch_s'\], which pytorch_lightning.Trainer does not "
+                                                    r"take \('max_epoch_s': did you mean 'max_epochs'\?\)"):
+        lm.search(TinyClassifier, SPACE, datamodule=BlobsDataModule, metric="val_acc", max_epochs=2, num_trials=2,
+                  optimizer="random", exp_dir=exp, trainer_kwargs={"max_epoch_s": 3})
     for wrong, what in ((42, "int"), ("data/", "str"), (dict, "a class")):
         with pytest.raises(lm.ConfigurationError, match=rf"\({what}\) is not a LightningDataModule"):
             lm.search(TinyClassifier, SPACE, datamodule=wrong, metric="val_acc", max_epochs=2, num_trials=2,

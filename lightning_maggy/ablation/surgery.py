@@ -146,10 +146,11 @@ def apply_model_component(module: Any, datamodule: Any, component: Component) ->
     probe = probe_input(module, datamodule)
     before: dict[str, tuple[Any, Any]] = {}
     layers: Sequence[str] = component.layers if component.kind is not ComponentKind.CUSTOM else ()
+    output_before: Any = None
     if probe is not None and layers:
         with _evaluating(module), _recording({n: module.get_submodule(n) for n in layers}, before):
             try:
-                _forward(module, probe[0], probe[2])
+                output_before = output_shapes(_forward(module, probe[0], probe[2]))
             except Exception as err:
                 print(f"[maggy] ablation: the unmodified module fails on {probe[1]} ({err!r}); "
                       "skipping the shape check", file=sys.stderr)
@@ -174,10 +175,26 @@ def apply_model_component(module: Any, datamodule: Any, component: Component) ->
     recorded = {n: module.get_submodule(n) for n in layers}
     with _evaluating(module), _recording(recorded, after):
         try:
-            _forward(module, probe[0], probe[2])
+            output_after = output_shapes(_forward(module, probe[0], probe[2]))
         except Exception as err:
             raise AblationError(_breakage_message(component, module, layers, before, after, probe[1], err)) from err
+    if output_before is not None and output_after != output_before:  # the loss would broadcast another shape
+        changed = AblationError(f"the model's output shape changes from {output_before} to {output_after}")
+        raise AblationError(_breakage_message(component, module, layers, before, after, probe[1], changed))
     return module
+
+
+def output_shapes(value: Any) -> Any:
+    """The shapes of a forward pass's output: a tensor's shape, and those of the tensors in a
+    tuple, list or dict (anything else: its type's name), to compare two outputs by."""
+    shape = _shape(value)
+    if shape is not None:
+        return list(shape)
+    if isinstance(value, (list, tuple)):
+        return [output_shapes(v) for v in value]
+    if isinstance(value, dict):
+        return {k: output_shapes(v) for k, v in value.items()}
+    return type(value).__name__
 
 
 def _breakage_message(
@@ -215,7 +232,8 @@ def _breakage_message(
         if changed
         else ""
     )
+    outcome = "gives another output shape" if isinstance(err, AblationError) else f"then fails with {error}"
     return (
         f"Leaving out component {component.name!r} ({component.kind.value}) breaks the model: {detail}; "
-        f"the forward pass on {where} then fails with {error}.{hint}"
+        f"the forward pass on {where} {outcome}.{hint}"
     )

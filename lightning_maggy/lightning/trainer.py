@@ -93,13 +93,15 @@ def build_module(module_cls: type, config: Mapping[str, Any], datamodule: Any = 
     return module_cls(hparams=dict(config))
 
 
-def build_datamodule(datamodule: Any, config: Mapping[str, Any], *, reuse: bool = False) -> Any:
-    """An instance is used as is; a LightningDataModule class is built with the hyperparameters
-    its ``__init__`` accepts; any other callable is called with the hyperparameters.
+def build_datamodule(datamodule: Any, config: Mapping[str, Any], *, reuse: bool = False, fresh: bool = False) -> Any:
+    """An instance is used as is (with ``fresh``, a deep copy of it); a LightningDataModule class
+    is built with the hyperparameters its ``__init__`` accepts; any other callable is called with
+    the hyperparameters.
 
     With ``reuse`` (a worker's trial runs), the datamodule a class built for the previous run is
     used again when the class and its arguments are the same, and its ``prepare_data`` and
-    ``setup`` run once per stage (see :func:`_kept_datamodule`)."""
+    ``setup`` run once per stage (see :func:`_kept_datamodule`). ``fresh`` (an ablation's runs,
+    which may leave features out of the datamodule): never the object a previous run used."""
     if datamodule is None:
         return None
     if is_datamodule_class(datamodule):
@@ -107,8 +109,21 @@ def build_datamodule(datamodule: Any, config: Mapping[str, Any], *, reuse: bool 
         kwargs = {k: v for k, v in config.items() if var_kw or k in accepted}
         return _kept_datamodule(datamodule, kwargs) if reuse else datamodule(**kwargs)
     if isinstance(datamodule, type) or not callable(datamodule):
-        return datamodule
+        return _copy_of(datamodule) if fresh and not isinstance(datamodule, type) else datamodule
     return datamodule(dict(config))
+
+
+def _copy_of(datamodule: Any) -> Any:
+    """A deep copy of a datamodule instance, so that what one run changes in it (a left-out
+    feature) is not in the next run's."""
+    try:
+        return copy.deepcopy(datamodule)
+    except Exception as err:
+        raise ConfigurationError(
+            f"the datamodule instance {type(datamodule).__name__} cannot be copied ({type(err).__name__}: {err}), "
+            "and every run of an ablation study needs one of its own (a run may leave features out of it). "
+            "Pass its class, or a function that builds it, as datamodule=."
+        ) from None
 
 
 #: The last datamodule built with ``reuse``: (class, arguments, instance).

@@ -192,8 +192,9 @@ def _run(task: TrialTask, ctx: TrialContext) -> Any:
     from lightning_maggy.lightning.trainer import VALIDATED, build_datamodule, build_module, build_trainer
 
     module = build_module(task.target, ctx.config, task.datamodule)
-    # An ablation may rewrite the datamodule for its component: never kept for the next run.
-    datamodule = build_datamodule(task.datamodule, ctx.config, reuse=task.ablation is None)
+    # An ablation may rewrite the datamodule for its component: a new one (or a copy) every run.
+    ablation = task.ablation is not None
+    datamodule = build_datamodule(task.datamodule, ctx.config, reuse=not ablation, fresh=ablation)
     if task.ablation is not None and ctx.component is not None:
         from lightning_maggy.ablation.surgery import leave_out
 

@@ -11,7 +11,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from ablation_models import SignalData, SignalNet
+import pytorch_lightning as pl
+import torch
+from ablation_models import FEATURES, SignalData, SignalNet, make_signal_data
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
 
 import lightning_maggy as lm
 from lightning_maggy.driver.journal import read_journal
@@ -114,3 +118,51 @@ def test_a_decorated_module_searched_normally_is_not_ablated(tmp_path):
     for t in result.trials:
         log = (tmp_path / "exp" / "trials" / t.trial_id / "output.log").read_text()
         assert "ablation" not in log
+
+
+class _ZeroingData(pl.LightningDataModule):
+    """The signal data, with no decorator; leaves features out itself (drop_features), by zeroing
+    their columns in setup."""
+
+    zeroed: tuple[str, ...] = ()
+    feature_names = FEATURES
+
+    def drop_features(self, names):
+        self.zeroed = tuple(names)
+
+    def setup(self, stage=None):
+        x, y = make_signal_data()
+        x[:, [FEATURES.index(n) for n in self.zeroed]] = 0.0
+        self.train, self.val = TensorDataset(x[:400], y[:400]), TensorDataset(x[400:], y[400:])
+
+    def train_dataloader(self):
+        return DataLoader(self.train, batch_size=100)
+
+    def val_dataloader(self):
+        return DataLoader(self.val, batch_size=200)
+
+
+class _CountsLiveColumns(pl.LightningModule):
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Linear(len(FEATURES), 2)
+
+    def training_step(self, batch, batch_idx):
+        return nn.functional.cross_entropy(self.net(batch[0]), batch[1])
+
+    def validation_step(self, batch, batch_idx):
+        self.log("live_columns", float((batch[0].std(0) > 0).sum()))
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def test_a_datamodule_instance_is_fresh_for_every_run_of_an_ablation(tmp_path):
+    # One worker runs every trial in turn: a run that left a feature out of the instance it was
+    # given must not hand the next run (the base of the next seed) that feature left out.
+    study = lm.AblationStudy()
+    study.features.include("signal", "noise_a")
+    result = lm.ablate(_CountsLiveColumns, study, datamodule=_ZeroingData(), metric="live_columns", max_epochs=1,
+                       seeds=2, workers=1, exp_dir=tmp_path / "exp", verbose=False)
+    seen = {(t.component, t.seed): t.final_metric for t in result.trials}
+    assert seen == {(c, s): 4.0 if c is None else 3.0 for c in (None, "signal", "noise_a") for s in (0, 1)}

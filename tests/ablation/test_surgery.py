@@ -37,6 +37,16 @@ def test_a_shape_breaking_removal_names_the_component_the_layer_and_both_shapes(
     assert "replacement" in msg
 
 
+def test_a_removal_that_runs_but_changes_the_output_shape_is_refused_with_both_shapes():
+    # head: Linear(16, 2) -> Identity runs, but the model then outputs [3, 16]: a loss could
+    # broadcast it against the targets without an error, so the check refuses it.
+    with pytest.raises(lm.AblationError) as info:
+        leave_out(Widening(), None, layer("head"))
+    msg = str(info.value)
+    assert "layer 'head' maps input shape [3, 16] to output shape [3, 2]" in msg
+    assert "Identity outputs [3, 16]" in msg and "gives another output shape" in msg
+
+
 def test_a_declared_replacement_that_keeps_the_shape_trains():
     module = leave_out(Widening(), None, layer("body.0", replacement=lambda old: nn.Linear(8, 16)))
     assert isinstance(module.body[0], nn.Linear) and module(torch.zeros(2, 8)).shape == (2, 2)

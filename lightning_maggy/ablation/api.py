@@ -161,7 +161,8 @@ def ablate(
     from lightning_maggy.lightning.trainer import build_module
 
     validate_module(module_cls, list(hp), datamodule, trainer_kwargs)
-    declared = collect_components(module_cls, datamodule, study)
+    built = _instance(datamodule, hp)
+    declared = collect_components(module_cls, datamodule, study, built)
     try:
         module = build_module(module_cls, hp, datamodule)
     except Exception as err:
@@ -169,7 +170,7 @@ def ablate(
             f"{module_cls.__name__}(**{hp!r}) raised {type(err).__name__}: {err}; ablate() builds "
             "the module once before the study to check the components' names."
         ) from err
-    components = resolve_components(declared, module, _instance(datamodule, hp))
+    components = resolve_components(declared, module, built)
     del module
     opt = LOCO(hp, [c.name for c in components], seed_list)
     total = len(opt.plan)

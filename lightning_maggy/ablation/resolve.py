@@ -27,9 +27,12 @@ from lightning_maggy.exceptions import ConfigurationError
 __all__ = ["available_features", "collect_components", "resolve_components", "top_level"]
 
 
-def collect_components(module_cls: type, datamodule: Any, study: AblationStudy | None) -> list[Component]:
+def collect_components(
+    module_cls: type, datamodule: Any, study: AblationStudy | None, built: Any = None
+) -> list[Component]:
     """The decorator's components (module, then datamodule) followed by the study's; a name
-    declared twice is an error."""
+    declared twice, or the name of the full model's row ("base"), is an error. ``built``: the
+    datamodule ``datamodule`` builds (read for its decorator when ``datamodule`` is a function)."""
     if study is not None and not isinstance(study, AblationStudy):
         raise ConfigurationError(
             f"study={study!r}: expected an lm.AblationStudy (or None to use only the components "
@@ -38,8 +41,9 @@ def collect_components(module_cls: type, datamodule: Any, study: AblationStudy |
     found: list[Component] = []
     for comp in declared_components(module_cls):
         found.append(comp)
-    if datamodule is not None and not _is_plain_function(datamodule):
-        for comp in declared_components(datamodule):
+    source = built if _is_plain_function(datamodule) else datamodule
+    if source is not None:
+        for comp in declared_components(source):
             if comp.kind.is_model:
                 raise ConfigurationError(
                     f"@ablatable on {_name(datamodule)} declares the model component {comp.name!r}; "
@@ -51,6 +55,11 @@ def collect_components(module_cls: type, datamodule: Any, study: AblationStudy |
         found.extend(study.components)
     seen: dict[str, Component] = {}
     for comp in found:
+        if comp.name == "base":
+            raise ConfigurationError(
+                f"The ablation component 'base' ({comp.kind.value}, from the {comp.source}): 'base' names "
+                "the full model's row of the results; give the component another name."
+            )
         if comp.name in seen:
             first = seen[comp.name]
             raise ConfigurationError(

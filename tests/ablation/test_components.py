@@ -101,6 +101,31 @@ def test_a_component_named_twice_is_an_error_across_decorator_and_study():
         study.model.layers.include_groups(["net.1"], name="net.1")
 
 
+def test_base_is_not_a_component_name():
+    class Net:
+        pass
+
+    study = lm.AblationStudy()
+    study.model.add_custom_model_generator(lambda module: module, name="base")
+    with pytest.raises(lm.ConfigurationError, match="'base' names the full model's row"):
+        collect_components(Net, None, study)
+
+
+def test_a_datamodule_function_has_the_features_its_datamodule_declares():
+    class Net:
+        pass
+
+    @lm.ablatable(features=["proline", "alcohol"])
+    class Data:
+        pass
+
+    def build(hparams):
+        return Data()
+
+    found = collect_components(Net, build, None, built=build({}))
+    assert [(c.name, c.kind) for c in found] == [("proline", ComponentKind.FEATURE), ("alcohol", ComponentKind.FEATURE)]
+
+
 def test_an_empty_study_is_an_error():
     class Net:
         pass

@@ -139,7 +139,9 @@ def search(
     )
     trainer_kwargs = check_trainer_kwargs(trainer_kwargs, kind)
     if gpus_per_trial is not None:
-        backend, workers, spark_conf = _gpu_settings(gpus_per_trial, backend, workers, spark_conf, trainer_kwargs, kind)
+        backend, workers, spark_conf = _gpu_settings(
+            gpus_per_trial, backend, workers, spark_conf, trainer_kwargs, kind, spark_master
+        )
     if kind == "module":
         validate_module(module_or_fn, space.names(), datamodule, trainer_kwargs)
     opt = get_optimizer(optimizer, seed=seed) if isinstance(optimizer, str) else get_optimizer(optimizer)
@@ -177,7 +179,8 @@ def search(
 
 
 def _gpu_settings(
-    gpus_per_trial: Any, backend: Any, workers: int | None, spark_conf: Any, trainer_kwargs: dict[str, Any], kind: str
+    gpus_per_trial: Any, backend: Any, workers: int | None, spark_conf: Any, trainer_kwargs: dict[str, Any], kind: str,
+    spark_master: str | None = None,
 ) -> tuple[Any, int | None, Any]:
     """The backend, workers and Spark settings for ``gpus_per_trial`` (see :func:`search`);
     fills ``trainer_kwargs``' accelerator and devices for a module class."""
@@ -193,8 +196,15 @@ def _gpu_settings(
         workers = plan_gpus(gpus_per_trial, workers, visible_gpus())
         return LocalBackend(gpus_per_worker=gpus_per_trial), workers, spark_conf
     if backend == "spark":
-        from lightning_maggy.backends.spark import active_session
+        from lightning_maggy.backends.spark import active_session, is_local_master
 
+        if active_session() is None and is_local_master(spark_master):
+            raise ConfigurationError(
+                f"gpus_per_trial with backend='spark' and a local master ({spark_master or 'local[*]'}): "
+                "Spark's local mode schedules no GPUs to tasks. Use backend='local', which gives each "
+                "worker its GPUs, or a cluster master (spark_master='spark://host:7077') whose workers "
+                "announce theirs."
+            )
         if active_session() is not None:
             raise ConfigurationError(
                 "gpus_per_trial with backend='spark' sets spark.task.resource.gpu.amount of the "

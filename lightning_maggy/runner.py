@@ -105,8 +105,8 @@ def run_study(
     prior: StudyLog | None = None
     where = exp_dir if resume is None else resume
     url = str(where).rstrip("/") if where is not None and is_remote(where) else None
-    if backend == "spark" and spark_master:  # before a cluster is contacted
-        check_shared_exp_dir(where, spark_master)
+    if backend == "spark" and spark_master and not _spark_session_active():  # before a cluster is contacted
+        check_shared_exp_dir(where, spark_master)  # (with a session active, SparkBackend refuses spark_master)
     if resume is not None:
         exp_path, prior = open_study(resume, exp_dir)
         check_same_study(prior.experiment or {}, study, resume)
@@ -280,6 +280,12 @@ def _run(
         err.result = result  # type: ignore[attr-defined]
         raise err
     return result
+
+
+def _spark_session_active() -> bool:
+    from lightning_maggy.backends.spark import active_session
+
+    return active_session() is not None
 
 
 @contextlib.contextmanager

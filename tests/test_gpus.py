@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from importlib.util import find_spec
 from pathlib import Path
 
 import pytest
@@ -57,4 +58,8 @@ def test_search_refuses_gpus_it_cannot_have_before_anything_starts(tmp_path: Pat
         lm.search(fn, space, gpus_per_trial=0.3, **common)
     with pytest.raises(lm.ConfigurationError, match="LocalBackend"):
         lm.search(fn, space, gpus_per_trial=1, backend=LocalBackend(), **common)
+    if find_spec("pyspark") is not None:  # no session is built: the check comes first
+        for master in ("local[2]", None):
+            with pytest.raises(lm.ConfigurationError, match=r"local master .*schedules no GPUs"):
+                lm.search(fn, space, gpus_per_trial=1, backend="spark", spark_master=master, **common)
     assert not (tmp_path / "exp").exists()

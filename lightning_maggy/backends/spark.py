@@ -30,7 +30,7 @@ from lightning_maggy.backends.base import Backend, pack_launch
 from lightning_maggy.exceptions import BackendError, ConfigurationError
 from lightning_maggy.lightning.worker import WorkerLaunch
 
-__all__ = ["QUICK_START_JVM", "SparkBackend", "check_java", "session_conf"]
+__all__ = ["QUICK_START_JVM", "SparkBackend", "check_java", "is_local_master", "session_conf"]
 
 MIN_JAVA = 17
 
@@ -198,7 +198,7 @@ def _task(blob: bytes) -> Any:
 QUICK_START_JVM = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
 
 
-def _local(master: str | None) -> bool:
+def is_local_master(master: str | None) -> bool:
     """Whether a session built for ``master`` runs on this machine (None: pyspark's default,
     ``local[*]``, unless PYSPARK_SUBMIT_ARGS names a master)."""
     if master is None:
@@ -215,7 +215,7 @@ def session_conf(master: str | None, conf: Mapping[str, str]) -> dict[str, str]:
     from lightning_maggy.backends.spark_daemon import DAEMON_CONF, DAEMON_MODULE
 
     out = dict(conf)
-    if _local(master):
+    if is_local_master(master):
         out.setdefault("spark.driver.extraJavaOptions", QUICK_START_JVM)
         out.setdefault(DAEMON_CONF, DAEMON_MODULE)
     return out

@@ -116,6 +116,16 @@ def test_local_and_spark_make_the_same_decisions(spark, tmp_path):
     assert local.best_config == on_spark.best_config and local.best_metric == on_spark.best_metric
 
 
+def test_a_master_given_while_a_session_is_active_is_refused_as_such(spark, tmp_path):
+    # Not as a local exp_dir that a remote master's executors could not see: that master would
+    # not be used at all.
+    with pytest.raises(lm.ConfigurationError, match="a SparkSession is already active"):
+        lm.search(_deterministic, lm.Searchspace(a=lm.Double(0.0, 1.0), b=lm.Integer(0, 9)), metric="score",
+                  num_trials=1, max_epochs=1, backend="spark", spark_master="spark://head:7077",
+                  exp_dir=tmp_path / "exp", verbose=False)
+    assert not (tmp_path / "exp").exists()
+
+
 def _run_isolated(code: str, env: dict[str, str] | None = None, timeout: int = 120) -> subprocess.CompletedProcess:
     full_env = dict(os.environ)
     full_env["PYTHONPATH"] = os.pathsep.join([str(REPO), full_env.get("PYTHONPATH", "")])

@@ -107,12 +107,17 @@ def _close(name: str, candidates: Sequence[str]) -> str:
 
 def available_features(datamodule_obj: Any, module_obj: Any) -> list[str]:
     """Feature names a study may leave out: declared with ``@ablatable(features=...)`` on the
-    DataModule or module, or listed in their ``feature_names`` attribute."""
+    DataModule or module, or listed in their ``feature_names`` attribute. An object that has
+    ``feature_names`` and no ``drop_features`` of its own has its columns masked by those
+    names, so a declared name that is not one of them (a typo) is not available."""
     out: list[str] = []
     for obj in (datamodule_obj, module_obj):
         if obj is None:
             continue
-        for name in (*declared_features(obj), *(getattr(obj, "feature_names", None) or ())):
+        columns = tuple(getattr(obj, "feature_names", None) or ())
+        masked_by_name = bool(columns) and not callable(getattr(obj, "drop_features", None))
+        names = columns if masked_by_name else (*declared_features(obj), *columns)
+        for name in names:
             if isinstance(name, str) and name not in out:
                 out.append(name)
     return out
@@ -182,9 +187,9 @@ def _resolve_features(comp: Component, features: Sequence[str], datamodule_obj: 
     for f in comp.features:
         if f not in features:
             raise ConfigurationError(
-                f"Ablation component {comp.name!r}: {owner} does not declare the feature {f!r}; "
-                f"{_close(f, features).replace('submodules', 'features')}. Declared features: "
-                f"{list(features)}."
+                f"Ablation component {comp.name!r}: {owner} has no feature {f!r}; "
+                f"{_close(f, features).replace('submodules', 'features')}. Its features (its "
+                f"feature_names, or those declared with @ablatable): {list(features)}."
             )
     return comp
 

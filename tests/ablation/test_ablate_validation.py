@@ -27,7 +27,7 @@ def _study(fn):
 CASES = {
     "unknown layer": (dict(study=_study(lambda s: s.model.layers.include("net.9"))), r"no submodule named 'net.9'; close names: \[.*'net.0'"),
     "prefix matches nothing": (dict(study=_study(lambda s: s.model.layers.include_groups(prefix="encoder."))), "no submodule of SignalNet has a name starting with 'encoder.'"),
-    "undeclared feature": (dict(study=_study(lambda s: s.features.include("sgnal"))), r"does not declare the feature 'sgnal'; close names: \['signal'\]"),
+    "undeclared feature": (dict(study=_study(lambda s: s.features.include("sgnal"))), r"has no feature 'sgnal'; close names: \['signal'\]"),
     "feature without data declaring any": (dict(study=_study(lambda s: s.features.include("x")), datamodule=lambda hp: None), "declares no features"),
     "custom returns no module": (dict(study=_study(lambda s: s.model.add_custom_model_generator(lambda m: m.net, "bad"))), "returned Sequential, not a LightningModule"),
     "custom raises": (dict(study=_study(lambda s: s.model.add_custom_model_generator(lambda m: 1 / 0, "boom"))), "raised ZeroDivisionError"),

@@ -172,3 +172,22 @@ def test_loco_planner_proposes_every_pair_once_and_rebuilds_from_the_records():
     again = LOCO({"lr": 0.1}, ["a", "b"], [0, 1])
     again.setup(None, num_trials=6, direction="max", max_epochs=3, trials=half)
     assert _drive(again, half) == [(None, 1), ("a", 1), ("b", 1)]
+
+
+def test_a_declared_feature_missing_from_feature_names_is_a_typo_not_a_feature():
+    from lightning_maggy.ablation.resolve import available_features
+
+    @lm.ablatable(features=["prolin"])
+    class Data:
+        feature_names = ["alcohol", "proline"]
+
+    assert available_features(Data(), None) == ["alcohol", "proline"]  # its columns are masked by name
+
+    @lm.ablatable(features=["prolin"])
+    class Dropping:  # leaves features out itself: its declared names are its own business
+        feature_names = ["alcohol", "proline"]
+
+        def drop_features(self, names):
+            pass
+
+    assert available_features(Dropping(), None) == ["prolin", "alcohol", "proline"]

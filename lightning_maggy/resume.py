@@ -143,17 +143,30 @@ def _exceeds(new: Any, old: Any) -> bool:
     return float(new) >= float(old)
 
 
+def _differences(what: str, old: Any, new: Any) -> list[str]:
+    """How ``old`` and ``new`` differ, in words: field by field when both are mappings (e.g.
+    an ablation study's ``seeds`` and ``hparams``), else as a whole."""
+    if isinstance(old, Mapping) and isinstance(new, Mapping):
+        keys = [k for k in (*old, *(k for k in new if k not in old)) if old.get(k) != new.get(k)]
+        if keys:
+            return [f"{what}, {k}: the study has {old.get(k)!r}, this call passes {new.get(k)!r}" for k in keys]
+    return [f"{what}: the study has {old!r}, this call passes {new!r}"]
+
+
 def check_same_study(recorded: Mapping[str, Any], current: Mapping[str, Any], resume: str | os.PathLike[str]) -> None:
     """Raises ConfigurationError, listing every difference, when ``current`` (this call's
     settings) is not the study ``recorded`` in the journal, or lowers one of its budgets.
     Keys a journal of an older version did not record are not compared."""
     problems: list[str] = []
+    ablation = "ablation" in recorded or "ablation" in current
     for key, what in STUDY_KEYS.items():
         if key not in recorded and key not in current:
             continue
+        if ablation and key == "optimizer_settings":  # an ablation's plan: named under "ablation"
+            continue
         old, new = _normal(recorded.get(key)), _normal(current.get(key))
         if key in recorded and old != new:
-            problems.append(f"{what}: the study has {old!r}, this call passes {new!r}")
+            problems.extend(_differences(what, old, new))
     for key in BUDGET_KEYS:
         if key in recorded and not _exceeds(current.get(key), recorded.get(key)):
             problems.append(

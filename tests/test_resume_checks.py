@@ -48,7 +48,8 @@ def test_the_same_study_passes_and_budgets_may_be_raised() -> None:
         ({"seed": 1}, "seed"),
         ({"space": lm.Searchspace(lr=lm.Double(1e-4, 1e-1, log=True)).to_dict()}, "space"),
         ({"optimizer": "RandomSearch"}, "optimizer (its type)"),
-        ({"optimizer_settings": settings_of(lm.ASHA(reduction_factor=2, seed=0))}, "optimizer (its settings)"),
+        ({"optimizer_settings": settings_of(lm.ASHA(reduction_factor=2, seed=0))},
+         "optimizer (its settings), reduction_factor: the study has 3, this call passes 2"),
         ({"early_stop": "MedianStoppingRule"}, "early_stop (its type)"),
         ({"name": "OtherNet"}, "the module or function"),
         ({"num_trials": 5}, "num_trials: the study has 9, this call passes 5"),
@@ -137,3 +138,18 @@ def test_an_exp_dir_that_is_or_lies_under_a_file_is_refused_before_anything_star
             lm.search(_constant, lm.Searchspace(x=lm.Double(0, 1)), metric="m", num_trials=1, max_epochs=1,
                       exp_dir=exp, verbose=False)
     assert (tmp_path / "a_file").read_text() == "x"
+
+
+def test_an_ablation_names_the_field_that_differs_once() -> None:
+    recorded = _study(study="ablation", optimizer="LOCO", optimizer_settings={"hparams": {"lr": 0.01}},
+                      ablation={"hparams": {"lr": 0.01}, "seeds": [0], "components": [{"name": "head"}]})
+    current = _study(study="ablation", optimizer="LOCO", optimizer_settings={"hparams": {"lr": 0.02}},
+                     ablation={"hparams": {"lr": 0.02}, "seeds": [0, 1], "components": [{"name": "head"}]})
+    with pytest.raises(lm.ConfigurationError) as info:
+        check_same_study(recorded, current, "exp")
+    problems = [line for line in str(info.value).splitlines() if line.startswith("  - ")]
+    assert problems == [
+        "  - the ablation study (components, seeds and hparams), hparams: the study has {'lr': 0.01}, "
+        "this call passes {'lr': 0.02}",
+        "  - the ablation study (components, seeds and hparams), seeds: the study has [0], this call passes [0, 1]",
+    ]

@@ -94,7 +94,7 @@ def test_resume_refuses_another_study_and_accepts_a_raised_budget(tmp_path: Path
         with pytest.raises(lm.ConfigurationError) as info:
             lm.search(_objective, space, num_trials=3, resume=exp, **kwargs)
         assert named in str(info.value)
-    with pytest.raises(lm.ConfigurationError, match=r"space: the study has"):
+    with pytest.raises(lm.ConfigurationError, match=r"space, x: the study has"):
         lm.search(_objective, lm.Searchspace(x=lm.Double(0.0, 2.0)), num_trials=3, resume=exp, **common)
     with pytest.raises(lm.ConfigurationError, match=r"num_trials: the study has 3, this call passes 2"):
         lm.search(_objective, space, num_trials=2, resume=exp, **common)

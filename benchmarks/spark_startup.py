@@ -54,10 +54,11 @@ import pytorch_lightning as pl  # noqa: E402
 
 import lightning_maggy as lm  # noqa: E402
 from lightning_maggy.backends.spark import QUICK_START_JVM  # noqa: E402
+from lightning_maggy.backends.spark_daemon import DAEMON_MODULE  # noqa: E402
 
 
 #: The executors' Python daemon module (``spark.python.daemon.module``) for each ``--daemon``.
-DAEMONS = {"lightning_maggy": "lightning_maggy.backends.spark_daemon", "pyspark": "pyspark.daemon"}
+DAEMONS = {"lightning_maggy": DAEMON_MODULE, "pyspark": "pyspark.daemon"}
 
 
 def _process_start(pid: int) -> float:

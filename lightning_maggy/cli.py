@@ -271,12 +271,10 @@ def render(
     Raises:
         JournalError: a corrupt line other than the last.
     """
-    from lightning_maggy.driver.journal import JOURNAL_NAME
-    from lightning_maggy.results import result_of_journal
+    from lightning_maggy.results import journal_has_events, result_of_journal
 
     exp = Path(exp_dir)
-    journal = exp / JOURNAL_NAME
-    if not journal.is_file() or journal.stat().st_size == 0:  # the study is starting
+    if not journal_has_events(exp):  # the study is starting
         return None, False
     result, log = result_of_journal(exp, url=url, scope=scope)
     info = log.experiment or {}

@@ -198,14 +198,15 @@ def _gpu_settings(
     if backend == "spark":
         from lightning_maggy.backends.spark import active_session, is_local_master
 
-        if active_session() is None and is_local_master(spark_master):
+        session = active_session()
+        if session is None and is_local_master(spark_master):
             raise ConfigurationError(
                 f"gpus_per_trial with backend='spark' and a local master ({spark_master or 'local[*]'}): "
                 "Spark's local mode schedules no GPUs to tasks. Use backend='local', which gives each "
                 "worker its GPUs, or a cluster master (spark_master='spark://host:7077') whose workers "
                 "announce theirs."
             )
-        if active_session() is not None:
+        if session is not None:
             raise ConfigurationError(
                 "gpus_per_trial with backend='spark' sets spark.task.resource.gpu.amount of the "
                 "session the search builds, but a SparkSession is already active: set "

@@ -68,8 +68,7 @@ class SearchResult:
 
         url = str(exp_dir) if is_remote(str(exp_dir)) else None
         folder = fetch_study(url, "exp_dir") if url is not None else Path(exp_dir)
-        journal = folder / JOURNAL_NAME
-        if not journal.is_file() or journal.stat().st_size == 0:
+        if not journal_has_events(folder):
             raise ConfigurationError(
                 f"{url or folder} holds no study journal ({JOURNAL_NAME}) with events: pass the exp_dir of "
                 "a study lightning_maggy started (the folder its search() or ablate() printed)."
@@ -246,6 +245,15 @@ def fmt_value(v: Any) -> str:
 def fmt_config(config: Any) -> str:
     """A short text form of a configuration: ``lr=0.01, hidden=32``."""
     return ", ".join(f"{k}={fmt_value(v)}" for k, v in config.items())
+
+
+def journal_has_events(folder: Path) -> bool:
+    """Whether ``folder`` holds a study journal with at least one event written (a study that
+    is only starting has none yet)."""
+    from lightning_maggy.driver.journal import JOURNAL_NAME
+
+    journal = folder / JOURNAL_NAME
+    return journal.is_file() and journal.stat().st_size > 0
 
 
 def result_of_journal(folder: Path, url: str | None = None, scope: str | None = None) -> tuple[SearchResult, Any]:

@@ -25,14 +25,17 @@ _DIRECTIONS = ("max", "min")
 
 
 def running_average(history: Sequence[float], t: int) -> float:
-    """The mean of ``history[: t + 1]`` (the values of steps 0..t).
+    """The mean of ``history[: t + 1]`` (the values of steps 0..t), NaN left out: an epoch
+    without validation (``check_val_every_n_epoch`` > 1) is a NaN hole in a history. NaN if
+    every value is NaN.
 
     Raises:
         ValueError: if ``t`` is negative or ``history`` has fewer than ``t + 1`` values.
     """
     if t < 0 or len(history) < t + 1:
         raise ValueError(f"running_average: step t={t} needs at least t + 1 values, got {len(history)}.")
-    return math.fsum(float(v) for v in history[: t + 1]) / (t + 1)
+    values = [float(v) for v in history[: t + 1] if v == v]
+    return math.fsum(values) / len(values) if values else math.nan
 
 
 def median_of_running_averages(histories: Iterable[Sequence[float]], t: int) -> tuple[float, int]:
@@ -73,7 +76,13 @@ class _StepAverages:
         self._source: tuple[Trial, ...] | None = None  # the tuple last brought in (held too)
 
     def _averages(self, trial: Trial) -> list[float]:
-        return [running_average(trial.history, t) for t in range(len(trial.history))]
+        """:func:`running_average` at every step, in one pass."""
+        out, total, count = [], 0.0, 0
+        for v in trial.history:
+            if v == v:
+                total, count = total + float(v), count + 1
+            out.append(total / count if count else math.nan)
+        return out
 
     def update(self, source: tuple[Trial, ...]) -> None:
         """Brings the kept averages to ``source``'s trials (FAILED ones left out); nothing to do
@@ -113,8 +122,10 @@ class MedianStoppingRule(AbstractEarlyStop):
     compares the trial's best value over ``history[: t + 1]`` with the median, over the finished
     trials that have at least ``t + 1`` values, of ``mean(history[: t + 1])``. It decides only if
     at least ``min_trials`` finished trials count, ``t + 1 >= grace_period`` and
-    ``(t + 1) % interval == 0``. A trial whose values so far are all NaN is stopped once a
-    median exists.
+    ``(t + 1) % interval == 0``, and never at the last epoch of the trial's budget (stopping
+    there saves nothing, and the trial trained in full). A trial whose values so far are all
+    NaN is stopped once a median exists. NaN values are left out of the running averages: an
+    epoch without validation (``check_val_every_n_epoch`` > 1) leaves a NaN hole in a history.
 
     Args:
         min_trials: finished trials needed at step t before any decision (int >= 1).
@@ -164,7 +175,11 @@ class MedianStoppingRule(AbstractEarlyStop):
         if direction not in _DIRECTIONS:
             raise ConfigurationError(f"direction={direction!r} must be one of {list(_DIRECTIONS)}.")
         median_at = self._medians(finalized_trials)
-        return [tid for tid, trial in to_check.items() if self._should_stop(trial.history, median_at, direction)]
+        return [
+            tid for tid, trial in to_check.items()
+            if (trial.budget is None or len(trial.history) < trial.budget)
+            and self._should_stop(trial.history, median_at, direction)
+        ]
 
     def _medians(self, finalized_trials: Sequence[Trial]) -> Callable[[int], tuple[float, int]]:
         """The median at step t of ``finalized_trials``. For a tuple (what the controller

@@ -137,3 +137,25 @@ def test_arguments_are_validated(kwargs, fragment) -> None:
 def test_unknown_direction() -> None:
     with pytest.raises(ConfigurationError, match="direction='up'"):
         check(MedianStoppingRule(), [trial("x", [1.0])], "up")
+
+
+def test_epochs_without_validation_are_holes_not_poison() -> None:
+    """With check_val_every_n_epoch=2 every other epoch is a NaN hole in a history: the running
+    averages leave the holes out, so the rule still compares, and stops the worse trial."""
+    nan = math.nan
+    assert running_average([nan, 2.0, nan, 4.0], 3) == 3.0
+    assert math.isnan(running_average([nan, nan], 1))
+    finished = [trial(n, [nan, v, nan, v], TrialState.COMPLETED) for n, v in (("A", 0.8), ("B", 0.9), ("C", 0.7))]
+    running = [trial("poor", [nan, 0.2]), trial("good", [nan, 0.95])]
+    for kept in (finished, tuple(finished)):  # read afresh, and kept sorted per step
+        assert check(MedianStoppingRule(min_trials=3), running, "max", kept) == ["poor"]
+        assert check(MedianStoppingRule(min_trials=3), running, "min", kept) == ["good"]
+
+
+def test_never_stops_a_trial_at_the_last_epoch_of_its_budget() -> None:
+    """At its budget's last epoch a trial has trained in full: stopping it saves nothing and
+    would record it STOPPED; one epoch earlier the same values are stopped."""
+    finished = [trial(n, [v, v], TrialState.COMPLETED) for n, v in (("A", 0.8), ("B", 0.9), ("C", 0.7))]
+    last = Trial(trial_id="last", config={}, state=TrialState.RUNNING, budget=2, history=(0.1, 0.1))
+    early = Trial(trial_id="early", config={}, state=TrialState.RUNNING, budget=3, history=(0.1, 0.1))
+    assert check(MedianStoppingRule(min_trials=3), [last, early], "max", finished) == ["early"]

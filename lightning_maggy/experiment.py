@@ -153,7 +153,8 @@ def search(
             "(seconds), or both (a grid search alone ends with its grid)."
         )
     # Validates the optimizer against the settings now; the controller sets it up for real.
-    opt.setup(space, num_trials=num_trials, direction=direction, max_epochs=max_epochs, trials={}, seed=seed)
+    opt.setup(space, num_trials=num_trials, direction=direction, max_epochs=max_epochs, trials={}, seed=seed,
+              validate_only=True)
     if max_failures is None:
         max_failures = max(3, (num_trials or 0) // 4)
 

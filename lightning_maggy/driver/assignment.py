@@ -10,6 +10,7 @@ from typing import Any
 
 from lightning_maggy.driver.workers import Outgoing, _Worker
 from lightning_maggy.earlystop.base import NoEarlyStop
+from lightning_maggy.exceptions import SearchspaceError
 from lightning_maggy.optimizers.base import IDLE
 from lightning_maggy.trial import Trial, TrialState
 
@@ -93,6 +94,14 @@ class AssignmentMixin:
                     "expected a Trial, IDLE or None."
                 )
                 return None
+            problem = self._unrunnable(suggestion)
+            if problem is not None:
+                self.abort(
+                    f"{type(self.optimizer).__name__}.get_suggestion() returned a trial that cannot run: "
+                    f"{problem}. An optimizer must propose configurations of the search space, with a "
+                    f"budget from 1 to max_epochs={self.max_epochs}."
+                )
+                return None
             existing = self.trials.get(suggestion.trial_id)
             if existing is None:
                 return suggestion
@@ -104,6 +113,19 @@ class AssignmentMixin:
             f"{self.duplicates} in all)"
         )
         return IDLE
+
+    def _unrunnable(self, trial: Trial) -> str | None:
+        """Why an optimizer's suggestion cannot run (a custom optimizer's bug), or None: its
+        configuration must be one of the search space's and its budget an int in 1..max_epochs."""
+        budget = trial.budget
+        if isinstance(budget, bool) or not isinstance(budget, int) or not 1 <= budget <= self.max_epochs:
+            return f"trial {trial.trial_id} has budget={budget!r}"
+        if self.searchspace is not None:
+            try:
+                self.searchspace.validate(trial.config)
+            except SearchspaceError as err:
+                return f"trial {trial.trial_id}'s configuration {dict(trial.config)!r}: {err}"
+        return None
 
     def _stalled(self, note: str) -> None:
         self._stall_note = note

@@ -39,12 +39,7 @@ from typing import Any
 
 from lightning_maggy.driver.assignment import AssignmentMixin
 from lightning_maggy.driver.jobs import JobRunner
-from lightning_maggy.driver.journal import (
-    CAUSE_ABORT,
-    CAUSE_END,
-    CAUSE_RESUME,
-    Journal,
-)
+from lightning_maggy.driver.journal import CAUSE_ABORT, CAUSE_END, CAUSE_RESUME, Journal
 from lightning_maggy.driver.reports import ReportsMixin, final_metric
 from lightning_maggy.driver.serving import ServingMixin
 from lightning_maggy.driver.workers import Outgoing, StopReason, _Worker
@@ -59,10 +54,6 @@ _ENDED = (TrialState.COMPLETED, TrialState.STOPPED, TrialState.PAUSED)
 __all__ = ["Controller", "StopReason"]
 
 log = logging.getLogger(__name__)
-
-# A FINAL with ``fatal=True`` aborts the study at once: the worker found the trial's error to be
-# one of lightning_maggy's own misconfiguration errors, which every trial would hit (it decides
-# with isinstance, never by class name: see lightning_maggy.lightning.worker.FATAL_ERRORS).
 
 
 
@@ -128,6 +119,7 @@ class Controller(ReportsMixin, AssignmentMixin, ServingMixin):
         self._ended_trials = Selection(lambda t: t.state in _ENDED)
         self._parked_ids: set[int] = set()  # kept by each _Worker's ``parked``
         self._registered: dict[int, int] = {}  # worker id -> its rank in self.workers
+        self.searchspace = searchspace
         self.direction = direction
         self.max_epochs = max_epochs
         self.num_trials = num_trials
@@ -242,7 +234,8 @@ class Controller(ReportsMixin, AssignmentMixin, ServingMixin):
             return [(peer, {"type": "welcome", "worker_id": wid}), *out]
         if kind == "report":
             reply = self._on_report(worker, msg)
-            return [(peer, reply)] if msg.get("sync", True) else []
+            out = [(peer, reply)] if msg.get("sync", True) else []
+            return out + self._finish(self.stop_reason) if self.finished else out  # a rule's bug ended it
         if kind == "final":
             out = self._on_final(worker, msg)  # an abort's "done" to the parked workers
             return out + self._serve(worker) + self._wake_parked(exclude=wid)
@@ -409,6 +402,12 @@ class Controller(ReportsMixin, AssignmentMixin, ServingMixin):
         if self.timed_out:
             return self._finish(StopReason.TIMEOUT)
         if self._exhausted:
+            if self.num_trials is not None and len(self.trials) < self.num_trials:
+                self.abort_message = (
+                    f"{type(self.optimizer).__name__} proposed no more configurations after {len(self.trials)} "
+                    f"trial(s) of num_trials={self.num_trials} (a search space with only that many distinct "
+                    "configurations, or the optimizer's own end)."
+                )
             return self._finish(StopReason.FINISHED)
         if self._stall_note is not None and self._stall_at == self._version and not self.jobs_busy:
             # Nothing runs, nothing is re-queued, no job computes: the optimizer's answer cannot

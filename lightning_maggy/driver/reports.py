@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable
+import traceback
+from collections.abc import Collection, Iterable
 from typing import Any
 
 from lightning_maggy.driver.journal import history_with, non_finite_note
@@ -34,6 +35,8 @@ class ReportsMixin:
         trial = self._recorded(trial, epoch, value)
         self.trials[tid] = trial
         decision = self._decide(trial)
+        if self.finished:  # the early-stop rule failed and ended the study (its record says so)
+            return {"type": "decision", "decision": Decision.STOP.value}
         previous = self._decisions.get(tid)
         if previous in (Decision.STOP, Decision.PAUSE):
             decision = previous
@@ -93,10 +96,26 @@ class ReportsMixin:
         if decision is Decision.CONTINUE and not isinstance(self.earlystop, NoEarlyStop):
             # The same tuple until a finished trial changes (see Selection): a rule may keep
             # what it derived from it, as the median rule does.
-            finalized = self._ended_trials.of(self.trials)
-            if trial.trial_id in self.earlystop.earlystop_check({trial.trial_id: trial}, finalized, self.direction):
+            if self._rule_stops(trial, self._ended_trials.of(self.trials)):
                 decision = Decision.STOP
         return decision
+
+    def _rule_stops(self, trial: Trial, finalized: Any) -> bool:
+        """Whether the early-stop rule stops ``trial``; a rule that raises or answers something
+        other than a collection of trial ids ends the study with why (a custom rule's bug)."""
+        name = type(self.earlystop).__name__
+        try:
+            stopped = self.earlystop.earlystop_check({trial.trial_id: trial}, finalized, self.direction)
+        except Exception:
+            self.abort(f"the early-stop rule {name} raised in earlystop_check():\n{traceback.format_exc()}")
+            return True
+        if isinstance(stopped, (str, bytes)) or not isinstance(stopped, Collection):
+            self.abort(
+                f"the early-stop rule {name}.earlystop_check() returned {stopped!r}; it must return the "
+                "ids of the trials to stop, as a list or set (empty to stop none)."
+            )
+            return True
+        return trial.trial_id in stopped
 
     # -- trial ends ---------------------------------------------------------------------------
     def _on_final(self, worker: _Worker, msg: dict[str, Any]) -> Outgoing:
@@ -144,6 +163,8 @@ class ReportsMixin:
         self._update(trial)
         worker.last_finished = trial
         if state is TrialState.FAILED:
+            # fatal: the worker found one of lightning_maggy's misconfiguration errors (isinstance,
+            # see lightning.worker.FATAL_ERRORS), which every trial would hit
             if msg.get("fatal") is True:
                 self.failures += 1
                 return self.abort(_fatal_message(tid, changes["error"], msg.get("error_type")))

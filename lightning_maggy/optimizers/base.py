@@ -118,8 +118,11 @@ class AbstractOptimizer(ABC):
         max_epochs: int,
         trials: Mapping[str, Trial],
         seed: int | None = None,
+        validate_only: bool = False,
     ) -> None:
-        """Binds the optimizer to an experiment, validates it, and calls :meth:`initialize`."""
+        """Binds the optimizer to an experiment, validates it, and calls :meth:`initialize`
+        (``validate_only``: not yet; ``search()`` checks the settings before the controller
+        sets the optimizer up for the study, so ``initialize`` runs once)."""
         self.searchspace = searchspace
         self.num_trials = num_trials
         self.direction = direction
@@ -131,7 +134,8 @@ class AbstractOptimizer(ABC):
         # The controller attaches its records' change log after setup (see ``changes``).
         self.changes = trials.changes if isinstance(trials, TrialRecords) else None
         self.validate()
-        self.initialize()
+        if not validate_only:
+            self.initialize()
 
     def validate(self) -> None:
         """Raises :class:`~lightning_maggy.exceptions.ConfigurationError` if the optimizer cannot

@@ -145,7 +145,7 @@ def search(
     if kind == "module":
         validate_module(module_or_fn, space.names(), datamodule, trainer_kwargs)
     opt = get_optimizer(optimizer, seed=seed) if isinstance(optimizer, str) else get_optimizer(optimizer)
-    check_validates_every_epoch(trainer_kwargs, opt)
+    check_validates_every_epoch(trainer_kwargs, opt, max_epochs)
     stopper = get_earlystop(early_stop)
     if num_trials is None and timeout is None and not isinstance(opt, GridSearch):
         raise ConfigurationError(

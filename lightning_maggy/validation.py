@@ -174,6 +174,17 @@ def check_trainer_kwargs(trainer_kwargs: Mapping[str, Any] | None, kind: str) ->
             "trainer_kwargs applies only when searching a LightningModule class; a train "
             "function builds its own Trainer."
         )
+    if "callbacks" in out:  # one callback, as Lightning's Trainer takes it, or a list
+        callbacks = out["callbacks"]
+        out["callbacks"] = [] if callbacks is None else list(callbacks) if isinstance(callbacks, (list, tuple)) else [callbacks]
+        _check_user_callbacks(out["callbacks"])
+    if out.get("enable_checkpointing") is False:
+        raise ConfigurationError(
+            "trainer_kwargs sets enable_checkpointing=False, but the search checkpoints every trial's "
+            "epochs into its folder (checkpoints/last.ckpt): promotions and re-queued trials resume "
+            "from it, and load_best() reads it. Remove enable_checkpointing; add no ModelCheckpoint "
+            "of your own to keep only that one file per trial."
+        )
     if "limit_val_batches" in out and out["limit_val_batches"] == 0:
         raise ConfigurationError(
             f"trainer_kwargs sets limit_val_batches={out['limit_val_batches']!r}: no validation epoch "
@@ -181,6 +192,17 @@ def check_trainer_kwargs(trainer_kwargs: Mapping[str, Any] | None, kind: str) ->
             "To validate on less, pass a fraction (limit_val_batches=0.25) or a number of batches."
         )
     return out
+
+
+def _check_user_callbacks(callbacks: list[Any]) -> None:
+    from lightning_maggy.lightning.callback import MaggyCallback
+
+    if any(isinstance(cb, MaggyCallback) for cb in callbacks):
+        raise ConfigurationError(
+            "trainer_kwargs' callbacks hold a MaggyCallback, but each trial's Trainer gets the "
+            "search's own (on the search's metric=); a second one would report another metric "
+            "under the search's name. Remove it from callbacks, and pass metric= to search()."
+        )
 
 
 def validation_interval_error(every: Any, optimizer_name: str, where: str) -> str | None:
@@ -198,10 +220,25 @@ def validation_interval_error(every: Any, optimizer_name: str, where: str) -> st
     )
 
 
-def check_validates_every_epoch(trainer_kwargs: Mapping[str, Any], optimizer: Any) -> None:
-    """Refuses ``check_val_every_n_epoch`` other than 1 with an optimizer that uses rungs."""
+def check_validates_every_epoch(trainer_kwargs: Mapping[str, Any], optimizer: Any, max_epochs: int | None = None) -> None:
+    """Refuses ``check_val_every_n_epoch`` other than 1 with an optimizer that uses rungs, and
+    one that leaves a trial's last epochs unvalidated (``max_epochs`` not a multiple of it)."""
+    every = trainer_kwargs.get("check_val_every_n_epoch")
+    if isinstance(every, int) and not isinstance(every, bool) and every > 1 and max_epochs and max_epochs % every:
+        raise ConfigurationError(
+            f"trainer_kwargs sets check_val_every_n_epoch={every} with max_epochs={max_epochs}: a trial's "
+            f"last {max_epochs % every} epoch(s) would train without a validation, so their result would "
+            f"never be reported. Pass a max_epochs that is a multiple of {every}, or validate every epoch."
+        )
     if not getattr(optimizer, "uses_rungs", False):
         return
+    if "check_val_every_n_epoch" in trainer_kwargs and every is None:
+        raise ConfigurationError(
+            "trainer_kwargs sets check_val_every_n_epoch=None (validation by training steps, across "
+            f"epochs), but {type(optimizer).__name__} pauses and promotes trials at rungs counted in "
+            "epochs, so every epoch must end with a validation: remove check_val_every_n_epoch and "
+            "val_check_interval's step count, or use an optimizer without rungs (e.g. 'random', 'tpe')."
+        )
     message = validation_interval_error(
         trainer_kwargs.get("check_val_every_n_epoch"), type(optimizer).__name__, "trainer_kwargs sets"
     )
@@ -257,7 +294,8 @@ def validate_module(
 
     check_datamodule(datamodule)
     check_trainer_arguments(target, trainer_kwargs or {})
-    module_call_style(target, names, datamodule)
+    style = module_call_style(target, names, datamodule)
+    _check_required_arguments(target, set(names) if style == "kwargs" else {"hparams"})
     if datamodule is None:
         from lightning_maggy.lightning.namespace import namespace_of
 
@@ -268,6 +306,26 @@ def validate_module(
                 "pass datamodule= (an instance, a LightningDataModule class, or a function of "
                 "the hyperparameters) or define train_dataloader/val_dataloader on the module."
             )
+
+
+def _check_required_arguments(target: type, given: set[str]) -> None:
+    """Every argument ``target.__init__`` requires is among the ``given`` names."""
+    try:
+        params = list(inspect.signature(target.__init__).parameters.values())[1:]
+    except (TypeError, ValueError):
+        return
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    missing = [p.name for p in params if p.kind in kinds and p.default is p.empty and p.name not in given]
+    if missing:
+        name, first = target.__name__, missing[0]
+        raise ConfigurationError(
+            f"{name}.__init__ requires {missing}, which the search does not give it (the space has "
+            f"{sorted(given)}), so every trial would fail to build the module. Give "
+            f"{'them defaults' if len(missing) > 1 else 'it a default'} (def __init__(self, {first}=..., ...)), "
+            f"add {'them' if len(missing) > 1 else 'it'} to the space, or search a subclass that fixes "
+            f"{'them' if len(missing) > 1 else 'it'}: class Fixed({name}): def __init__(self, **hp): "
+            f"super().__init__({first}=..., **hp)."
+        )
 
 
 def default_exp_dir(target: Any) -> str:

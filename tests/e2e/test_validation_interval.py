@@ -29,9 +29,13 @@ def test_rung_optimizers_refuse_sparse_validation_before_anything_starts(tmp_pat
 
 
 def test_random_search_validates_every_second_epoch_and_records_those(tmp_path: Path) -> None:
+    import pytorch_lightning as pl
+
+    # One callback, not a list, as Lightning's Trainer takes it.
+    patient = pl.callbacks.EarlyStopping(monitor="val_acc", mode="max", patience=10)
     result = lm.search(TinyClassifier, SPACE, datamodule=BlobsDataModule, metric="val_acc", max_epochs=4,
                        num_trials=2, workers=1, optimizer="random", seed=0, exp_dir=tmp_path / "exp",
-                       trainer_kwargs={"check_val_every_n_epoch": 2}, verbose=False)
+                       trainer_kwargs={"check_val_every_n_epoch": 2, "callbacks": patient}, verbose=False)
     assert [t.state for t in result.trials] == [lm.TrialState.COMPLETED] * 2
     reported = sorted({e["epoch"] for e in read_journal(Path(result.exp_dir) / "journal.jsonl")
                        if e["event"] == "report"})
@@ -61,8 +65,8 @@ class _TrainOnlyData(BlobsDataModule):
 
 @pytest.mark.parametrize(
     ("datamodule", "trainer_kwargs"),
-    [(_TrainOnlyData, None), (BlobsDataModule, {"check_val_every_n_epoch": 3})],
-    ids=["no-val-dataloader", "validation-after-the-budget"],
+    [(_TrainOnlyData, None)],
+    ids=["no-val-dataloader"],
 )
 def test_trials_that_never_validate_end_the_study_with_the_reason(tmp_path: Path, datamodule, trainer_kwargs) -> None:
     with pytest.raises(lm.ExperimentError) as info:
@@ -91,4 +95,23 @@ def test_limit_val_batches_zero_an_unknown_trainer_argument_and_a_datamodule_of_
         with pytest.raises(lm.ConfigurationError, match=rf"\({what}\) is not a LightningDataModule"):
             lm.search(TinyClassifier, SPACE, datamodule=wrong, metric="val_acc", max_epochs=2, num_trials=2,
                       optimizer="random", exp_dir=exp)
+    refused = [
+        ({"check_val_every_n_epoch": 3}, "random", r"check_val_every_n_epoch=3 with max_epochs=2: a trial's last 2"),
+        ({"check_val_every_n_epoch": None}, "asha", r"check_val_every_n_epoch=None \(validation by training steps"),
+        ({"enable_checkpointing": False}, "random", r"enable_checkpointing=False, but the search checkpoints"),
+        ({"callbacks": lm.MaggyCallback("val_loss")}, "random", r"callbacks hold a MaggyCallback"),
+    ]
+    for kwargs, optimizer, message in refused:
+        with pytest.raises(lm.ConfigurationError, match=message):
+            lm.search(TinyClassifier, SPACE, datamodule=BlobsDataModule, metric="val_acc", max_epochs=2,
+                      num_trials=2, optimizer=optimizer, exp_dir=exp, trainer_kwargs=kwargs)
+
+    class NeedsWidth(TinyClassifier):
+        def __init__(self, width: int, lr: float = 0.1) -> None:
+            super().__init__(lr=lr)
+
+    with pytest.raises(lm.ConfigurationError, match=r"NeedsWidth.__init__ requires \['width'\], which the search "
+                                                    r"does not give it.*class Fixed\(NeedsWidth\)"):
+        lm.search(NeedsWidth, SPACE, datamodule=BlobsDataModule, metric="val_acc", max_epochs=2, num_trials=2,
+                  optimizer="random", exp_dir=exp)
     assert not exp.exists() or not os.listdir(exp)

@@ -143,13 +143,15 @@ def _exceeds(new: Any, old: Any) -> bool:
     return float(new) >= float(old)
 
 
-def _differences(what: str, old: Any, new: Any) -> list[str]:
+def _differences(what: str, old: Any, new: Any, named: frozenset[str] = frozenset()) -> list[str]:
     """How ``old`` and ``new`` differ, in words: field by field when both are mappings (e.g.
-    an ablation study's ``seeds`` and ``hparams``), else as a whole."""
+    an ablation study's ``seeds`` and ``hparams``), else as a whole. Fields in ``named`` are
+    left out (already named as a difference of their own, e.g. the study's ``seed``)."""
     if isinstance(old, Mapping) and isinstance(new, Mapping):
         keys = [k for k in (*old, *(k for k in new if k not in old)) if old.get(k) != new.get(k)]
         if keys:
-            return [f"{what}, {k}: the study has {old.get(k)!r}, this call passes {new.get(k)!r}" for k in keys]
+            return [f"{what}, {k}: the study has {old.get(k)!r}, this call passes {new.get(k)!r}"
+                    for k in keys if k not in named]
     return [f"{what}: the study has {old!r}, this call passes {new!r}"]
 
 
@@ -166,12 +168,14 @@ def check_same_study(recorded: Mapping[str, Any], current: Mapping[str, Any], re
             continue
         old, new = _normal(recorded.get(key)), _normal(current.get(key))
         if key in recorded and old != new:
-            problems.extend(_differences(what, old, new))
+            seed_differs = "seed" in recorded and _normal(recorded["seed"]) != _normal(current.get("seed"))
+            problems.extend(_differences(what, old, new, frozenset({"seed"} if seed_differs else ())))
     for key in BUDGET_KEYS:
         if key in recorded and not _exceeds(current.get(key), recorded.get(key)):
+            old = "no limit (None)" if recorded.get(key) is None else repr(recorded.get(key))
             problems.append(
-                f"{key}: the study has {recorded.get(key)!r}, this call passes {current.get(key)!r} "
-                "(a resumed study's budgets may be kept or raised, not lowered)"
+                f"{key}: the study has {old}, this call passes {current.get(key)!r} (a resumed study's "
+                "budgets may be kept or raised, not lowered or newly limited; None is unlimited)"
             )
     if problems:
         listed = "\n  - ".join(problems)

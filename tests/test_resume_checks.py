@@ -53,7 +53,7 @@ def test_the_same_study_passes_and_budgets_may_be_raised() -> None:
         ({"early_stop": "MedianStoppingRule"}, "early_stop (its type)"),
         ({"name": "OtherNet"}, "the module or function"),
         ({"num_trials": 5}, "num_trials: the study has 9, this call passes 5"),
-        ({"timeout": 10.0}, "timeout: the study has None, this call passes 10.0"),
+        ({"timeout": 10.0}, "timeout: the study has no limit (None), this call passes 10.0"),
     ],
 )
 def test_each_difference_is_named_with_both_values(change: dict[str, Any], named: str) -> None:
@@ -62,6 +62,14 @@ def test_each_difference_is_named_with_both_values(change: dict[str, Any], named
     message = str(info.value)
     assert named in message and "resume='runs/exp1'" in message
     assert "exp_dir=" in message  # how to start a new study instead
+
+
+def test_a_seed_that_differs_is_named_once() -> None:
+    """The optimizer's settings hold the seed too: a new seed is one difference, not two."""
+    with pytest.raises(lm.ConfigurationError) as info:
+        check_same_study(_study(), _study(seed=1, optimizer_settings=settings_of(lm.ASHA(reduction_factor=3, seed=1))),
+                         "exp")
+    assert str(info.value).count("seed") == 1 and "seed: the study has 0, this call passes 1" in str(info.value)
 
 
 def test_all_differences_are_listed_at_once() -> None:

@@ -237,7 +237,8 @@ def _show(args: Any) -> int:
             except (JournalError, ConfigurationError) as err:
                 return _fail("show", str(err), EXIT_ABORTED)
             if text is None and not args.follow:
-                return _fail("show", f"{exp} holds no study yet (no events in its journal.jsonl).", EXIT_ABORTED)
+                what = "no events in its journal.jsonl yet" if (exp / "journal.jsonl").is_file() else "no journal.jsonl"
+                return _fail("show", f"{exp} holds no study ({what}): pass the exp_dir a search printed.", EXIT_ABORTED)
             text = text or f"waiting for the study in {exp} to start..."
             if not args.follow:
                 print(text, flush=True)

@@ -160,6 +160,11 @@ def test_show_prints_the_table_of_a_finished_study_and_tolerates_a_torn_last_lin
     again = cli("show", str(torn), cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     assert again.stdout == out.replace(str(exp), str(torn))
+    # A folder that is no study says what it lacks.
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    refused = cli("show", str(empty), cwd=tmp_path)
+    assert refused.returncode != 0 and f"{empty} holds no study (no journal.jsonl)" in refused.stderr
 
 
 def test_show_reads_a_running_study_and_follow_ends_with_it(tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ class TrialState(str, enum.Enum):
     PENDING = "PENDING"  # suggested, not handed to a worker yet (or re-queued)
     RUNNING = "RUNNING"
     PAUSED = "PAUSED"  # reached its budget (an ASHA rung); may be promoted and resumed
-    COMPLETED = "COMPLETED"  # trained its full budget
+    COMPLETED = "COMPLETED"  # ended by itself: its budget trained, or its own Trainer stopped (EarlyStopping, max_steps)
     STOPPED = "STOPPED"  # stopped early by the early-stop rule or never promoted
     FAILED = "FAILED"  # user code raised, or lost more often than the retry limit
     LOST = "LOST"  # its worker vanished; re-queued to resume from its checkpoint

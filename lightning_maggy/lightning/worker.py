@@ -27,6 +27,8 @@ from lightning_maggy.exceptions import (
 )
 from lightning_maggy.lightning.context import Reporter, TrialContext, _set_current
 from lightning_maggy.lightning.heartbeat import Heartbeat
+from lightning_maggy.lightning.namespace import callback_list
+from lightning_maggy.lightning.returns import as_number, returned_metric
 from lightning_maggy.trial import Decision
 
 __all__ = ["FATAL_ERRORS", "TrialTask", "WorkerLaunch", "run_trial", "run_worker"]
@@ -119,7 +121,7 @@ def run_trial(task: TrialTask, ctx: TrialContext) -> dict[str, Any]:
         metric = _run(task, ctx)
         status = "ok"
     except EarlyStopException as stop:
-        metric, status = stop.metric, "stopped"
+        metric, status = as_number(stop.metric), "stopped"  # the last report (or the user's number)
     except TrialDropped as dropped:
         return _dropped(str(dropped))
     except Exception as err:  # user code failed: the trial fails, the search goes on
@@ -136,11 +138,6 @@ def run_trial(task: TrialTask, ctx: TrialContext) -> dict[str, Any]:
             "error_type": type(err).__name__,
             "fatal": isinstance(err, FATAL_ERRORS),
         }
-    if metric is not None:
-        try:
-            metric = float(metric)
-        except (TypeError, ValueError):
-            metric = None
     return {"status": status, "metric": metric, "error": None, "error_type": None, "fatal": False}
 
 
@@ -181,13 +178,14 @@ def _seed(task: TrialTask, ctx: TrialContext) -> None:
 
 def _run(task: TrialTask, ctx: TrialContext) -> Any:
     _seed(task, ctx)
-    if task.kind == "function":
-        return task.target(dict(ctx.config), Reporter(ctx))
+    if task.kind == "function":  # returns its final metric, or None for its last report
+        name = getattr(task.target, "__qualname__", None)
+        who = f"{name}(hparams, reporter)" if name else "the trial function"
+        return returned_metric(task.target(dict(ctx.config), Reporter(ctx)), task.metric, strict=True, who=who)
     if not ctx.catch_up():  # stopped or paused at a report its checkpoint had, unrecorded
         return None
-    if task.kind == "train_fn":
-        result = task.target(dict(ctx.config))
-        return result if isinstance(result, (int, float)) else None
+    if task.kind == "train_fn":  # a number it returns is its final metric; anything else, ignored
+        return returned_metric(task.target(dict(ctx.config)), task.metric, strict=False)
     from lightning_maggy.lightning.callback import MaggyCallback
     from lightning_maggy.lightning.trainer import VALIDATED, build_datamodule, build_module, build_trainer
 
@@ -199,15 +197,17 @@ def _run(task: TrialTask, ctx: TrialContext) -> Any:
         from lightning_maggy.ablation.surgery import leave_out
 
         module = leave_out(module, datamodule, task.ablation[ctx.component])
-    user_cbs = list((task.trainer_kwargs or {}).get("callbacks") or [])
-    ours = [] if any(isinstance(cb, MaggyCallback) for cb in user_cbs) else [MaggyCallback(task.metric)]
+    trainer_kwargs = dict(task.trainer_kwargs or {})
+    trainer_kwargs["callbacks"] = callback_list(trainer_kwargs.get("callbacks"))  # one callback, or a list
+    mine = any(isinstance(cb, MaggyCallback) for cb in trainer_kwargs["callbacks"])
+    ours = [] if mine else [MaggyCallback(task.metric)]
     ckpt = ctx.last_ckpt if ctx.resuming else None
     trainer = build_trainer(
         module,
         trial_dir=ctx.trial_dir,
         budget=ctx.budget,
         callbacks=ours,
-        trainer_kwargs=task.trainer_kwargs,
+        trainer_kwargs=trainer_kwargs,
         attempt=ctx.attempt,
         publish=ctx.publish,
         resumed=ckpt is not None,

@@ -175,8 +175,9 @@ def check_trainer_kwargs(trainer_kwargs: Mapping[str, Any] | None, kind: str) ->
             "function builds its own Trainer."
         )
     if "callbacks" in out:  # one callback, as Lightning's Trainer takes it, or a list
-        callbacks = out["callbacks"]
-        out["callbacks"] = [] if callbacks is None else list(callbacks) if isinstance(callbacks, (list, tuple)) else [callbacks]
+        from lightning_maggy.lightning.namespace import callback_list
+
+        out["callbacks"] = callback_list(out["callbacks"])
         _check_user_callbacks(out["callbacks"])
     if out.get("enable_checkpointing") is False:
         raise ConfigurationError(

@@ -26,8 +26,6 @@ from lightning_maggy.exceptions import ConfigurationError
 
 __all__ = ["Trainer"]
 
-_BUILDERS = ("fit", "validate", "test", "predict")
-
 
 class Trainer:
     """A Lightning Trainer that knows the search it runs in (see the module docstring).

@@ -5,7 +5,7 @@
   closes over, so the fit may run on another thread while the records keep changing.
 * :class:`ModelBasedOptimizer`: the suggestion loop (budget, initial design, one model proposal
   per new trial, duplicate avoidance, seeding) around a pure *proposer*
-  ``(Observations) -> [config, ...]``.
+  ``(Observations) -> [config, ...]`` (or a :class:`Proposal`, which says more).
 
 How trial outcomes feed a model (:func:`observations`):
 
@@ -32,7 +32,7 @@ import functools
 import math
 from abc import abstractmethod
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Union
 
 import numpy as np
 
@@ -46,6 +46,7 @@ __all__ = [
     "BO_INSTALL_HINT",
     "ModelBasedOptimizer",
     "Observations",
+    "Proposal",
     "Proposer",
     "derived_seed",
     "observations",
@@ -86,8 +87,30 @@ class Observations:
         return np.array([v for _, v in self.observed], dtype=float)
 
 
-#: A pure function from a snapshot to candidate configurations, best first (may be empty).
-Proposer = Callable[[Observations], Sequence[Mapping[str, Any]]]
+@dataclasses.dataclass(frozen=True)
+class Proposal:
+    """A proposer's answer when candidate configurations are not all it has to say.
+
+    Attributes:
+        candidates: configurations, best first (may be empty).
+        infos: for each candidate, entries for the ``trial.info`` of the trial suggested for it
+            (e.g. model state that belongs to that configuration); empty: none.
+        fallback_info: entries for the ``trial.info`` of a trial suggested at random because
+            no candidate was taken (e.g. model state that advanced while it found nothing new).
+        random_fallback: whether a random configuration may replace the proposal when no
+            candidate is taken. False for a model whose proposals are restricted by design (a
+            grid): the optimizer is then done instead.
+    """
+
+    candidates: tuple[Mapping[str, Any], ...] = ()
+    infos: tuple[Mapping[str, Any], ...] = ()
+    fallback_info: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    random_fallback: bool = True
+
+
+#: A pure function from a snapshot to candidate configurations, best first (may be empty), or
+#: to a :class:`Proposal`.
+Proposer = Callable[[Observations], Union[Sequence[Mapping[str, Any]], Proposal]]
 
 
 def _finite(value: Any) -> bool:
@@ -173,10 +196,12 @@ class ModelBasedOptimizer(AbstractOptimizer):
     snapshot of the records as a :class:`~lightning_maggy.optimizers.base.Job` (inline, or on
     the controller's background thread: :meth:`AbstractOptimizer._job_result`). When every
     candidate is known (or the model could not be fitted), a random unknown configuration; when
-    none is left in a finite space, the optimizer is done.
+    none is left in a finite space, or the :class:`Proposal` forbids the random fallback, the
+    optimizer is done.
 
     Each suggested trial records who proposed it in ``trial.info["suggested_by"]``
-    (``"initial"``, the model's name, or ``"random"``).
+    (``"initial"``, the model's name, or ``"random"``), and the proposal's ``infos`` or
+    ``fallback_info`` entries.
     """
 
     #: ``trial.info["suggested_by"]`` of model proposals.
@@ -224,6 +249,7 @@ class ModelBasedOptimizer(AbstractOptimizer):
         snapshot = observations(self.trials, self.searchspace, self.direction, seed)
         config: dict[str, Any] | None = None
         source = "random"
+        extra: Mapping[str, Any] = {}
         if count < self.n_initial or len(snapshot.observed) < 2 and self.n_initial > 0:
             config, source = self._initial_config(count, rng), "initial"
         else:
@@ -233,15 +259,20 @@ class ModelBasedOptimizer(AbstractOptimizer):
             )
             if not ready:
                 return IDLE
-            for candidate in candidates or ():
+            proposal = candidates if isinstance(candidates, Proposal) else Proposal(tuple(candidates or ()))
+            extra = proposal.fallback_info
+            for i, candidate in enumerate(proposal.candidates):
                 if not self.is_known(candidate) and self._valid(candidate):
                     config, source = dict(candidate), self.model_name
+                    extra = proposal.infos[i] if i < len(proposal.infos) else {}
                     break
+            if config is None and not proposal.random_fallback:
+                return None
         if config is None or self.is_known(config):
             config, source = random_unknown(self.searchspace, rng, self.trials), "random"
         if config is None:
             return None
-        return self.create_trial(config, budget=self.max_epochs, info={"suggested_by": source})
+        return self.create_trial(config, budget=self.max_epochs, info={**extra, "suggested_by": source})
 
     def _valid(self, config: Mapping[str, Any]) -> bool:
         try:

@@ -15,7 +15,13 @@ from hypothesis import strategies as st
 from lightning_maggy.exceptions import ConfigurationError
 from lightning_maggy.optimizers import BOHB, GP, IDLE, TPE, OptunaSampler, RandomSearch
 from lightning_maggy.optimizers.gp import ModelSpace, propose_gp, warped_outcomes
-from lightning_maggy.optimizers.model_based import Observations, derived_seed, observations
+from lightning_maggy.optimizers.model_based import (
+    ModelBasedOptimizer,
+    Observations,
+    Proposal,
+    derived_seed,
+    observations,
+)
 from lightning_maggy.optimizers.optuna_sampler import optuna_distributions, propose_optuna
 from lightning_maggy.searchspace import Categorical, Discrete, Double, Integer, Searchspace
 from lightning_maggy.trial import Trial, TrialState
@@ -336,3 +342,34 @@ def test_beats_random_search_on_a_quadratic(name, make, evals) -> None:
     model = [_best_after(make, evals, seed) for seed in range(3)]
     random = [_best_after(lambda s: RandomSearch(seed=s), evals, seed) for seed in range(3)]
     assert np.mean(model) < 0.5 * np.mean(random), (name, model, random)
+
+
+# -- a Proposal: trial info from the proposer, and no random fallback for restricted models ------
+class _FixedProposal(ModelBasedOptimizer):
+    """Proposes what it is given (the base class's handling of a Proposal, without a model)."""
+
+    def __init__(self, proposal: Proposal) -> None:
+        super().__init__(seed=0, n_initial=0)
+        self.proposal = proposal
+
+    def _proposer(self):
+        return lambda obs: self.proposal
+
+
+def test_a_proposal_puts_its_info_on_the_trial_it_suggests() -> None:
+    space = Searchspace(x=Integer(0, 9))
+    taken = setup(_FixedProposal(Proposal(({"x": 3},), infos=({"k": 1},), fallback_info={"k": 2})), space, {})
+    assert dict(taken.get_suggestion(None).info) == {"k": 1, "suggested_by": "model"}
+    known = records(space, 1, fn=lambda c: 0.0)
+    config = dict(next(iter(known.values())).config)
+    fallback = setup(_FixedProposal(Proposal((config,), infos=({"k": 1},), fallback_info={"k": 2})), space, known)
+    assert dict(fallback.get_suggestion(None).info) == {"k": 2, "suggested_by": "random"}
+
+
+def test_a_proposal_without_random_fallback_ends_the_search() -> None:
+    space = Searchspace(x=Integer(0, 9))
+    known = records(space, 1, fn=lambda c: 0.0)
+    config = dict(next(iter(known.values())).config)
+    opt = setup(_FixedProposal(Proposal((config,), random_fallback=False)), space, known)
+    assert opt.get_suggestion(None) is None
+    assert setup(_FixedProposal(Proposal(random_fallback=False)), space, {}).get_suggestion(None) is None

@@ -14,7 +14,18 @@ from collections.abc import Callable
 
 import pytest
 
-from lightning_maggy.optimizers import ASHA, BOHB, GP, IDLE, TPE, AbstractOptimizer, GridSearch, Hyperband, RandomSearch
+from lightning_maggy.optimizers import (
+    ASHA,
+    BOHB,
+    GP,
+    IDLE,
+    TPE,
+    AbstractOptimizer,
+    GridSearch,
+    Hyperband,
+    OptunaSampler,
+    RandomSearch,
+)
 from lightning_maggy.searchspace import Categorical, Double, Integer, Searchspace
 from lightning_maggy.trial import Decision, Trial, TrialState
 
@@ -46,7 +57,19 @@ FACTORIES: dict[str, Callable[[], AbstractOptimizer]] = {
     "gp": lambda: GP(seed=7, n_initial=10, num_restarts=2, raw_samples=32, mc_samples=32),
     "tpe": lambda: TPE(seed=7, n_startup_trials=4),
     "bohb": lambda: BOHB(seed=7, min_points=3),
+    # A sampler whose state (its place in the sequence) lives in the Optuna study.
+    "qmc": lambda: OptunaSampler(qmc_sampler, seed=7),
 }
+
+
+def qmc_sampler(seed: int):
+    import warnings
+
+    import optuna
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.QMCSampler(seed=seed, warn_independent_sampling=False)
 
 
 def fake_metric(space: Searchspace, config: dict, epoch: int) -> float:

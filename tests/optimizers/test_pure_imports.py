@@ -72,7 +72,7 @@ SCRIPT = textwrap.dedent(
     assert first.component is None and first.seed == 0, first
     rule = earlystop.get_earlystop("median")
     finished = [Trial(trial_id=str(i), config={{}}, state=TrialState.COMPLETED, history=(1.0, 2.0)) for i in range(3)]
-    assert rule.earlystop_check({{"r": Trial(trial_id="r", config={{}}, history=(0.0,))}}, finished, "max") == ["r"]
+    assert rule.earlystop_check({{"r": Trial(trial_id="r", config={{}}, budget=3, history=(0.0,))}}, finished, "max") == ["r"]
     curve = earlystop.get_earlystop("curve", grace_period=3)
     low = Trial(trial_id="c", config={{}}, budget=30, history=(0.0, 0.0, 0.0))
     assert curve.earlystop_check({{"c": low}}, finished, "max") == ["c"]

@@ -13,6 +13,7 @@ from typing import Any
 
 from lightning_maggy.exceptions import ConfigurationError, MetricNotFoundError, TrialDropped
 from lightning_maggy.lightning.context import current_trial
+from lightning_maggy.lightning.epochs import promotes_in_place, unvalidated_epochs_error
 from lightning_maggy.lightning.namespace import available_namespaces
 from lightning_maggy.trial import Decision
 from lightning_maggy.validation import validation_interval_error
@@ -26,18 +27,26 @@ _BASES: tuple[type, ...] = tuple(ns.Callback for ns in available_namespaces()) o
 
 
 class MaggyCallback(*_BASES):  # type: ignore[misc]
-    """Reports ``metric`` to the search after every validation epoch and obeys the answer.
+    """Reports ``metric`` to the search once per training epoch and obeys the answer.
+
+    The search counts in epochs: at the end of each training epoch in which a validation ran,
+    the callback reports the metric of that epoch's last validation. Validations in the middle
+    of an epoch (``val_check_interval`` below one epoch) run as usual, for the user's own logs
+    and checkpoints, but are not reported; an epoch without a validation reports nothing.
 
     Inside a search, the server answers CONTINUE, STOP (early stop) or PAUSE (an ASHA rung is
     reached; the trial may later resume from its checkpoint); STOP and PAUSE set
     ``trainer.should_stop``. When the server answers that this worker's attempt at the trial is
     stale, the callback raises :class:`~lightning_maggy.exceptions.TrialDropped` on every rank,
-    which ends ``fit`` before another checkpoint is written. Outside a search the callback does nothing but warn once, so the
-    same training script runs standalone.
+    which ends ``fit`` before another checkpoint is written. Outside a search the callback does
+    nothing but warn once, so the same training script runs standalone.
 
     Args:
         metric: the name logged with ``self.log(...)`` in validation, e.g. ``"val_acc"``.
     """
+
+    #: Exactly this class (not a subclass) allows promotion in place (epochs.SAFE_MARK).
+    _maggy_in_place_safe = True
 
     def __init__(self, metric: str) -> None:
         super().__init__()
@@ -46,6 +55,8 @@ class MaggyCallback(*_BASES):  # type: ignore[misc]
         self.metric = metric
         self._warned = False
         self._warned_restart = False
+        #: (epoch, value) of the current epoch's latest validation, reported when the epoch ends
+        self._pending: tuple[int, float] | None = None
 
     @property
     def state_key(self) -> str:
@@ -66,6 +77,10 @@ class MaggyCallback(*_BASES):  # type: ignore[misc]
                 "again: use lm.Trainer, or pass ckpt_path=lm.current_trial().ckpt_path to fit().",
                 stacklevel=2,
             )
+        if ctx is not None and ctx.rungs is not None:
+            message = unvalidated_epochs_error(trainer, ctx.rungs)
+            if message is not None:  # a ConfigurationError ends the study with this message
+                raise ConfigurationError(message)
 
     def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
         ctx = current_trial()
@@ -76,6 +91,9 @@ class MaggyCallback(*_BASES):  # type: ignore[misc]
         )
         if message is not None:  # a ConfigurationError ends the study with this message
             raise ConfigurationError(message)
+
+    def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
+        self._pending = None
 
     def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
         if trainer.sanity_checking or getattr(trainer.state.fn, "value", trainer.state.fn) != "fit":
@@ -90,14 +108,27 @@ class MaggyCallback(*_BASES):  # type: ignore[misc]
                     stacklevel=2,
                 )
             return
-        value = self._read_metric(trainer)
+        # Read now (the value of this validation); reported when the training epoch ends.
+        self._pending = (trainer.current_epoch, self._read_metric(trainer))
+
+    def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+        # Lightning runs an epoch's last validation before this hook, and this hook before
+        # ModelCheckpoint's: the search's checkpoint of this epoch is written after the report.
+        pending, self._pending = self._pending, None
+        ctx = current_trial()
+        if ctx is None or pending is None or pending[0] != trainer.current_epoch:
+            return  # no validation in this epoch: nothing to report (check_val_every_n_epoch=2, ...)
+        self._report(trainer, ctx, pending[1])
+
+    def _report(self, trainer: Any, ctx: Any, value: float) -> None:
         # Waits for the answer (see TrialContext.report): this epoch's checkpoint, written next,
         # must never be ahead of the journal. About a third of a millisecond per epoch.
-        # A Trainer that trains exactly the trial's budget can train on: where the server would
-        # pause the trial and promote it next, it raises the budget instead (promotion in place).
+        # A Trainer that trains exactly the trial's budget, with callbacks that all allow it
+        # (see promotes_in_place), can train on: where the server would pause the trial and
+        # promote it next, it raises the budget instead (promotion in place).
         answer: tuple[str, int] | None = None
         if trainer.is_global_zero:
-            extend = trainer.fit_loop.max_epochs == ctx.budget
+            extend = trainer.fit_loop.max_epochs == ctx.budget and promotes_in_place(trainer)
             try:
                 answer = (ctx.report(trainer.current_epoch, value, wait=True, extend=extend).value, ctx.budget)
             except TrialDropped:

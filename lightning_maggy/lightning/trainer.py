@@ -12,6 +12,9 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from lightning_maggy.exceptions import ConfigurationError
+from lightning_maggy.lightning.epochs import SAFE_MARK
+from lightning_maggy.lightning.kept import kept_datamodule
+from lightning_maggy.lightning.loggers import trial_loggers
 from lightning_maggy.lightning.namespace import is_datamodule_class, namespace_of
 
 __all__ = [
@@ -99,15 +102,16 @@ def build_datamodule(datamodule: Any, config: Mapping[str, Any], *, reuse: bool 
     the hyperparameters.
 
     With ``reuse`` (a worker's trial runs), the datamodule a class built for the previous run is
-    used again when the class and its arguments are the same, and its ``prepare_data`` and
-    ``setup`` run once per stage (see :func:`_kept_datamodule`). ``fresh`` (an ablation's runs,
-    which may leave features out of the datamodule): never the object a previous run used."""
+    used again when it is provably the one a new run would build, and its ``prepare_data`` and
+    ``setup`` run once per stage (see :func:`~lightning_maggy.lightning.kept.kept_datamodule`).
+    ``fresh`` (an ablation's runs, which may leave features out of the datamodule): never the
+    object a previous run used."""
     if datamodule is None:
         return None
     if is_datamodule_class(datamodule):
         accepted, var_kw = _accepted(datamodule.__init__)
         kwargs = {k: v for k, v in config.items() if var_kw or k in accepted}
-        return _kept_datamodule(datamodule, kwargs) if reuse else datamodule(**kwargs)
+        return kept_datamodule(datamodule, kwargs) if reuse else datamodule(**kwargs)
     if isinstance(datamodule, type) or not callable(datamodule):
         return _copy_of(datamodule) if fresh and not isinstance(datamodule, type) else datamodule
     return datamodule(dict(config))
@@ -124,111 +128,6 @@ def _copy_of(datamodule: Any) -> Any:
             "and every run of an ablation study needs one of its own (a run may leave features out of it). "
             "Pass its class, or a function that builds it, as datamodule=."
         ) from None
-
-
-#: The last datamodule built with ``reuse``: (class, arguments, instance).
-_KEPT: list[tuple[type, dict[str, Any], Any]] = []
-
-
-def _kept_datamodule(cls: type, kwargs: dict[str, Any]) -> Any:
-    """The previous run's datamodule if it was built by ``cls`` from equal arguments (or from
-    arguments that differ only in a batch size it keeps as an attribute, see
-    :func:`_batch_size_only`), else a new one (kept for the next run).
-
-    Under ASHA most runs train one to three epochs, and a datamodule's ``setup`` (reading,
-    splitting, normalising the data) can cost as much as one of them. A kept datamodule runs
-    ``prepare_data`` once and ``setup`` once per stage; Lightning still asks it for fresh
-    dataloaders in every run. Only the last one is kept, so memory stays that of one run. A
-    class that overrides ``teardown`` (which may free what ``setup`` made) is never kept; pass
-    a function that builds the datamodule to have a new one in every run."""
-    if _KEPT:
-        kept_cls, kept_kwargs, kept = _KEPT[0]
-        if kept_cls is cls and _same(kept_kwargs, kwargs):
-            return kept
-        new_size = kwargs.get("batch_size")
-        if kept_cls is cls and _batch_size_only(kept, kept_kwargs, kwargs) and _set_batch_size(kept, new_size):
-            kept_kwargs["batch_size"] = new_size
-            return kept
-    _KEPT.clear()
-    instance = cls(**kwargs)
-    if getattr(cls, "teardown", None) is not namespace_of(cls).LightningDataModule.teardown:
-        return instance
-    _once_per_stage(instance)
-    _KEPT.append((cls, dict(kwargs), instance))
-    return instance
-
-
-def _same(a: Any, b: Any) -> bool:
-    try:
-        return bool(a == b)
-    except Exception:  # values without a plain equality (arrays, ...)
-        return False
-
-
-def _batch_size_only(kept: Any, kept_kwargs: dict[str, Any], kwargs: dict[str, Any]) -> bool:
-    """Whether the new arguments differ from the kept datamodule's only in ``batch_size``, and
-    the datamodule holds its batch size, as it was given, in the attribute ``batch_size`` or in
-    its saved ``hparams`` (and nowhere else under another value).
-
-    Then only its dataloaders depend on it: the convention Lightning's own batch-size finder
-    relies on when it sets ``batch_size`` on a datamodule (both places) and asks for new
-    dataloaders without running ``setup`` again. Such a datamodule keeps what ``setup`` made
-    when a search changes only the batch size, the commonest datamodule hyperparameter."""
-    if "batch_size" not in kwargs or kwargs.keys() != kept_kwargs.keys():
-        return False
-    others = [k for k in kwargs if k != "batch_size"]
-    if not _same([kwargs[k] for k in others], [kept_kwargs[k] for k in others]):
-        return False
-    held = _batch_size_holders(kept)
-    return bool(held) and all(_same(value, kept_kwargs["batch_size"]) for value in held.values())
-
-
-def _batch_size_holders(datamodule: Any) -> dict[str, Any]:
-    """Where the datamodule holds ``batch_size``: ``{"attribute" | "hparams": value}``."""
-    held = {}
-    if hasattr(datamodule, "batch_size"):
-        held["attribute"] = datamodule.batch_size
-    hparams = getattr(datamodule, "hparams", {})
-    if "batch_size" in hparams:
-        held["hparams"] = hparams["batch_size"]
-    return held
-
-
-def _set_batch_size(datamodule: Any, value: Any) -> bool:
-    """Sets the batch size where the datamodule holds it; False if it cannot be set (a
-    read-only property): then the datamodule is built anew."""
-    held = _batch_size_holders(datamodule)
-    try:
-        if "attribute" in held:
-            datamodule.batch_size = value
-    except AttributeError:
-        return False
-    if "hparams" in held:
-        datamodule.hparams["batch_size"] = value
-    return True
-
-
-def _once_per_stage(datamodule: Any) -> None:
-    """Makes the instance's ``prepare_data`` run once and its ``setup`` once per stage: a call
-    that raises does not count, so the next run tries again."""
-    prepare, setup = datamodule.prepare_data, datamodule.setup
-    prepared: list[bool] = []
-    stages: set[Any] = set()
-
-    @functools.wraps(prepare)
-    def prepare_data_once(*args: Any, **kwargs: Any) -> Any:
-        if not prepared:
-            prepare(*args, **kwargs)
-            prepared.append(True)
-
-    @functools.wraps(setup)
-    def setup_once(stage: Any = None, *args: Any, **kwargs: Any) -> Any:
-        if stage not in stages:
-            setup(stage, *args, **kwargs)
-            stages.add(stage)
-
-    datamodule.prepare_data = prepare_data_once
-    datamodule.setup = setup_once
 
 
 @functools.lru_cache(maxsize=None)
@@ -265,6 +164,7 @@ def fenced_checkpoint_class(checkpoint_cls: type) -> type:
                     f"a newer attempt holds {self.trial_dir}; attempt {self.attempt}'s checkpoint was discarded"
                 )
 
+    setattr(FencedModelCheckpoint, SAFE_MARK, True)  # allows promotion in place (see epochs.py)
     # The same state key as the plain class (it is built from __qualname__), so checkpoints
     # written with and without fencing resume alike.
     FencedModelCheckpoint.__qualname__ = checkpoint_cls.__qualname__
@@ -316,6 +216,7 @@ def build_trainer(
     publish: Callable[[str], bool] | None = None,
     resumed: bool = False,
     sanity_checked: bool = False,
+    trial_id: str | None = None,
 ) -> Any:
     """A Trainer of the module's Lightning namespace: ``budget`` epochs, checkpoints and logs in
     ``trial_dir``, quiet console; ``trainer_kwargs`` override the defaults, and their callbacks
@@ -324,7 +225,9 @@ def build_trainer(
     upload to an ``exp_dir`` URL). A ``resumed`` run (from the trial's checkpoint) skips
     Lightning's sanity check unless ``trainer_kwargs`` sets ``num_sanity_val_steps``: the
     trial's validation has run before, and the check costs about 10 ms per run. So does a run
-    whose worker has ``sanity_checked`` the same module class in an earlier run."""
+    whose worker has ``sanity_checked`` the same module class in an earlier run. Loggers in
+    ``trainer_kwargs`` are copied for the run and log to a folder of ``trial_id`` (default: the
+    name of ``trial_dir``), see :mod:`lightning_maggy.lightning.loggers`."""
     ns = namespace_of(module)
     # Idempotent and cheap; here rather than at the worker's start, since Lightning may only
     # now have been imported (spawned and Spark workers).
@@ -334,6 +237,8 @@ def build_trainer(
     # A fresh copy per trial: stateful callbacks (EarlyStopping's best score, ...) must not carry
     # one trial's state into the next trial of the same worker.
     user_callbacks = copy.deepcopy(list(kwargs.pop("callbacks", None) or []))
+    if "logger" in kwargs:  # likewise a logger of its own, logging to the trial's own folder
+        kwargs["logger"] = trial_loggers(kwargs["logger"], trial_id or os.path.basename(os.path.normpath(trial_dir)))
     # The newest state after every epoch, always as checkpoints/last.ckpt: what a promoted or
     # re-queued trial resumes from. (save_last=True alone writes only when a top-k save happens.)
     checkpoint = fenced_checkpoint_class(ns.callbacks.ModelCheckpoint)(
@@ -345,6 +250,9 @@ def build_trainer(
         monitor=None,
         save_top_k=1,
         enable_version_counter=False,
+        # At the end of each training epoch, after MaggyCallback reported it: never mid-epoch
+        # (val_check_interval < 1), never ahead of the reported epoch.
+        save_on_train_epoch_end=True,
     )
     defaults: dict[str, Any] = {
         "default_root_dir": trial_dir,

@@ -10,7 +10,8 @@ import pytest
 import pytorch_lightning as pl
 from tiny_models import BlobsDataModule, TinyClassifier
 
-from lightning_maggy.lightning import trainer as trainer_mod
+from lightning_maggy.lightning import kept as kept_mod
+from lightning_maggy.lightning.kept import same_value
 from lightning_maggy.lightning.trainer import build_datamodule
 
 
@@ -40,9 +41,9 @@ class Freeing(Counting):
 
 @pytest.fixture(autouse=True)
 def _nothing_kept():
-    trainer_mod._KEPT.clear()
+    kept_mod._KEPT.clear()
     yield
-    trainer_mod._KEPT.clear()
+    kept_mod._KEPT.clear()
 
 
 def _fit(dm, tmp_path, stage="fit") -> None:
@@ -198,12 +199,115 @@ def test_a_failed_setup_runs_again_in_the_next_run(tmp_path):
     assert dm.calls == ["prepare", "setup:fit", "setup:fit"]
 
 
-def test_arguments_without_a_plain_equality_get_a_new_datamodule():
-    class Arrays(Counting):
-        def __init__(self, weights=None, batch_size: int = 32) -> None:
-            super().__init__(batch_size=batch_size)
-            self.weights = weights
+class Arrays(Counting):
+    def __init__(self, weights=None, batch_size: int = 32) -> None:
+        super().__init__(batch_size=batch_size)
+        self.weights = weights
 
+
+def test_arguments_are_compared_safely_arrays_by_their_values():
     a = build_datamodule(Arrays, {"weights": np.ones(3)}, reuse=True)
-    b = build_datamodule(Arrays, {"weights": np.ones(3)}, reuse=True)  # == is elementwise: ambiguous
-    assert a is not b
+    assert build_datamodule(Arrays, {"weights": np.ones(3)}, reuse=True) is a  # numpy.array_equal
+    b = build_datamodule(Arrays, {"weights": np.ones(4)}, reuse=True)
+    assert b is not a
+    assert build_datamodule(Arrays, {"weights": np.ones(4, dtype=np.int64)}, reuse=True) is not b
+    c = build_datamodule(Arrays, {"weights": np.zeros(4), "batch_size": 8}, reuse=True)
+    assert build_datamodule(Arrays, {"weights": np.zeros(4), "batch_size": 16}, reuse=True) is c
+
+
+class _Ambiguous:
+    """Whose == gives neither a bool nor something with one truth value."""
+
+    def __eq__(self, other):
+        return np.array([True, False])
+
+
+class _Raising:
+    def __eq__(self, other):
+        raise TypeError("no equality")
+
+
+def test_same_value_counts_what_it_cannot_compare_as_different():
+    torch = pytest.importorskip("torch")
+    assert same_value({"a": [np.ones(2), (1, "x")]}, {"a": [np.ones(2), (1, "x")]})
+    assert not same_value([np.ones(2)], [np.ones(3)]) and not same_value(np.ones(2), [1.0, 1.0])
+    assert same_value(torch.ones(2), torch.ones(2)) and not same_value(torch.ones(2), torch.ones(2).double())
+    assert not same_value([1, 2], (1, 2))
+    amb, err = _Ambiguous(), _Raising()
+    assert same_value(amb, amb) and not same_value(amb, _Ambiguous())  # identical objects only
+    assert same_value(err, err) and not same_value(err, _Raising())
+
+
+class LoaderKw(pl.LightningDataModule):
+    """Derives its loaders' arguments from the batch size in __init__ (and saves its
+    hyperparameters): setting batch_size on a kept one would not reach its loaders."""
+
+    def __init__(self, batch_size: int = 32, n: int = 96) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.loader_kw = {"batch_size": batch_size, "shuffle": True}
+        self.setups = 0
+
+    def setup(self, stage: str | None = None) -> None:
+        self.setups += 1
+        inner = BlobsDataModule(n=self.hparams.n)
+        inner.setup(stage)
+        self.train, self.val = inner.train, inner.val
+
+    def train_dataloader(self):
+        from torch.utils.data import DataLoader
+
+        return DataLoader(self.train, **self.loader_kw)
+
+    def val_dataloader(self):
+        from torch.utils.data import DataLoader
+
+        return DataLoader(self.val, batch_size=64)
+
+
+def test_a_datamodule_deriving_more_from_its_batch_size_gets_a_new_one_with_that_size(tmp_path):
+    first = build_datamodule(LoaderKw, {"batch_size": 8}, reuse=True)
+    _fit(first, tmp_path)
+    second = build_datamodule(LoaderKw, {"batch_size": 64}, reuse=True)
+    assert second is not first and second.setups == 0
+    _fit(second, tmp_path)
+    assert second.train_dataloader().batch_size == 64 and second.hparams.batch_size == 64
+    assert build_datamodule(LoaderKw, {"batch_size": 64}, reuse=True) is second  # equal arguments: kept
+    assert first.train_dataloader().batch_size == 8  # the old one was not changed half-way
+
+
+def test_a_kept_datamodule_records_its_new_batch_size_for_loggers(tmp_path):
+    first = build_datamodule(SavedHparams, {"batch_size": 16}, reuse=True)
+    _fit(first, tmp_path)
+    assert build_datamodule(SavedHparams, {"batch_size": 40}, reuse=True) is first
+    assert first.hparams_initial.batch_size == 40  # what a logger records as the run's hparams
+
+
+class Numbered(Counting):
+    """Numbers its instances and notes its creation time: values that differ between any two
+    instances, whatever their arguments."""
+
+    made = 0
+
+    def __init__(self, batch_size: int = 32) -> None:
+        import time
+
+        super().__init__(batch_size=batch_size)
+        self.number = Numbered.made
+        Numbered.made += 1
+        self.created = time.time()
+
+
+class WithTransform(Counting):
+    """Builds an object without a value equality in __init__."""
+
+    def __init__(self, batch_size: int = 32) -> None:
+        super().__init__(batch_size=batch_size)
+        self.transform = object()
+
+
+def test_instance_numbers_do_not_count_but_objects_without_equality_do():
+    a = build_datamodule(Numbered, {"batch_size": 16}, reuse=True)
+    assert build_datamodule(Numbered, {"batch_size": 32}, reuse=True) is a and a.batch_size == 32
+    b = build_datamodule(WithTransform, {"batch_size": 16}, reuse=True)
+    assert build_datamodule(WithTransform, {"batch_size": 32}, reuse=True) is not b

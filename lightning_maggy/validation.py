@@ -179,6 +179,10 @@ def check_trainer_kwargs(trainer_kwargs: Mapping[str, Any] | None, kind: str) ->
 
         out["callbacks"] = callback_list(out["callbacks"])
         _check_user_callbacks(out["callbacks"])
+    if out.get("logger") not in (None, True, False):
+        from lightning_maggy.lightning.loggers import check_loggers
+
+        check_loggers(out["logger"])  # each trial run logs to a copy of its own
     if out.get("enable_checkpointing") is False:
         raise ConfigurationError(
             "trainer_kwargs sets enable_checkpointing=False, but the search checkpoints every trial's "
@@ -233,6 +237,14 @@ def check_validates_every_epoch(trainer_kwargs: Mapping[str, Any], optimizer: An
         )
     if not getattr(optimizer, "uses_rungs", False):
         return
+    interval = trainer_kwargs.get("val_check_interval")
+    if isinstance(interval, (str, dict, _dt.timedelta)):
+        raise ConfigurationError(
+            f"trainer_kwargs sets val_check_interval={interval!r}, a duration: validation then runs when "
+            f"the time is up, not at the end of each epoch, but {type(optimizer).__name__} ranks trials "
+            "at rungs counted in epochs by each rung's last epoch, so every epoch must be validated. "
+            "Pass a fraction of an epoch (0.5) or a number of batches, or use an optimizer without rungs."
+        )
     if "check_val_every_n_epoch" in trainer_kwargs and every is None:
         raise ConfigurationError(
             "trainer_kwargs sets check_val_every_n_epoch=None (validation by training steps, across "

@@ -80,6 +80,20 @@ def test_trials_that_never_validate_end_the_study_with_the_reason(tmp_path: Path
     assert [t.state for t in result.trials] == [lm.TrialState.FAILED]  # the first trial, not every one
 
 
+def _locked_logger(root: Path):  # noqa: ANN202
+    """A CSVLogger holding a lock: it cannot be copied for each trial."""
+    import threading
+
+    import pytorch_lightning as pl
+
+    class LockedLogger(pl.loggers.CSVLogger):
+        pass
+
+    logger = LockedLogger(str(root), name="mine")
+    logger.lock = threading.Lock()
+    return logger
+
+
 def test_limit_val_batches_zero_an_unknown_trainer_argument_and_a_datamodule_of_another_type_are_refused(
     tmp_path: Path,
 ) -> None:
@@ -100,6 +114,8 @@ def test_limit_val_batches_zero_an_unknown_trainer_argument_and_a_datamodule_of_
         ({"check_val_every_n_epoch": None}, "asha", r"check_val_every_n_epoch=None \(validation by training steps"),
         ({"enable_checkpointing": False}, "random", r"enable_checkpointing=False, but the search checkpoints"),
         ({"callbacks": lm.MaggyCallback("val_loss")}, "random", r"callbacks hold a MaggyCallback"),
+        ({"val_check_interval": "00:00:00:05"}, "asha", r"val_check_interval='00:00:00:05', a duration"),
+        ({"logger": _locked_logger(tmp_path)}, "random", r"the logger LockedLogger in trainer_kwargs cannot be copied"),
     ]
     for kwargs, optimizer, message in refused:
         with pytest.raises(lm.ConfigurationError, match=message):

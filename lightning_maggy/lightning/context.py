@@ -16,7 +16,8 @@ import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from lightning_maggy.exceptions import EarlyStopException, TrialDropped
+from lightning_maggy.exceptions import ConfigurationError, EarlyStopException, TrialDropped
+from lightning_maggy.lightning.returns import as_number, describe
 from lightning_maggy.trial import Decision
 
 __all__ = ["Reporter", "TrialContext", "current_trial"]
@@ -364,11 +365,17 @@ class Reporter:
 
     def broadcast(self, metric: float, step: int | None = None) -> None:
         """Reports ``metric`` at ``step`` (default: one past the previous step)."""
+        value = as_number(metric)
+        if value is None:  # a str, a bool, a list...: every trial would report the same way
+            raise ConfigurationError(
+                f"reporter.broadcast() got {describe(metric)}; report a number (an int or float, a NumPy "
+                "scalar, a tensor of one element)."
+            )
         step = self._next_step if step is None else int(step)
         self._next_step = step + 1
-        decision = self._ctx.report(step, float(metric))
+        decision = self._ctx.report(step, value)
         if decision is not Decision.CONTINUE:
-            raise EarlyStopException(float(metric), f"trial {self.trial_id} told to {decision.value} at step {step}")
+            raise EarlyStopException(value, f"trial {self.trial_id} told to {decision.value} at step {step}")
 
     def log(self, message: str) -> None:
         """Writes a line to this trial's output.log."""

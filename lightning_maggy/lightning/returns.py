@@ -19,7 +19,7 @@ from typing import Any
 
 from lightning_maggy.exceptions import ConfigurationError
 
-__all__ = ["as_number", "returned_metric"]
+__all__ = ["as_number", "describe", "returned_metric"]
 
 ACCEPTED = (
     "a number (an int or float, a NumPy scalar, a tensor of one element, anything whose .item() "
@@ -75,7 +75,7 @@ def returned_metric(value: Any, metric: str, *, strict: bool, who: str = "the tr
             number = as_number(value[metric])
             if number is not None or not strict:
                 return number
-            what = f"a dict whose {metric!r} is {_describe(value[metric])}"
+            what = f"a dict whose {metric!r} is {describe(value[metric])}"
         elif not strict:
             return None
         else:
@@ -85,11 +85,11 @@ def returned_metric(value: Any, metric: str, *, strict: bool, who: str = "the tr
         number = as_number(value)
         if number is not None or not strict:
             return number
-        what = _describe(value)
+        what = describe(value)
     raise ConfigurationError(f"{who} returned {what}; it must return {ACCEPTED.format(metric=metric)}.")
 
 
-def _describe(value: Any) -> str:
+def describe(value: Any) -> str:
     """``value``'s short repr on one line, with its type (and shape, for an array or tensor)."""
     cls = type(value)
     package = cls.__module__.split(".")[0]

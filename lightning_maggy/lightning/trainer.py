@@ -15,7 +15,7 @@ from lightning_maggy.exceptions import ConfigurationError
 from lightning_maggy.lightning.epochs import SAFE_MARK
 from lightning_maggy.lightning.kept import kept_datamodule
 from lightning_maggy.lightning.loggers import trial_loggers
-from lightning_maggy.lightning.namespace import is_datamodule_class, namespace_of
+from lightning_maggy.lightning.namespace import callback_list, is_datamodule_class, namespace_of
 
 __all__ = [
     "VALIDATED", "WORKER_ENV", "build_datamodule", "build_module", "build_trainer", "check_launcher",
@@ -236,7 +236,7 @@ def build_trainer(
     kwargs = dict(trainer_kwargs or {})
     # A fresh copy per trial: stateful callbacks (EarlyStopping's best score, ...) must not carry
     # one trial's state into the next trial of the same worker.
-    user_callbacks = copy.deepcopy(list(kwargs.pop("callbacks", None) or []))
+    user_callbacks = copy.deepcopy(callback_list(kwargs.pop("callbacks", None)))
     if "logger" in kwargs:  # likewise a logger of its own, logging to the trial's own folder
         kwargs["logger"] = trial_loggers(kwargs["logger"], trial_id or os.path.basename(os.path.normpath(trial_dir)))
     # The newest state after every epoch, always as checkpoints/last.ckpt: what a promoted or

@@ -230,8 +230,9 @@ def _never_validated(ctx: TrialContext, epochs: int) -> MetricNotFoundError:
     return MetricNotFoundError(
         f"trial {ctx.trial_id} trained {epochs} epoch(s) but no validation epoch ran, so its metric "
         f"{ctx.metric!r} was never reported (lightning_maggy reads it when a validation epoch ends). "
-        "Give the module or datamodule a val_dataloader, and do not pass limit_val_batches=0 or "
-        "check_val_every_n_epoch larger than 1 in trainer_kwargs."
+        "Give the module or datamodule a val_dataloader, and do not pass limit_val_batches=0, "
+        "check_val_every_n_epoch larger than the epochs trained, or a val_check_interval (a number "
+        "of batches, or a duration) that no epoch reached."
     )
 
 

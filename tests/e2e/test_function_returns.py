@@ -104,3 +104,16 @@ def test_a_refused_return_stops_the_study_at_the_first_trial(tmp_path: Path, ret
     (trial,) = result.trials
     assert trial.state is lm.TrialState.FAILED
     assert shown in trial.error
+
+
+def reports_a_string(hparams: dict[str, Any], reporter: Any) -> float:
+    reporter.broadcast("0.9", 0)
+    return 0.9
+
+
+def test_a_report_that_is_not_a_number_stops_the_study_at_the_first_trial(tmp_path: Path) -> None:
+    with pytest.raises(lm.ExperimentError) as info:
+        lm.search(reports_a_string, lm.Searchspace(x=lm.Discrete([1, 2, 3])), metric="acc", optimizer="grid",
+                  max_epochs=2, workers=1, exp_dir=tmp_path / "exp", seed=0, verbose=False)
+    assert "reporter.broadcast() got '0.9' (type str); report a number" in str(info.value).splitlines()[0]
+    assert len(info.value.result.trials) == 1

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from controller_harness import SPACE, done_peers, rpc
+from controller_harness import done_peers, rpc
 
 from lightning_maggy.driver.journal import read_journal
 from lightning_maggy.earlystop import AbstractEarlyStop

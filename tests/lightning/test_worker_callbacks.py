@@ -3,17 +3,11 @@
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import pytorch_lightning as pl
-from tiny_models import BlobsDataModule, TinyClassifier
-
-from lightning_maggy.lightning.context import TrialContext, _set_current
-from lightning_maggy.lightning.worker import TrialTask, run_trial
-from lightning_maggy.transport import InProcessServer
-
-KEY = b"worker-callbacks-key"
+from tiny_models import TinyClassifier
+from trial_harness import ScriptedServer, run
 
 
 class _Seen(pl.Callback):
@@ -25,33 +19,13 @@ class _Seen(pl.Callback):
                 fh.write(f"{trainer.current_epoch}\n")
 
 
-def _serve(server: InProcessServer, stop: threading.Event) -> None:
-    while not stop.is_set():
-        item = server.recv(timeout=0.02)
-        if item is not None and item[1].get("sync", True):
-            server.send(item[0], {"type": "decision", "decision": "continue"})
-
-
 def test_one_callback_in_trainer_kwargs_is_taken_as_a_list_of_one(tmp_path: Path) -> None:
-    server, stop = InProcessServer(KEY), threading.Event()
-    thread = threading.Thread(target=_serve, args=(server, stop), daemon=True)
-    thread.start()
+    server = ScriptedServer()
     trial_dir = tmp_path / "t1"
-    trial_dir.mkdir()
-    task = TrialTask(kind="module", target=TinyClassifier, metric="val_acc", direction="max",
-                     datamodule=BlobsDataModule, trainer_kwargs={"callbacks": _Seen()})
-    ctx = TrialContext(client=server.connect("w1-rpc"), worker_id=0,
-                       trial={"trial_id": "t1", "config": {}, "budget": 2}, trial_dir=str(trial_dir),
-                       metric="val_acc", direction="max")
-    assert ctx.claim()
-    _set_current(ctx)
     try:
-        outcome = run_trial(task, ctx)
+        outcome, ctx = run(server, trial_dir, budget=2, target=TinyClassifier, trainer_kwargs={"callbacks": _Seen()})
     finally:
-        _set_current(None)
-        ctx.close()
-        stop.set()
-        thread.join(5)
+        server.close()
     assert outcome["status"] == "ok", outcome.get("error")
     assert (trial_dir / "seen").read_text().split() == ["0", "1"]  # the user's callback ran
-    assert ctx.last_value is not None  # and so did the search's MaggyCallback
+    assert server.epochs() == [0, 1]  # and so did the search's MaggyCallback

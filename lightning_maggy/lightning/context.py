@@ -199,6 +199,11 @@ class TrialContext:
         Raises:
             TrialDropped: the server refused the report: this attempt is stale.
         """
+        if self.finished:  # the trial's code has returned: a thread it left running reports late
+            raise TrialDropped(
+                f"trial {self.trial_id} (attempt {self.attempt}) has ended: a report made after its code "
+                "returned (from a thread it left running?) is not sent"
+            )
         if os.getpid() != self._pid:
             return self._report_through_parent(epoch, value, wait, extend)
         self.in_request = True

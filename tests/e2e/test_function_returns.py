@@ -117,3 +117,28 @@ def test_a_report_that_is_not_a_number_stops_the_study_at_the_first_trial(tmp_pa
                   max_epochs=2, workers=1, exp_dir=tmp_path / "exp", seed=0, verbose=False)
     assert "reporter.broadcast() got '0.9' (type str); report a number" in str(info.value).splitlines()[0]
     assert len(info.value.result.trials) == 1
+
+
+def leaves_a_reporting_thread(hparams: dict[str, Any], reporter: Any) -> float:
+    import threading
+    import time
+
+    def late() -> None:
+        time.sleep(0.6)  # while the worker runs the next trial
+        reporter.broadcast(99.0, 5)  # after the function returned: refused, never recorded
+
+    threading.Thread(target=late).start()
+    reporter.broadcast(float(hparams["x"]), 0)
+    time.sleep(0.4)
+    return float(hparams["x"])
+
+
+def test_a_report_after_the_function_returned_is_refused_with_why(tmp_path: Path) -> None:
+    result = lm.search(leaves_a_reporting_thread, lm.Searchspace(x=lm.Discrete([1, 2, 3])), metric="acc",
+                       optimizer="grid", max_epochs=1, workers=1, exp_dir=tmp_path / "exp", seed=0, verbose=False)
+    assert result.stop_reason == "finished" and sorted(t.final_metric for t in result.trials) == [1.0, 2.0, 3.0]
+    assert all(t.history == (t.final_metric,) for t in result.trials)  # the late 99.0 recorded nowhere
+    # The first trials' threads reported while the worker ran the next trial: their error is in
+    # that trial's output.log.
+    logs = "".join((Path(result.exp_dir) / "trials" / t.trial_id / "output.log").read_text() for t in result.trials)
+    assert "has ended: a report made after its code returned (from a thread it left running?)" in logs

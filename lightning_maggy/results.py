@@ -108,9 +108,14 @@ class SearchResult:
         return str(path) if path.is_file() else None
 
     def load_best(self, module_cls: type, **kwargs: Any) -> Any:
-        """The best trial's trained module: ``module_cls.load_from_checkpoint(best_checkpoint,
-        map_location="cpu", **kwargs)``, given the best configuration's hyperparameters that
-        ``module_cls`` accepts when the module did not save them (``save_hyperparameters``).
+        """The best trial's trained module, on the CPU: ``module_cls`` built as the search built
+        the trial's module (the best configuration's hyperparameters its ``__init__`` accepts,
+        or all of them as ``hparams=``, and the saved values of other arguments it names;
+        ``kwargs`` add to them or replace them), then the
+        checkpoint's weights loaded into it (``on_load_checkpoint``, then ``load_state_dict``,
+        strict), as Lightning's ``load_from_checkpoint`` does. Unlike ``load_from_checkpoint``
+        it does not pass the saved hyperparameters back to ``__init__``, so a subclass that
+        fixes some of its base's arguments loads too.
 
         Example::
 
@@ -126,20 +131,18 @@ class SearchResult:
                 "that writes none, or no trial finished with a metric); load_best() needs a "
                 "searched LightningModule class or a checkpoint in its trial folder."
             )
-        import inspect
-
         import fsspec
         import torch
 
+        from lightning_maggy.lightning.trainer import module_arguments
+
         with fsspec.open(path, "rb") as fh:  # a path, or a URL in cluster storage
-            saved = torch.load(fh, map_location="cpu", weights_only=False).get("hyper_parameters") or {}
-        params = inspect.signature(module_cls.__init__).parameters
-        takes_all = any(p.kind is p.VAR_KEYWORD for p in params.values())
-        hparams = {
-            k: v for k, v in (self.best_config or {}).items()
-            if k not in saved and k not in kwargs and (takes_all or k in params)
-        }
-        return module_cls.load_from_checkpoint(path, map_location="cpu", **hparams, **kwargs)
+            checkpoint = torch.load(fh, map_location="cpu", weights_only=False)
+        saved = checkpoint.get("hyper_parameters") or {}
+        model = module_cls(**{**module_arguments(module_cls, self.best_config or {}, saved), **kwargs})
+        model.on_load_checkpoint(checkpoint)
+        model.load_state_dict(checkpoint["state_dict"])
+        return model
 
     def counts(self) -> dict[str, int]:
         out = {s.value: 0 for s in TrialState}

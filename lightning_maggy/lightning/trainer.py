@@ -90,10 +90,27 @@ def module_call_style(module_cls: type, names: list[str], datamodule: Any = None
 def build_module(module_cls: type, config: Mapping[str, Any], datamodule: Any = None) -> Any:
     """The module, given the hyperparameters its ``__init__`` accepts (all of them with
     ``**kwargs``), or all of them as ``hparams=``; see :func:`module_call_style`."""
-    if module_call_style(module_cls, list(config), datamodule) == "kwargs":
-        accepted, var_kw = _accepted(module_cls.__init__)
-        return module_cls(**{k: v for k, v in config.items() if var_kw or k in accepted})
-    return module_cls(hparams=dict(config))
+    module_call_style(module_cls, list(config), datamodule)  # refuses one that reaches nothing
+    return module_cls(**module_arguments(module_cls, config))
+
+
+def module_arguments(
+    module_cls: type, config: Mapping[str, Any], saved: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The keyword arguments :func:`build_module` gives ``module_cls`` for ``config`` (the
+    hyperparameters its ``__init__`` accepts, or ``hparams=config``), never raising. With
+    ``saved`` (a checkpoint's ``hyper_parameters``, for ``SearchResult.load_best``), also the
+    saved values of the arguments ``__init__`` names that ``config`` does not give (a train
+    function may have built its module with arguments of its own); not those only ``**kwargs``
+    would take (a subclass that fixes an argument of its base passes it itself)."""
+    accepted, var_kw = _accepted(module_cls.__init__)
+    accepted.discard("self")
+    if not var_kw and not set(config) <= accepted and "hparams" in accepted:
+        out = {"hparams": dict(config)}
+    else:
+        out = {k: v for k, v in config.items() if var_kw or k in accepted}
+    out.update({k: v for k, v in (saved or {}).items() if k in accepted and k not in out})
+    return out
 
 
 def build_datamodule(datamodule: Any, config: Mapping[str, Any], *, reuse: bool = False, fresh: bool = False) -> Any:

@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
 import torch
 from tiny_models import BlobsDataModule, TinyClassifier
 
@@ -59,3 +60,34 @@ def test_load_best_without_a_checkpoint_says_why(tmp_path: Path) -> None:
     assert result.best_trial is not None and result.best_checkpoint is None
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         result.load_best(TinyClassifier)
+
+
+class Hidden32(TinyClassifier):
+    """Fixes an argument of its base, as README suggests for arguments the space does not give."""
+
+    def __init__(self, **hp) -> None:
+        super().__init__(hidden=32, **hp)
+
+
+class DictStyle(TinyClassifier):
+    """Takes its hyperparameters as one ``hparams`` dict (not saved under that name)."""
+
+    def __init__(self, hparams: dict) -> None:
+        torch.nn.Module.__init__(self)  # not TinyClassifier's __init__: nothing saved
+        pl.LightningModule.__init__(self)
+        self.lr = hparams["lr"]
+        self.net = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
+        self.hparams.update(fail=False, log_metric=True, epoch_sleep=0.0, lr=self.lr)
+
+
+@pytest.mark.parametrize("module", [Hidden32, DictStyle], ids=["subclass-fixing-an-argument", "hparams-dict"])
+def test_load_best_builds_the_module_as_the_search_did(tmp_path: Path, module) -> None:
+    """Lightning's load_from_checkpoint passes the saved arguments back to __init__, which both
+    of these refuse; load_best builds the module as the trial was built and loads its weights."""
+    result = lm.search(module, lm.Searchspace(lr=lm.Discrete([0.05, 0.2])), datamodule=BlobsDataModule,
+                       metric="val_acc", max_epochs=1, workers=1, optimizer="grid", exp_dir=tmp_path / "exp",
+                       verbose=False)
+    model = result.load_best(module)
+    assert isinstance(model, module) and model.hparams.lr == result.best_config["lr"]
+    saved = torch.load(result.best_checkpoint, weights_only=False)["state_dict"]
+    assert all(torch.equal(v, saved[k]) for k, v in model.state_dict().items())

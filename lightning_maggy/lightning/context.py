@@ -87,7 +87,7 @@ class TrialContext:
         self._pid = os.getpid()
         self._relay_conn: Any = None
         self.raising = False
-        self._rows: list[str] = []
+        self._metrics: Any = None  # this run's metrics.csv, opened at its first report
 
     def absorb_pending_drop(self) -> None:
         """Waits until the heartbeat thread is not raising, and absorbs an asynchronous
@@ -129,7 +129,6 @@ class TrialContext:
         attempt holds the trial."""
         if self.remote is None:
             return True
-        self._write_rows()
         files = [path, os.path.join(self.trial_dir, "metrics.csv")]
         return self.remote.publish(self.trial_id, files, self.attempt)
 
@@ -310,22 +309,23 @@ class TrialContext:
         return str(decision)
 
     def _append_metrics(self, epoch: int, value: float) -> None:
-        self._rows.append(f"{int(epoch)},{float(value)!r},{self.last_decision.value}\n")
+        """Appends a report the server accepted (it is in the journal) to the trial's
+        ``metrics.csv`` at once, one line per write: a run that is killed, or found stale
+        later, leaves every accepted report in the file, as the journal has them. A refused
+        report raised TrialDropped before it got here."""
+        if self._metrics is None:
+            path = os.path.join(self.trial_dir, "metrics.csv")
+            self._metrics = open(path, "a", encoding="utf-8", buffering=1)  # line-buffered
+            if self._metrics.tell() == 0:
+                self._metrics.write(f"epoch,{self.metric},decision\n")
+        self._metrics.write(f"{int(epoch)},{float(value)!r},{self.last_decision.value}\n")
 
     def close(self) -> None:
-        """Appends this run's reports to ``trial_dir/metrics.csv`` (kept across resumes; the
-        journal on the driver has every report as it happens)."""
-        self._write_rows()
-
-    def _write_rows(self) -> None:
-        if not self._rows or self.dropped is not None:  # a stale attempt's reports were refused
-            self._rows = []
-            return
-        path = os.path.join(self.trial_dir, "metrics.csv")
-        header = "" if os.path.exists(path) else f"epoch,{self.metric},decision\n"
-        with open(path, "a", encoding="utf-8") as fh:
-            fh.write(header + "".join(self._rows))
-        self._rows = []
+        """Closes this run's ``trial_dir/metrics.csv`` (kept across resumes; every accepted
+        report is in it as soon as the server answered)."""
+        if self._metrics is not None:
+            self._metrics.close()
+            self._metrics = None
 
 
 def current_trial() -> TrialContext | None:

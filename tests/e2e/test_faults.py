@@ -210,3 +210,32 @@ def test_a_users_exception_named_configuration_error_fails_its_trial_only(tmp_pa
     assert result.stop_reason == "finished"
     states = {t.config["x"]: t.state for t in result.trials}
     assert states == {1: lm.TrialState.FAILED, 2: lm.TrialState.COMPLETED, 3: lm.TrialState.COMPLETED}
+
+
+class KilledOnce(TinyClassifier):
+    """SIGKILLs its worker at the start of epoch 3, once (``flag`` marks that it did)."""
+
+    def __init__(self, flag: str, lr: float = 0.1) -> None:
+        super().__init__(lr=lr)
+        self.flag = flag
+
+    def on_train_epoch_start(self) -> None:
+        if self.current_epoch == 3 and not os.path.exists(self.flag):
+            open(self.flag, "w").close()
+            os.kill(os.getpid(), signal.SIGKILL)  # as an OOM kill would
+
+
+def test_a_killed_runs_reports_stay_in_the_trials_metrics_csv(tmp_path: Path) -> None:
+    """The run that died had reported epochs 0-2, which the journal has; the trial's
+    metrics.csv must have them too, not only the resumed run's rows."""
+    space = lm.Searchspace(flag=lm.Categorical([str(tmp_path / "killed")]))
+    result = lm.search(KilledOnce, space, datamodule=BlobsDataModule, metric="val_acc", max_epochs=5, num_trials=1,
+                       optimizer="random",
+                       workers=1, exp_dir=tmp_path / "exp", seed=0, verbose=False)
+    (trial,) = result.trials
+    assert trial.state is lm.TrialState.COMPLETED and trial.attempt == 2 and len(trial.history) == 5
+    lines = (Path(result.exp_dir) / "trials" / trial.trial_id / "metrics.csv").read_text().splitlines()
+    assert lines[0] == "epoch,val_acc,decision"
+    rows = [line.split(",") for line in lines[1:]]
+    assert [int(r[0]) for r in rows] == [0, 1, 2, 3, 4]
+    assert [float(r[1]) for r in rows] == list(trial.history)

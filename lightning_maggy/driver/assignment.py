@@ -42,7 +42,7 @@ class AssignmentMixin:
                 f"lost {trial.retries + 1} times in {trial.attempt} attempts (max_retries={self.max_retries}); "
                 f"last: {reason}"
             )
-            self._update(trial.evolve(state=TrialState.FAILED, finished=time.time(), error=error))
+            self._update(trial.evolve(state=TrialState.FAILED, finished=time.time(), error=error, final_metric=None))
             return self._count_failure(f"{tid}, was {error}")
         self._update(trial.evolve(state=TrialState.LOST, retries=trial.retries + 1, worker=None, error=reason))
         self._requeue.append(tid)

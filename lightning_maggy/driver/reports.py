@@ -154,7 +154,9 @@ class ReportsMixin:
             state = TrialState.PAUSED
         else:
             state = TrialState.COMPLETED
-        changes["final_metric"] = final_metric(metric, trial.history)
+        # A FAILED trial has no result: its last report stays in its history only (a crashed
+        # trial must not sort first in a table of results, nor count as a success anywhere).
+        changes["final_metric"] = None if state is TrialState.FAILED else final_metric(metric, trial.history)
         if tid in self._nonfinite and state is not TrialState.FAILED:
             state = TrialState.STOPPED
             changes["final_metric"] = None

@@ -190,9 +190,11 @@ TRACEBACK = 'Traceback (most recent call last):\n  File "train.py", line 3, in f
 def test_failed_trial_is_recorded_with_its_error_and_the_search_goes_on(make: Any) -> None:
     h = make(GridSearch(), searchspace=GRID3, num_trials=None, max_epochs=1, max_failures=3)
     a = h.start(1)
+    assert h.report(1, a["trial_id"], 0, 0.9) == "continue"  # then it crashes
     nxt = h.trial_for(h.final(1, a["trial_id"], status="failed", error=TRACEBACK, error_type="ValueError"), 1)
     rec = h.trial(a["trial_id"])
     assert rec.state is TrialState.FAILED
+    assert rec.history == (0.9,) and rec.final_metric is None  # no result: never sorts first in a table
     assert rec.error is not None and "ValueError: boom" in rec.error and "train.py" in rec.error
     assert rec.finished is not None and rec.worker == 1
     assert h.ctl.failures == 1 and h.ctl.stop_reason is None

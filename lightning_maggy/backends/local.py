@@ -25,7 +25,7 @@ from lightning_maggy.exceptions import BackendError
 from lightning_maggy.lightning.heartbeat import STUCK_EXIT
 from lightning_maggy.lightning.worker import WorkerLaunch
 
-__all__ = ["LocalBackend", "assign_devices", "prewarm"]
+__all__ = ["LocalBackend", "assign_devices", "default_max_restarts", "prewarm"]
 
 #: What the forkserver imports before it forks any worker (each name on its own; one that does not
 #: import is skipped): torch and Lightning, the worker's own modules, and the TensorBoard writer
@@ -203,16 +203,35 @@ def exit_cause(code: int | None) -> str:
     return f"exited with code {code}"
 
 
+def default_max_restarts(workers: int, max_failures: int, max_retries: int) -> int:
+    """The restart budget that lets a study whose every trial kills its worker (W = ``workers``,
+    F = ``max_failures``, R = ``max_retries``) run until F trials are FAILED:
+    ``W + F * (R + 1) + (W - 1) * R``.
+
+    Each death costs one restart. The F trials that fail die R + 1 times each. Meanwhile the
+    other W - 1 workers may each hold a trial in the middle of its own retries (a lost trial is
+    re-queued first, so at most one per worker), each dead up to R times already when the F-th
+    failure ends the study: (W - 1) * R more. The W on top is slack for deaths that cost a
+    restart but no attempt (a worker that dies before it takes a trial, or after its trial was
+    declared lost by the heartbeat). Deaths seen in the same poll as the one that ends the study
+    need no budget: once the budget is spent, they are still handed to the driver first (see
+    ``LocalBackend._poll_lost``).
+    """
+    return workers + max_failures * (max_retries + 1) + (workers - 1) * max_retries
+
+
 class LocalBackend(Backend):
     """``workers`` processes on this machine.
 
     Args:
         max_restarts: how many times, in all, workers that died are restarted. None (the
-            default): enough for the study's failure budget, ``workers + max_failures *
-            (max_retries + 1)``: a trial that kills its worker every time (a segfault, an OOM
-            kill) is retried ``max_retries`` times and then FAILED, and the study goes on, while
+            default): enough for the study's failure budget (see :func:`default_max_restarts`):
+            a trial that kills its worker every time (a segfault, an OOM kill) is retried
+            ``max_retries`` times and then FAILED, and the study goes on until ``max_failures``
+            trials failed, even when the other workers' trials are dying at the same time, while
             a worker that cannot start at all still ends the study after a bounded number of
-            tries.
+            tries. Once no worker is left, every death already seen is handed to the driver
+            (its trial recorded as lost, or FAILED) before the study ends.
         gpus_per_worker: GPUs each worker sees (via CUDA_VISIBLE_DEVICES); 0 for none; a
             fraction 1/n gives each worker one GPU, round-robin, for n workers per GPU (what
             ``search(gpus_per_trial=0.25)`` asks for). The default gives each worker one GPU,
@@ -233,14 +252,18 @@ class LocalBackend(Backend):
         self._blob = b""
         self._devices: dict[int, str | None] = {}
         self._threads: int | None = None
+        #: why the study cannot go on (no worker left), raised by the next poll: the poll that
+        #: found the last worker gone returns its death first, so that the driver records it
+        self._gone: str | None = None
 
     def plan_restarts(self, *, workers: int, max_failures: int, max_retries: int) -> None:
         if self.max_restarts is None:
-            self.max_restarts = workers + max_failures * (max_retries + 1)
+            self.max_restarts = default_max_restarts(workers, max_failures, max_retries)
 
     def _start(self, launch: WorkerLaunch, num_workers: int) -> None:
         if self.max_restarts is None:
             self.max_restarts = 3 * num_workers
+        self._gone = None
         self._blob = pack_launch(launch)
         self._environ = dict(os.environ)
         gpus = _gpu_count() if self.gpus_per_worker != 0 else 0
@@ -263,7 +286,10 @@ class LocalBackend(Backend):
         self._procs[wid] = proc
 
     def _poll_lost(self) -> list[tuple[int, str]]:
+        if self._gone is not None:
+            raise BackendError(self._gone)
         lost = []
+        last: tuple[int, int | None] | None = None  # the last worker found dead and not restarted
         for wid, proc in list(self._procs.items()):
             if proc.is_alive():
                 continue
@@ -273,16 +299,17 @@ class LocalBackend(Backend):
             lost.append((wid, f"worker {wid} (pid {proc.pid}) {exit_cause(code)}"))
             if self._restarts >= (self.max_restarts or 0):
                 del self._procs[wid]
-                if not any(p.is_alive() for p in self._procs.values()):
-                    raise BackendError(
-                        f"all local workers are gone; the last, worker {wid}, exited with code "
-                        f"{code} after {self._restarts} restarts. Its output is above or in its "
-                        "trial's output.log."
-                    )
+                last = (wid, code)
                 continue
             self._restarts += 1
             self._spawn(wid)
-        return lost
+        if last is not None and not any(p.is_alive() for p in self._procs.values()):
+            self._gone = (
+                f"all local workers are gone; the last, worker {last[0]}, {exit_cause(last[1])} after "
+                f"{self._restarts} restarts (max_restarts={self.max_restarts}). Its output is above or in "
+                "its trial's output.log."
+            )
+        return lost  # with self._gone set, the next poll raises: these deaths are recorded first
 
     def _stop(self, timeout: float) -> None:
         """Workers told "done" leave within milliseconds; those still in a trial (an abort,

@@ -179,7 +179,7 @@ def infer_rungs(trials: Sequence[Trial], experiment: Mapping[str, Any] | None = 
 # -- the figures -----------------------------------------------------------------------------
 
 
-def _figure(**kwargs: Any) -> Any:
+def agg_figure(**kwargs: Any) -> Any:
     """A matplotlib Figure on an Agg canvas (no pyplot, no global backend change)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -190,7 +190,7 @@ def _figure(**kwargs: Any) -> Any:
 def _history_figure(result: Any, bsf: BestSoFar, path: Path) -> None:
     from matplotlib.ticker import MaxNLocator
 
-    fig = _figure(figsize=(11, 4.2))
+    fig = agg_figure(figsize=(11, 4.2))
     axes, legend = fig.subplots(1, 2, sharey=True), None
     for ax, x, label in ((axes[0], bsf.time, "wall time since the study's start (s)"),
                          (axes[1], bsf.epochs, "epochs trained, all trials together")):
@@ -219,7 +219,7 @@ def _history_figure(result: Any, bsf: BestSoFar, path: Path) -> None:
 def _curves_figure(result: Any, rungs: list[int], source: str, path: Path) -> None:
     from matplotlib.ticker import MaxNLocator
 
-    fig = _figure(figsize=(8, 4.8))
+    fig = agg_figure(figsize=(8, 4.8))
     ax = fig.add_subplot()
     seen: dict[str, int] = {}
     for t in result.trials:
@@ -253,7 +253,7 @@ def _curves_figure(result: Any, rungs: list[int], source: str, path: Path) -> No
 
 
 def _importance_figure(result: Any, imp: Importance, path: Path) -> None:
-    fig = _figure(figsize=(7, 0.45 * len(imp.names) + 1.8))
+    fig = agg_figure(figsize=(7, 0.45 * len(imp.names) + 1.8))
     ax = fig.add_subplot()
     y = np.arange(len(imp.names))
     ax.barh(y, imp.scores, xerr=imp.std if imp.method == "forest" else None, color="#2e86c1", capsize=3)

@@ -272,19 +272,19 @@ def plot_deltas(result: AblationResult, path: str | os.PathLike[str]) -> str | N
     None (and nothing written) when matplotlib is not installed (``pip install
     'lightning_maggy[plot]'``)."""
     try:
-        import matplotlib
-
-        matplotlib.use("Agg", force=False)
-        import matplotlib.pyplot as plt
+        import matplotlib  # noqa: F401
     except ImportError:
         return None
+    from lightning_maggy.plots import agg_figure  # an Agg canvas: the user's backend stays as it is
+
     rows = [r for r in result.rows[1:]]
     labels = [f"{r.component} ({r.kind})" for r in rows]
     deltas = [r.delta if r.delta is not None else 0.0 for r in rows]
     lower = [(r.delta - r.ci_low) if r.ci_low is not None and r.delta is not None else 0.0 for r in rows]
     upper = [(r.ci_high - r.delta) if r.ci_high is not None and r.delta is not None else 0.0 for r in rows]
     colors = ["#bbbbbb" if r.delta is None else ("#c0392b" if (r.delta < 0) == (result.direction == "max") else "#2e86c1") for r in rows]
-    fig, ax = plt.subplots(figsize=(7.5, 0.45 * len(rows) + 1.6))
+    fig = agg_figure(figsize=(7.5, 0.45 * len(rows) + 1.6))
+    ax = fig.subplots()
     y = list(range(len(rows)))
     ax.barh(y, deltas, xerr=[lower, upper], color=colors, capsize=3, ecolor="#333333")
     for yi, r in zip(y, rows):
@@ -295,7 +295,7 @@ def plot_deltas(result: AblationResult, path: str | os.PathLike[str]) -> str | N
     ax.set_yticklabels(labels)
     ax.invert_yaxis()
     base = result.base
-    base_text = "" if base.mean is None else f" (base {base.mean:.4f}" + ("" if base.std is None else f" ± {base.std:.4f}") + ")"
+    base_text = "" if base.mean is None else f" {base.mean:.4f}" + ("" if base.std is None else f" ± {base.std:.4f}")
     better = "higher" if result.direction == "max" else "lower"
     ax.set_xlabel(
         f"change in {result.metric} without the component ({better} is better; red: worse)\n"
@@ -304,5 +304,4 @@ def plot_deltas(result: AblationResult, path: str | os.PathLike[str]) -> str | N
     ax.set_title("Leave-one-component-out ablation")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return str(path)

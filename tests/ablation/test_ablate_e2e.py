@@ -26,10 +26,16 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_ground_truth_the_signal_feature_matters_and_the_noise_does_not(tmp_path):
+    import matplotlib
+
+    backend = matplotlib.get_backend()
+    matplotlib.use("svg")  # a user's own backend (a notebook's inline one) ...
     result = lm.ablate(
         SignalNet, datamodule=SignalData, metric="val_acc", max_epochs=4, hparams={"lr": 0.05},
         seeds=3, workers=2, exp_dir=tmp_path / "exp", verbose=False,
     )
+    assert matplotlib.get_backend() == "svg"  # ... stays as it was while the chart is drawn
+    matplotlib.use(backend)
     rows = {r.component: r for r in result.rows}
     assert list(rows) == ["base", "net.1", "middle", "linear", "signal", "noise_a", "noise_b", "noise_c"]
     assert all(r.state == "COMPLETED" and r.n == 3 for r in rows.values())

@@ -21,6 +21,7 @@ or a journal cannot be read; 2, a bad command line or configuration (nothing sta
 from __future__ import annotations
 
 import importlib
+import traceback
 import inspect
 import os
 import sys
@@ -157,6 +158,11 @@ def import_object(path: str, what: str) -> Any:
         raise ConfigurationError(
             f"{what}={path!r}: cannot import {module_name!r} ({err}). Is its folder on PYTHONPATH, "
             "or the current directory?"
+        ) from None
+    except Exception as err:  # found, but its code fails (a SyntaxError, an error at import)
+        where = "".join(traceback.format_exception(type(err), err, err.__traceback__, limit=-3))
+        raise ConfigurationError(
+            f"{what}={path!r}: importing {module_name!r} failed with {type(err).__name__}: {err}\n{where.rstrip()}"
         ) from None
     try:
         return getattr(module, name)

@@ -133,6 +133,11 @@ def test_an_unknown_key_or_module_is_a_usage_error(tmp_path: Path) -> None:
                   cwd=tmp_path)
     assert unknown.returncode == 2, unknown.stderr
     assert "datamodule='no_such_package.Data': cannot import 'no_such_package'" in unknown.stderr
+    (tmp_path / "broken_models.py").write_text("raise RuntimeError('cannot load data at import')\n")
+    broken = cli("search", "--config", "study.yaml", "--module", "broken_models.Net", cwd=tmp_path)
+    assert broken.returncode == 2, broken.stderr  # found but failing: refused too, with where it failed
+    assert ("module='broken_models.Net': importing 'broken_models' failed with RuntimeError: cannot load data "
+            "at import") in broken.stderr and "broken_models.py\", line 1" in broken.stderr
     assert not (tmp_path / "exp").exists()
 
 

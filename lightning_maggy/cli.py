@@ -233,6 +233,8 @@ def _show(args: Any) -> int:
         return _fail("show", f"{exp} is not a directory.")
     if args.scope not in (None, "last", "all"):
         return _fail("show", f"--scope={args.scope!r}: expected 'last' or 'all'.")
+    if args.top is not None and args.top < 0:
+        return _fail("show", f"--top={args.top}: expected the number of best trials to list (0 or more).")
     last = None
     try:
         while True:

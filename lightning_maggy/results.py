@@ -65,6 +65,10 @@ class SearchResult:
         from lightning_maggy.driver.journal import JOURNAL_NAME
         from lightning_maggy.exceptions import ConfigurationError
         from lightning_maggy.storage import fetch_study, is_remote
+        from lightning_maggy.validation import check_scope
+
+        if scope is not None:
+            check_scope(scope)
 
         url = str(exp_dir) if is_remote(str(exp_dir)) else None
         folder = fetch_study(url, "exp_dir") if url is not None else Path(exp_dir)
@@ -177,7 +181,11 @@ class SearchResult:
             import pandas as pd
         except ImportError as err:
             raise ImportError("to_pandas() needs pandas: pip install pandas") from err
-        return pd.DataFrame(self.rows())
+        rows = self.rows()
+        if not rows:  # no trial yet: the table's columns all the same
+            return pd.DataFrame(columns=["trial_id", "state", self.metric, "epochs", "budget", "retries",
+                                         "attempts", "duration_s", "component", "seed", "error"])
+        return pd.DataFrame(rows)
 
     def plot(self, path: str | os.PathLike[str] | None = None) -> dict[str, str]:
         """Writes the study's figures as PNG files and returns their paths (needs matplotlib:
@@ -219,7 +227,8 @@ class SearchResult:
         scored.sort(key=lambda t: values[t.trial_id], reverse=self.direction == "max")  # type: ignore[arg-type,return-value]
         rows = scored[:top] + ([t for t in self.trials if values[t.trial_id] is None] if unranked else [])
         counts = ", ".join(f"{v} {k.lower()}" for k, v in self.counts().items() if v)
-        lines = [f"{len(self.trials)} trials ({counts}); stop reason: {self.stop_reason}; exp_dir: {self.exp_dir}"]
+        lines = [f"{len(self.trials)} trials{f' ({counts})' if counts else ''}; stop reason: {self.stop_reason}; "
+                 f"exp_dir: {self.exp_dir}"]
         if self.message:
             lines.append(self.message.strip().splitlines()[0])
         if rows:

@@ -66,8 +66,9 @@ class Trial:
         state: the :class:`TrialState`.
         budget: epochs this trial may train in total in its current assignment.
         history: metric per epoch, ``history[e]`` is the value reported after epoch ``e``.
-        final_metric: the trial's result (its best value in the search's direction for
-            Lightning trials, the return value for function trials).
+        final_metric: the trial's result: the value it returned (a function trial or a train
+            function that returns a number), else its last reported value; None for a FAILED
+            trial and one stopped for a NaN/inf (its history keeps what it reported).
         error: the traceback text of a FAILED trial.
         component: the ablation component left out, if any.
         seed: the trial's own training seed (ablation trials repeat each component with the

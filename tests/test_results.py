@@ -110,3 +110,13 @@ def test_a_studys_result_loads_back_from_its_folder(tmp_path: Path) -> None:
     assert lm.SearchResult.load(tmp_path / "exp", scope="last").scope == "last"
     with pytest.raises(lm.ConfigurationError, match="holds no study journal"):
         lm.SearchResult.load(tmp_path)
+    with pytest.raises(lm.ConfigurationError, match=r"scope='best' must be one of \['last', 'all'\]"):
+        lm.SearchResult.load(tmp_path / "exp", scope="best")
+
+
+def test_a_study_without_trials_reads_as_an_empty_table(tmp_path: Path) -> None:
+    empty = SearchResult(trials=[], metric="val_acc", direction="max", exp_dir=str(tmp_path), stop_reason="timeout",
+                         best_trial=None)
+    assert empty.summary().startswith("0 trials; stop reason: timeout;")
+    frame = empty.to_pandas()
+    assert len(frame) == 0 and "val_acc" in frame.columns and "state" in frame.columns

@@ -238,7 +238,10 @@ class SearchResult:
                 value = values[t.trial_id]
                 latest = next((v for v in reversed(t.history) if math.isfinite(v)), None)
                 shown = f"{value:.5g}" if value is not None else "-" if latest is None else f"({latest:.5g})"
-                row = f"{t.trial_id:<18}{t.state.value:<11}{t.epochs:>6}  {shown:>12}  {fmt_config(t.config)}"
+                what = fmt_config(t.config)
+                if t.component is not None or t.seed is not None:  # an ablation's run: which one
+                    what = f"{'base' if t.component is None else 'without ' + t.component}, seed {t.seed}; {what}"
+                row = f"{t.trial_id:<18}{t.state.value:<11}{t.epochs:>6}  {shown:>12}  {what}"
                 lines.append(row)
         return "\n".join(lines)
 

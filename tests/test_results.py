@@ -120,3 +120,11 @@ def test_a_study_without_trials_reads_as_an_empty_table(tmp_path: Path) -> None:
     assert empty.summary().startswith("0 trials; stop reason: timeout;")
     frame = empty.to_pandas()
     assert len(frame) == 0 and "val_acc" in frame.columns and "state" in frame.columns
+
+
+def test_the_summary_of_an_ablation_names_each_runs_component_and_seed(tmp_path: Path) -> None:
+    runs = [Trial.create({"lr": 0.05}, budget=1, component=c, seed=s).evolve(
+        state=TrialState.COMPLETED, history=(v,), final_metric=v) for c, s, v in ((None, 0, 0.9), ("fc1", 0, 0.7))]
+    text = SearchResult(trials=runs, metric="val_acc", direction="max", exp_dir=str(tmp_path), stop_reason="finished",
+                        best_trial=runs[0]).summary()
+    assert "0.9  base, seed 0; lr=0.05" in text and "0.7  without fc1, seed 0; lr=0.05" in text

@@ -11,6 +11,7 @@ import dataclasses
 import json
 import logging
 import os
+import signal
 import socket
 import sys
 import threading
@@ -116,7 +117,13 @@ def _quiet_lightning() -> None:
 
 
 def run_trial(task: TrialTask, ctx: TrialContext) -> dict[str, Any]:
-    """Runs one trial in this process; returns the FINAL message's fields."""
+    """Runs one trial in this process; returns the FINAL message's fields.
+
+    A ``sys.exit()`` in the trial's code fails the trial (its worker goes on to the next one),
+    and so does a KeyboardInterrupt in a process that ignores Ctrl-C (every local worker), which
+    only the trial's code can have raised. The worker's own shutdown (SIGTERM, which the driver's
+    departure also sends) and a real Ctrl-C elsewhere still end the process."""
+    ctrl_c_ignored = signal.getsignal(signal.SIGINT) is signal.SIG_IGN
     try:
         metric = _run(task, ctx)
         status = "ok"
@@ -127,18 +134,75 @@ def run_trial(task: TrialTask, ctx: TrialContext) -> dict[str, Any]:
     except Exception as err:  # user code failed: the trial fails, the search goes on
         if ctx.dropped is not None:  # the user's code turned our TrialDropped into its own error
             return _dropped(ctx.dropped)
-        text = traceback.format_exc()
-        if len(text) > MAX_ERROR_CHARS:
-            text = "...\n" + text[-MAX_ERROR_CHARS:]
-        print(text, file=sys.stderr, flush=True)
-        return {
-            "status": "failed",
-            "metric": None,
-            "error": text,
-            "error_type": type(err).__name__,
-            "fatal": isinstance(err, FATAL_ERRORS),
-        }
+        return _failed(err)
+    except (SystemExit, KeyboardInterrupt) as err:
+        chain = _chain(err)
+        if any(isinstance(e, _shutdown_types()) for e in chain):
+            raise  # the worker's own shutdown: SIGTERM, or the driver gone (lifeline.WorkerTerminated)
+        interrupted = any(isinstance(e, KeyboardInterrupt) for e in chain)
+        if interrupted and not ctrl_c_ignored:
+            raise  # this process takes Ctrl-C (not a local worker): it may be a real one
+        if ctx.dropped is not None:
+            return _dropped(ctx.dropped)
+        return _failed(err, _ended_by(err, interrupted))
     return {"status": status, "metric": metric, "error": None, "error_type": None, "fatal": False}
+
+
+def _failed(err: BaseException, note: str | None = None) -> dict[str, Any]:
+    """The FINAL fields of a trial whose code raised ``err`` (being handled): its traceback, and
+    ``note`` after it (the line a study's abort message quotes)."""
+    text = traceback.format_exc()
+    if note is not None:
+        text = f"{text}lightning_maggy: {note}\n"
+    if len(text) > MAX_ERROR_CHARS:
+        text = "...\n" + text[-MAX_ERROR_CHARS:]
+    print(text, file=sys.stderr, flush=True)
+    return {
+        "status": "failed",
+        "metric": None,
+        "error": text,
+        "error_type": type(err).__name__,
+        "fatal": isinstance(err, FATAL_ERRORS),
+    }
+
+
+def _chain(err: BaseException) -> list[BaseException]:
+    """``err`` and the exceptions it was raised from or while handling, newest first."""
+    chain: list[BaseException] = []
+    cur: BaseException | None = err
+    while cur is not None and not any(cur is seen for seen in chain):
+        chain.append(cur)
+        cur = cur.__cause__ or cur.__context__
+    return chain
+
+
+def _shutdown_types() -> tuple[type[BaseException], ...]:
+    """The SystemExits of a worker's own shutdown: ours on SIGTERM, and Lightning's (its loops
+    raise SIGTERMException once its own handler saw the SIGTERM; the trial's code may have
+    swallowed ours)."""
+    from lightning_maggy.lightning.lifeline import WorkerTerminated
+
+    found: list[type[BaseException]] = [WorkerTerminated]
+    for name in ("lightning.pytorch.utilities.exceptions", "pytorch_lightning.utilities.exceptions"):
+        cls = getattr(sys.modules.get(name), "SIGTERMException", None)
+        if isinstance(cls, type) and issubclass(cls, BaseException):
+            found.append(cls)
+    return tuple(found)
+
+
+def _ended_by(err: BaseException, interrupted: bool) -> str:
+    """Why a trial whose code raised SystemExit or KeyboardInterrupt is FAILED, in words."""
+    fix = "raise an exception to fail a trial, or return to end it; the worker goes on to the next trial"
+    if isinstance(err, KeyboardInterrupt):
+        return f"the trial's code raised KeyboardInterrupt (workers ignore Ctrl-C, so no user pressed it): {fix}."
+    code = getattr(err, "code", None)
+    if interrupted:  # Lightning's Trainer: "Detected KeyboardInterrupt, attempting graceful shutdown", sys.exit(1)
+        return (
+            "the trial's code raised KeyboardInterrupt (workers ignore Ctrl-C, so no user pressed it), which "
+            f"Lightning's Trainer turned into sys.exit({code!r}) after its graceful shutdown: {fix}."
+        )
+    called = "sys.exit()" if code is None else f"sys.exit({code!r})"
+    return f"the trial's code called {called}, which would end its worker process: {fix}."
 
 
 def _dropped(reason: str) -> dict[str, Any]:

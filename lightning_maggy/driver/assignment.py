@@ -71,6 +71,8 @@ class AssignmentMixin:
         return out + self._finish_if_done()
 
     def _next_trial(self, worker: _Worker) -> Trial | object | None:
+        if self._held_abort is not None:  # max_failures reached while deaths are recorded
+            return None
         if self._requeue:
             return self.trials[self._requeue.popleft()]
         if self.timed_out or self._exhausted:

@@ -174,16 +174,40 @@ class ReportsMixin:
             return self._count_failure(f"{tid}, with: {last_line}")
         return []
 
+    #: While several workers' deaths are recorded together (:meth:`workers_lost`): the abort
+    #: that ``max_failures`` calls for waits here until every one of them is recorded.
+    _hold_abort = False
+    _held_abort: str | None = None
+
     def _count_failure(self, what: str) -> Outgoing:
         """Counts one FAILED trial; aborts the experiment at ``max_failures``."""
         self.failures += 1
         if self.failures < self.max_failures:
             return []
-        return self.abort(
+        message = (
             f"{self.failures} trials failed (max_failures={self.max_failures}); the last one, "
             f"{what}. Each trial's traceback is in its record and its output.log. Fix the "
             "error, or raise max_failures to tolerate more failures."
         )
+        if self._hold_abort:
+            self._held_abort = message  # the latest: it counts every failure of the batch
+            return []
+        return self.abort(message)
+
+    def workers_lost(self, losses: Iterable[tuple[int, str]]) -> Outgoing:
+        """:meth:`worker_lost` for each ``(worker_id, reason)`` a backend found dead at once.
+        Every death is recorded (LOST, or FAILED past ``max_retries``) before ``max_failures``
+        may end the study: a death recorded after the abort would be missing from the record
+        (the abort stops the trial first)."""
+        out: Outgoing = []
+        self._hold_abort = True
+        try:
+            for worker_id, reason in losses:
+                out += self.worker_lost(worker_id, reason)
+        finally:
+            self._hold_abort = False
+        held, self._held_abort = self._held_abort, None
+        return out + self.abort(held) if held is not None else out
 
 
 def _fatal_message(tid: str, error: str, error_type: Any) -> str:

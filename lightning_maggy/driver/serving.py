@@ -93,8 +93,7 @@ class ServingMixin:
                 next_tick = self.clock() + tick_interval
                 if backend is not None:
                     try:
-                        for wid, reason in backend.poll_lost():
-                            out += self.worker_lost(wid, reason)
+                        out += self.workers_lost(backend.poll_lost())
                     except BackendError as err:
                         out += self.abort(str(err))
                 out += self.tick()

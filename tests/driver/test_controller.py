@@ -832,3 +832,17 @@ def test_epochs_trained_counts_what_was_trained_also_when_a_promoted_run_restart
     assert h.trial(b["trial_id"]).epochs_trained == 1
     replayed = replay(h.journal_path)
     assert {t: r.epochs_trained for t, r in replayed.items()} == {t: r.epochs_trained for t, r in h.ctl.trials.items()}
+
+
+def test_workers_found_dead_together_are_all_recorded_before_max_failures_ends_the_study(make: Any) -> None:
+    """Two workers die in the same poll, each trial past max_retries: both trials are FAILED with
+    their cause; the abort that max_failures calls for comes after, not between them."""
+    h = make(GridSearch(), searchspace=GRID3, num_trials=None, max_epochs=1, max_failures=1, max_retries=0)
+    a, b = h.start(1)["trial_id"], h.start(2)["trial_id"]
+    h.register(3)
+    out = h.ctl.workers_lost([(1, "worker 1 was killed by SIGKILL"), (2, "worker 2 was killed by SIGKILL")])
+    for tid, wid in ((a, 1), (b, 2)):
+        trial = h.trial(tid)
+        assert trial.state is TrialState.FAILED and f"worker {wid} was killed" in trial.error
+    assert h.ctl.stop_reason == "aborted" and "2 trials failed (max_failures=1)" in h.ctl.abort_message
+    assert not [m for _, m in out if m["type"] == "trial"]  # the third grid point was never handed out

@@ -6,6 +6,7 @@ tests/backends/test_restart_budget.py)."""
 from __future__ import annotations
 
 import collections
+import re
 import os
 import time
 from pathlib import Path
@@ -96,11 +97,12 @@ def test_the_default_restart_budget_lasts_until_max_failures_with_both_workers_d
     # other worker's trial has died three times too. Before, the budget (2 + 3 * 4 = 14) ran out
     # first and the study ended with "all local workers are gone" and two trials unrecorded.
     err = _search(exp, trials=6, period=1.0, max_retries=3, max_failures=3)
-    assert "3 trials failed (max_failures=3)" in str(err), str(err)
+    # (the two deaths that reach max_failures may come in one poll: both are recorded, so 4)
+    assert re.search(r"[34] trials failed \(max_failures=3\)", str(err)), str(err)
     assert "all local workers are gone" not in str(err)
     last, lost = _records(exp)
     states = collections.Counter(t["state"] for t in last.values())
-    assert states["FAILED"] == 3 and set(states) <= {"FAILED", "STOPPED"}, states
+    assert states["FAILED"] in (3, 4) and set(states) <= {"FAILED", "STOPPED"}, states
     for tid, trial in last.items():
         deaths = _deaths(exp, tid)
         if trial["state"] == "FAILED":
@@ -108,6 +110,5 @@ def test_the_default_restart_budget_lasts_until_max_failures_with_both_workers_d
             assert trial["error"].startswith("lost 4 times in 4 attempts (max_retries=3); last: "), trial["error"]
         else:  # stopped by the abort in its last attempt: every earlier death is recorded
             assert trial["retries"] == lost[tid] == trial["attempt"] - 1, (tid, trial)
-            # (its last attempt may have died in the same poll as the third failure: the driver
-            # ends the study at that failure and records no death after it)
+            # (its last attempt may die while the workers are stopped, after the study's end)
             assert deaths in (trial["retries"], trial["retries"] + 1), (tid, trial, deaths)

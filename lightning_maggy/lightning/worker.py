@@ -266,6 +266,9 @@ def _run(task: TrialTask, ctx: TrialContext) -> Any:
     mine = any(isinstance(cb, MaggyCallback) for cb in trainer_kwargs["callbacks"])
     ours = [] if mine else [MaggyCallback(task.metric)]
     ckpt = ctx.last_ckpt if ctx.resuming else None
+    if ctx.resuming and ckpt is None and ctx.epochs_done:  # in output.log: why it trains from epoch 0
+        print(f"lightning_maggy: trial {ctx.trial_id} trained {ctx.epochs_done} epoch(s) before, but its "
+              "checkpoints/last.ckpt is gone: this run trains it from epoch 0.", file=sys.stderr, flush=True)
     trainer = build_trainer(
         module,
         trial_dir=ctx.trial_dir,

@@ -210,3 +210,14 @@ def test_reports_ask_for_promotion_in_place_only_where_it_is_allowed(tmp_path: P
         assert server.epochs()[2:] == [0] and "extend" not in server.reports[2]
     finally:
         server.close()
+
+
+def test_a_resumed_trial_whose_checkpoint_is_gone_says_why_it_trains_from_epoch_0(tmp_path: Path, capfd) -> None:
+    server = ScriptedServer()
+    trial_dir = tmp_path / "t9"
+    try:
+        outcome, _ = _quiet(run, server, trial_dir, budget=2, resume=True, epochs_done=1)
+    finally:
+        server.close()
+    assert outcome["status"] == "ok" and server.epochs() == [0, 1]  # trained from epoch 0
+    assert "trained 1 epoch(s) before, but its checkpoints/last.ckpt is gone" in capfd.readouterr().err

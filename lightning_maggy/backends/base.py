@@ -74,7 +74,7 @@ def pack_launch(launch: WorkerLaunch) -> bytes:
     for module in modules:
         cloudpickle.register_pickle_by_value(module)
     try:
-        return cloudpickle.dumps(launch)
+        return _dumps_keeping_filenames(launch)
     except Exception as err:
         raise BackendError(
             f"could not serialize the search's module/datamodule/function for the workers "
@@ -84,6 +84,33 @@ def pack_launch(launch: WorkerLaunch) -> bytes:
     finally:
         for module in modules:
             cloudpickle.unregister_pickle_by_value(module)
+
+
+def _dumps_keeping_filenames(obj: Any) -> bytes:
+    """``cloudpickle.dumps``, but the code it ships by value keeps its file name: cloudpickle
+    writes ``<dynamic-code>`` there (for deterministic payloads), which leaves a trial's
+    traceback without the file, and without the source line a worker on the same machine would
+    read from it. Plain ``dumps`` where cloudpickle's internals differ."""
+    import io
+    import types
+    from collections import ChainMap
+
+    import cloudpickle
+
+    reduce_code = getattr(cloudpickle.cloudpickle, "_code_reduce", None)
+    if reduce_code is None:
+        return cloudpickle.dumps(obj)
+
+    def keep_filename(code: types.CodeType) -> Any:
+        make, args = reduce_code(code)
+        return make, tuple(code.co_filename if a == "<dynamic-code>" else a for a in args)
+
+    class Pickler(cloudpickle.Pickler):
+        dispatch_table = ChainMap({types.CodeType: keep_filename}, cloudpickle.Pickler.dispatch_table)
+
+    with io.BytesIO() as fh:
+        Pickler(fh).dump(obj)
+        return fh.getvalue()
 
 
 def check_shippable(launch: WorkerLaunch) -> None:

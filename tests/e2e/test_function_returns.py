@@ -142,3 +142,17 @@ def test_a_report_after_the_function_returned_is_refused_with_why(tmp_path: Path
     # that trial's output.log.
     logs = "".join((Path(result.exp_dir) / "trials" / t.trial_id / "output.log").read_text() for t in result.trials)
     assert "has ended: a report made after its code returned (from a thread it left running?)" in logs
+
+
+def fails_on_purpose(hparams: dict[str, Any], reporter: Any) -> float:
+    raise ValueError("a bug in the trial's code")  # the line the traceback must show
+
+
+def test_a_failed_trials_traceback_names_the_users_file_and_line(tmp_path: Path) -> None:
+    """Code shipped to the workers by value keeps its file name, so the traceback shows where."""
+    result = lm.search(fails_on_purpose, lm.Searchspace(x=lm.Discrete([1])), metric="acc", optimizer="grid",
+                       max_epochs=1, workers=1, max_failures=5, exp_dir=tmp_path / "exp", seed=0, verbose=False)
+    (trial,) = result.trials
+    assert trial.state is lm.TrialState.FAILED
+    assert f'File "{__file__}", line' in trial.error and "in fails_on_purpose" in trial.error
+    assert 'raise ValueError("a bug in the trial\'s code")  # the line the traceback must show' in trial.error

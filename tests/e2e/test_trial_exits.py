@@ -68,7 +68,7 @@ def test_a_function_trial_that_exits_or_interrupts_fails_and_its_worker_goes_on(
     by_x = {t.config["x"]: t for t in result.trials}
     _assert_failed_once(
         by_x[1],
-        "in _exits\n",  # the traceback's frame of where (code shipped by value has no source lines)
+        "in _exits\n",  # the traceback's frame of where
         "SystemExit: 5\n",
         "lightning_maggy: the trial's code called sys.exit(5), which would end its worker process",
     )

@@ -14,11 +14,11 @@ from typing import Any
 from lightning_maggy.exceptions import ConfigurationError, MetricNotFoundError, TrialDropped
 from lightning_maggy.lightning.context import current_trial
 from lightning_maggy.lightning.epochs import promotes_in_place, unvalidated_epochs_error
-from lightning_maggy.lightning.namespace import available_namespaces
+from lightning_maggy.lightning.namespace import available_namespaces, callback_list
 from lightning_maggy.trial import Decision
 from lightning_maggy.validation import validation_interval_error
 
-__all__ = ["MaggyCallback"]
+__all__ = ["MaggyCallback", "search_callbacks"]
 
 _DROP = "drop"  # broadcast to every rank when the server refused rank 0's report
 
@@ -153,6 +153,13 @@ class MaggyCallback(*_BASES):  # type: ignore[misc]
             )
         value = metrics[self.metric]
         return float(value.item() if hasattr(value, "item") else value)
+
+
+def search_callbacks(callbacks: Any, metric: str) -> list[Any]:
+    """The search's own callbacks for a trial's Trainer: a MaggyCallback on ``metric``, unless
+    ``callbacks`` (the user's: None, one callback or a list) hold one already."""
+    mine = any(isinstance(cb, MaggyCallback) for cb in callback_list(callbacks))
+    return [] if mine else [MaggyCallback(metric)]
 
 
 def _into_trial_dir(trainer: Any, trial_dir: str) -> None:

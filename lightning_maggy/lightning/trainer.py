@@ -233,7 +233,6 @@ def build_trainer(
     publish: Callable[[str], bool] | None = None,
     resumed: bool = False,
     sanity_checked: bool = False,
-    trial_id: str | None = None,
 ) -> Any:
     """A Trainer of the module's Lightning namespace: ``budget`` epochs, checkpoints and logs in
     ``trial_dir``, quiet console; ``trainer_kwargs`` override the defaults, and their callbacks
@@ -243,8 +242,8 @@ def build_trainer(
     Lightning's sanity check unless ``trainer_kwargs`` sets ``num_sanity_val_steps``: the
     trial's validation has run before, and the check costs about 10 ms per run. So does a run
     whose worker has ``sanity_checked`` the same module class in an earlier run. Loggers in
-    ``trainer_kwargs`` are copied for the run and log to a folder of ``trial_id`` (default: the
-    name of ``trial_dir``), see :mod:`lightning_maggy.lightning.loggers`."""
+    ``trainer_kwargs`` are copied for the run and log to a folder named as ``trial_dir`` (the
+    trial's id), see :mod:`lightning_maggy.lightning.loggers`."""
     ns = namespace_of(module)
     # Idempotent and cheap; here rather than at the worker's start, since Lightning may only
     # now have been imported (spawned and Spark workers).
@@ -255,7 +254,7 @@ def build_trainer(
     # one trial's state into the next trial of the same worker.
     user_callbacks = copy.deepcopy(callback_list(kwargs.pop("callbacks", None)))
     if "logger" in kwargs:  # likewise a logger of its own, logging to the trial's own folder
-        kwargs["logger"] = trial_loggers(kwargs["logger"], trial_id or os.path.basename(os.path.normpath(trial_dir)))
+        kwargs["logger"] = trial_loggers(kwargs["logger"], os.path.basename(os.path.normpath(trial_dir)))
     # The newest state after every epoch, always as checkpoints/last.ckpt: what a promoted or
     # re-queued trial resumes from. (save_last=True alone writes only when a top-k save happens.)
     checkpoint = fenced_checkpoint_class(ns.callbacks.ModelCheckpoint)(

@@ -28,7 +28,6 @@ from lightning_maggy.exceptions import (
 )
 from lightning_maggy.lightning.context import Reporter, TrialContext, _set_current
 from lightning_maggy.lightning.heartbeat import Heartbeat
-from lightning_maggy.lightning.namespace import callback_list
 from lightning_maggy.lightning.returns import as_number, returned_metric
 from lightning_maggy.trial import Decision
 
@@ -250,7 +249,7 @@ def _run(task: TrialTask, ctx: TrialContext) -> Any:
         return None
     if task.kind == "train_fn":  # a number it returns is its final metric; anything else, ignored
         return returned_metric(task.target(dict(ctx.config)), task.metric, strict=False)
-    from lightning_maggy.lightning.callback import MaggyCallback
+    from lightning_maggy.lightning.callback import search_callbacks
     from lightning_maggy.lightning.trainer import VALIDATED, build_datamodule, build_module, build_trainer
 
     module = build_module(task.target, ctx.config, task.datamodule)
@@ -261,10 +260,7 @@ def _run(task: TrialTask, ctx: TrialContext) -> Any:
         from lightning_maggy.ablation.surgery import leave_out
 
         module = leave_out(module, datamodule, task.ablation[ctx.component])
-    trainer_kwargs = dict(task.trainer_kwargs or {})
-    trainer_kwargs["callbacks"] = callback_list(trainer_kwargs.get("callbacks"))  # one callback, or a list
-    mine = any(isinstance(cb, MaggyCallback) for cb in trainer_kwargs["callbacks"])
-    ours = [] if mine else [MaggyCallback(task.metric)]
+    ours = search_callbacks((task.trainer_kwargs or {}).get("callbacks"), task.metric)
     ckpt = ctx.last_ckpt if ctx.resuming else None
     if ctx.resuming and ckpt is None and ctx.epochs_done:  # in output.log: why it trains from epoch 0
         print(f"lightning_maggy: trial {ctx.trial_id} trained {ctx.epochs_done} epoch(s) before, but its "
@@ -274,7 +270,7 @@ def _run(task: TrialTask, ctx: TrialContext) -> Any:
         trial_dir=ctx.trial_dir,
         budget=ctx.budget,
         callbacks=ours,
-        trainer_kwargs=trainer_kwargs,
+        trainer_kwargs=task.trainer_kwargs,
         attempt=ctx.attempt,
         publish=ctx.publish,
         resumed=ckpt is not None,

@@ -93,13 +93,11 @@ class Trainer:
         if ctx is None:
             return ns.Trainer(**kwargs)
         # Imports both namespaces (MaggyCallback fits either): only inside a search.
-        from lightning_maggy.lightning.callback import MaggyCallback
-        from lightning_maggy.lightning.namespace import callback_list
+        from lightning_maggy.lightning.callback import search_callbacks
         from lightning_maggy.lightning.trainer import build_trainer
 
         kwargs.pop("max_epochs", None)  # the trial's budget decides
-        kwargs["callbacks"] = user = callback_list(kwargs.get("callbacks"))  # one callback, as Lightning takes
-        ours = [] if any(isinstance(cb, MaggyCallback) for cb in user) else [MaggyCallback(self._metric or ctx.metric)]
+        ours = search_callbacks(kwargs.get("callbacks"), self._metric or ctx.metric)
         return build_trainer(
             # build_trainer picks the namespace the module derives from; before one is given, the
             # guessed namespace's LightningModule class stands for it.

@@ -88,7 +88,8 @@ def search(
         max_failures: the search stops after this many failed trials (default
             ``max(3, num_trials // 4)``).
         max_retries: times a trial whose worker was lost is resumed before it counts as failed.
-        heartbeat_timeout: seconds of worker silence after which its trial is lost.
+        heartbeat_timeout: seconds of worker silence after which its trial is lost (re-queued); a
+            local worker silent for twice as long is killed and replaced.
         spark_master: the master of the SparkSession built when ``backend="spark"`` and none is
             active (e.g. ``"spark://host:7077"``).
         spark_conf: settings of that SparkSession (e.g. ``{"spark.executor.memory": "4g"}``).

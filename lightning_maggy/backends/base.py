@@ -148,6 +148,13 @@ class Backend(ABC):
         restarts it if it can). Raises BackendError when no worker can run any more."""
         return self._poll_lost() if self.started else []
 
+    def replace(self, worker_id: int, reason: str) -> bool:
+        """Ends worker ``worker_id``, which has been silent long after its trial was re-queued
+        (frozen: stopped by a signal, stuck in a call that holds the GIL), so that a new worker
+        takes its place; ``reason`` says why, for the death :meth:`poll_lost` then reports.
+        Returns whether it will be replaced (default: False, the backend cannot)."""
+        return False
+
     def stop(self, timeout: float = 10.0) -> None:
         """Stops the workers (and releases what the backend holds, even if never started)."""
         if not self.stopped:

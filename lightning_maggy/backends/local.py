@@ -252,6 +252,8 @@ class LocalBackend(Backend):
         self._blob = b""
         self._devices: dict[int, str | None] = {}
         self._threads: int | None = None
+        #: worker id -> why the driver had it killed (frozen; see :meth:`replace`)
+        self._killed: dict[int, str] = {}
         #: why the study cannot go on (no worker left), raised by the next poll: the poll that
         #: found the last worker gone returns its death first, so that the driver records it
         self._gone: str | None = None
@@ -296,7 +298,9 @@ class LocalBackend(Backend):
             code = proc.exitcode
             if code == 0:  # told done, or left on its own after the driver went away
                 continue
-            lost.append((wid, f"worker {wid} (pid {proc.pid}) {exit_cause(code)}"))
+            killed = self._killed.pop(wid, None)
+            cause = f"was frozen ({killed}) and killed" if killed else exit_cause(code)
+            lost.append((wid, f"worker {wid} (pid {proc.pid}) {cause}"))
             if self._restarts >= (self.max_restarts or 0):
                 del self._procs[wid]
                 last = (wid, code)
@@ -310,6 +314,16 @@ class LocalBackend(Backend):
                 "its trial's output.log."
             )
         return lost  # with self._gone set, the next poll raises: these deaths are recorded first
+
+    def replace(self, worker_id: int, reason: str) -> bool:
+        """Kills the frozen worker (SIGKILL: a stopped process gets no other signal); the next
+        poll finds it dead and starts another, from the restart budget (whose slack covers it)."""
+        proc = self._procs.get(worker_id)
+        if proc is None or not proc.is_alive():
+            return False
+        self._killed[worker_id] = reason
+        proc.kill()
+        return True
 
     def _stop(self, timeout: float) -> None:
         """Workers told "done" leave within milliseconds; those still in a trial (an abort,

@@ -42,6 +42,7 @@ from lightning_maggy.driver.jobs import JobRunner
 from lightning_maggy.driver.journal import CAUSE_ABORT, CAUSE_END, CAUSE_RESUME, Journal
 from lightning_maggy.driver.reports import ReportsMixin, final_metric
 from lightning_maggy.driver.serving import ServingMixin
+from lightning_maggy.driver.ticking import TickMixin
 from lightning_maggy.driver.workers import Outgoing, StopReason, _Worker
 from lightning_maggy.earlystop.base import AbstractEarlyStop, NoEarlyStop
 from lightning_maggy.optimizers.base import AbstractOptimizer
@@ -57,7 +58,7 @@ log = logging.getLogger(__name__)
 
 
 
-class Controller(ReportsMixin, AssignmentMixin, ServingMixin):
+class Controller(ReportsMixin, AssignmentMixin, ServingMixin, TickMixin):
     """Drives one experiment.
 
     Args:
@@ -155,6 +156,7 @@ class Controller(ReportsMixin, AssignmentMixin, ServingMixin):
         self._stall_at = -1
         self._version = 0
         self._jobs: JobRunner | None = None  # set while optimizer jobs run in the background
+        self._frozen: list[tuple[int, float]] = []  # see take_frozen()
         optimizer.setup(
             searchspace,
             num_trials=num_trials,
@@ -205,6 +207,8 @@ class Controller(ReportsMixin, AssignmentMixin, ServingMixin):
         wid = msg["worker_id"]
         kind = msg["type"]
         worker = self.workers.get(wid)
+        if worker is not None:
+            worker.silent = False  # alive (even if refused below): not frozen
         if kind in ("report", "final", "heartbeat") and not self._current(worker, msg):
             return self._refuse(worker, peer, msg)
         now = self.clock()
@@ -301,47 +305,6 @@ class Controller(ReportsMixin, AssignmentMixin, ServingMixin):
         worker.attempt = None
         worker.trial_started = None
 
-    def tick(self) -> Outgoing:
-        """Applies the passage of time: the search timeout and lost (silent) workers."""
-        out: Outgoing = []
-        now = self.clock()
-        if self.timeout is not None and not self.timed_out and now - self.started_at >= self.timeout:
-            self.timed_out = True
-            self.journal.append("timeout", seconds=self.timeout)
-            while self._requeue:  # lost trials are not resumed after the timeout
-                trial = self.trials[self._requeue.popleft()]
-                self._update(trial.evolve(state=TrialState.STOPPED, finished=time.time()))
-            out += self._wake_parked()
-        for worker in self.workers.values():
-            if worker.trial_id is not None and now - worker.last_seen > self.heartbeat_timeout:
-                out += self._lose(worker.trial_id, f"worker {worker.worker_id} silent for {now - worker.last_seen:.0f} s")
-                self._take_away(worker)
-                out += self._wake_parked()
-            elif (
-                self.trial_timeout is not None
-                and worker.trial_id is not None
-                and worker.trial_started is not None
-                and now - worker.trial_started > self.trial_timeout
-            ):
-                out += self._over_time(worker, now - worker.trial_started)
-        return out + self._finish_if_done()
-
-    def _over_time(self, worker: _Worker, ran: float) -> Outgoing:
-        """Records a trial that ran over ``trial_timeout`` as STOPPED and tells its worker to
-        drop it (on its heartbeat socket now, and in answer to its next report)."""
-        tid, attempt = worker.trial_id, worker.attempt
-        assert tid is not None and attempt is not None
-        trial = self.trials[tid]
-        self._decisions.pop(tid, None)
-        note = f"ran over trial_timeout={self.trial_timeout:g} s (attempt {attempt}, {ran:.1f} s); stopped"
-        self.journal.append("trial_timeout", trial_id=tid, attempt=attempt, seconds=ran)
-        self._update(self._stopped(trial, note))
-        self._take_away(worker)
-        out: Outgoing = []
-        if worker.hb_peer is not None:
-            out.append((worker.hb_peer, {"type": "drop", "trial_id": tid, "attempt": attempt, "reason": note}))
-        return out + self._wake_parked()
-
     def _stopped(self, trial: Trial, note: str) -> Trial:
         """``trial`` STOPPED by the server while it ran or waited (over ``trial_timeout``, or by
         an abort): its result is the last value it reported, as ``scope="last"`` ranks it (a
@@ -354,6 +317,8 @@ class Controller(ReportsMixin, AssignmentMixin, ServingMixin):
     def worker_lost(self, worker_id: int, reason: str) -> Outgoing:
         """Called by a backend that saw a worker die; its trial is re-queued."""
         worker = self.workers.get(worker_id)
+        if worker is not None:
+            worker.silent = False  # gone, not frozen: the backend replaces it
         if worker is None or worker.trial_id is None:
             return []
         out = self._lose(worker.trial_id, reason)

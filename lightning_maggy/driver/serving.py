@@ -3,6 +3,7 @@ background thread (see :mod:`lightning_maggy.driver.controller`)."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from lightning_maggy.driver.jobs import JobRunner
@@ -10,6 +11,8 @@ from lightning_maggy.driver.workers import Outgoing
 from lightning_maggy.exceptions import BackendError
 
 __all__ = ["ServingMixin"]
+
+log = logging.getLogger(__name__)
 
 #: At most this many queued messages are answered in a row before the serve loop looks at the
 #: background jobs and the clock (a burst of 64 reports takes a few milliseconds).
@@ -97,9 +100,23 @@ class ServingMixin:
                     except BackendError as err:
                         out += self.abort(str(err))
                 out += self.tick()
+                self._replace_frozen(backend)
             for peer, message in out:
                 transport.send(peer, message)
         self.journal.append("transport", dropped_messages=transport.dropped, refused_messages=self.refused)
+
+    def _replace_frozen(self, backend: Any) -> None:
+        """Asks the backend to replace each worker :meth:`take_frozen` found (see
+        :mod:`lightning_maggy.driver.ticking`), and journals it."""
+        for worker_id, silent in self.take_frozen():
+            replaced = backend is not None and backend.replace(worker_id, f"silent for {silent:.0f} s")
+            self.journal.append("worker_frozen", worker_id=worker_id, seconds=silent, replaced=replaced)
+            if not replaced:
+                log.warning(
+                    "worker %s has been silent for %.0f s, %.0f s after its trial was re-queued; the %s "
+                    "backend cannot replace it, so its slot stays taken until it speaks again",
+                    worker_id, silent, silent - self.heartbeat_timeout, getattr(backend, "name", "this"),
+                )
 
     def elapsed(self) -> float:
         return self.clock() - self.started_at

@@ -34,6 +34,8 @@ class _Worker:
     #: stale FINAL it may still send, and is answered with new work
     stale: tuple[str, int] | None = None
     hb_peer: bytes | None = None  # its heartbeat socket: where unsolicited drops go
+    #: declared lost for its silence and not heard from since (see driver.ticking)
+    silent: bool = False
     last_finished: Trial | None = None
     #: the ids of the controller's parked workers, kept by ``parked`` (so that waking them
     #: looks at the parked workers only, not at every connected one)

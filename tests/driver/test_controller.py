@@ -326,6 +326,37 @@ def test_silent_worker_trial_is_lost_requeued_then_failed_after_max_retries(make
     assert h.trial(b["trial_id"]).state is TrialState.RUNNING
 
 
+def test_a_worker_silent_for_another_heartbeat_timeout_after_its_loss_is_handed_over_as_frozen(make: Any) -> None:
+    h = make(RandomSearch(), num_trials=5, heartbeat_timeout=30.0, max_retries=3)
+    a = h.start(1)
+    h.clock.advance(31.0)
+    h.tick()  # lost: re-queued; the worker may only be paused
+    assert h.trial(a["trial_id"]).state is TrialState.LOST
+    assert h.ctl.take_frozen() == []
+    h.clock.advance(25.0)  # 56 s of silence: not yet twice the timeout
+    h.tick()
+    assert h.ctl.take_frozen() == []
+    h.clock.advance(5.0)
+    h.tick()
+    assert h.ctl.take_frozen() == [(1, 61.0)]
+    h.clock.advance(60.0)
+    h.tick()
+    assert h.ctl.take_frozen() == []  # handed over once
+
+
+def test_a_paused_worker_that_speaks_again_is_not_frozen(make: Any) -> None:
+    h = make(RandomSearch(), num_trials=5, heartbeat_timeout=30.0)
+    a = h.start(1)
+    h.clock.advance(31.0)
+    h.tick()
+    h.clock.advance(20.0)
+    # It thaws: its heartbeat for the stale attempt is refused (told to drop), yet it is alive.
+    assert h.heartbeat(1, a["trial_id"], attempt=1)[0][1]["type"] == "drop"
+    h.clock.advance(20.0)
+    h.tick()
+    assert h.ctl.take_frozen() == []
+
+
 def test_worker_lost_requeues_and_wakes_a_parked_worker(make: Any) -> None:
     h = make(ASHA(reduction_factor=2), max_epochs=2, num_trials=1)
     a = h.start(1)

@@ -4,6 +4,7 @@
   ``max_retries + 1`` attempts with the cause, and the study finishes;
 - a worker frozen long enough to be declared lost (SIGSTOP: a long GIL-holding call, a network
   pause) and then thawed does not train beside the re-queued attempt: it is told to drop it;
+  one that never thaws is killed and replaced, and the study goes on without it;
 - a Lightning trial over ``trial_timeout`` is stopped, recorded and its worker goes on; one stuck
   in a call that cannot be interrupted ends its worker, which another replaces;
 - fatal errors are matched by type: a user's own ``ConfigurationError`` fails its trial only.
@@ -88,7 +89,7 @@ def test_a_worker_wrongly_declared_lost_is_told_to_drop_its_stale_attempt(tmp_pa
             optimizer="grid",
             max_epochs=10,
             workers=2,
-            heartbeat_timeout=1.0,
+            heartbeat_timeout=2.0,  # thawed about 3 s into the silence, before the 4 s that replaces it
             exp_dir=exp,
             verbose=False,
         )
@@ -134,6 +135,37 @@ def test_a_worker_wrongly_declared_lost_is_told_to_drop_its_stale_attempt(tmp_pa
     assert {s[2] for s in steps if s[0] == "2"} != {str(pid)}  # attempt 2 ran on the other worker
     evs = events()
     assert len({e["pid"] for e in evs if e["event"] == "worker"}) == 2  # no restart: it was alive
+
+
+def _freezes_on_first_attempt(hparams: dict[str, Any], reporter: Any) -> float:
+    ctx = lm.current_trial()
+    for step in range(reporter.start_step, reporter.budget):
+        reporter.broadcast(hparams["x"] + step / 10, step)
+        if hparams["x"] == 1 and ctx.attempt == 1 and step == 1:
+            os.kill(os.getpid(), signal.SIGSTOP)  # frozen for good, heartbeat thread included
+        time.sleep(0.05)
+    return hparams["x"] + reporter.budget / 10
+
+
+def test_a_worker_frozen_for_good_is_killed_and_replaced_and_the_study_goes_on(tmp_path: Path) -> None:
+    result = lm.search(
+        _freezes_on_first_attempt, lm.Searchspace(x=lm.Discrete([1, 2])), metric="score", optimizer="grid",
+        max_epochs=4, workers=1, heartbeat_timeout=1.0, timeout=120, exp_dir=tmp_path / "exp", verbose=False,
+    )
+    # Without the replacement the only worker stays stopped: nothing runs until the timeout.
+    assert result.stop_reason == "finished"
+    by_x = {t.config["x"]: t for t in result.trials}
+    first = by_x[1]
+    assert first.state is lm.TrialState.COMPLETED and first.attempt == 2 and first.retries == 1
+    assert first.history == (1.0, 1.1, 1.2, 1.3)
+    assert by_x[2].state is lm.TrialState.COMPLETED
+    events = list(read_journal(Path(result.exp_dir) / "journal.jsonl"))
+    (frozen,) = [e for e in events if e["event"] == "worker_frozen"]
+    assert frozen["worker_id"] == 0 and frozen["replaced"] is True and frozen["seconds"] > 2.0
+    pids = [e["pid"] for e in events if e["event"] == "worker"]
+    assert len(set(pids)) == 2
+    with pytest.raises(ProcessLookupError):  # the frozen process is gone, not left stopped
+        os.kill(pids[0], 0)
 
 
 def test_a_lightning_trial_over_trial_timeout_is_stopped_and_its_worker_goes_on(tmp_path: Path) -> None:

@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
+import io
 import json
 import math
 import os
@@ -317,18 +319,31 @@ def write_result(result: SearchResult) -> None:
         "counts": result.counts(),
         "trials": [t.to_dict() for t in result.trials],
     }
-    tmp = exp / "result.json.tmp"
-    tmp.write_text(json.dumps(payload, indent=2, default=str))
-    os.replace(tmp, exp / "result.json")
+    _replace_file(exp / "result.json", json.dumps(payload, indent=2, default=str))
     rows = result.rows()
     fields: list[str] = []
     for row in rows:
         fields += [k for k in row if k not in fields]
-    with open(exp / "trials.csv", "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=fields or ["trial_id"])
-        writer.writeheader()
-        writer.writerows(rows)
+    table = io.StringIO(newline="")
+    writer = csv.DictWriter(table, fieldnames=fields or ["trial_id"])
+    writer.writeheader()
+    writer.writerows(rows)
+    _replace_file(exp / "trials.csv", table.getvalue())
     _write_tensorboard(result, exp / "tensorboard")
+
+
+def _replace_file(path: Path, text: str) -> None:
+    """Writes ``text`` to ``path`` through a temporary file moved over it: a write that fails
+    (a full disk) leaves the earlier file whole, and no temporary file behind."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "w", newline="", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
 
 
 def _write_tensorboard(result: SearchResult, logdir: Path) -> None:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from lightning_maggy.driver.controller import Controller, StopReason
-from lightning_maggy.driver.journal import JOURNAL_NAME, Journal, StudyLog, fsync_dir
+from lightning_maggy.driver.journal import JOURNAL_NAME, Journal, JournalWriteError, StudyLog, fsync_dir
 from lightning_maggy.earlystop import AbstractEarlyStop
 from lightning_maggy.exceptions import ConfigurationError, ExperimentError
 from lightning_maggy.optimizers import AbstractOptimizer
@@ -250,6 +250,8 @@ def _run(
         except KeyboardInterrupt:
             controller.abort("interrupted by the user (Ctrl-C)", StopReason.INTERRUPTED)
             progress.write("Interrupted: workers stopped; the partial result is saved in " + str(exp_path))
+        except JournalWriteError as err:  # a full disk: stop now, the record whole so far
+            controller.abort(str(err))
         except BaseException as err:  # the record says why, then the error propagates
             controller.abort(f"the driver failed: {type(err).__name__}: {err}")
             raise
@@ -269,7 +271,7 @@ def _run(
                 message=controller.abort_message,
                 scope=scope,
             )
-            write_result(result)
+            _save_result(result)
             journal.close()
         if mirror is not None:  # the record is whole in the driver's copy: Ctrl-C may cut this short
             _final_upload(mirror)
@@ -280,6 +282,22 @@ def _run(
         err.result = result  # type: ignore[attr-defined]
         raise err
     return result
+
+
+def _save_result(result: SearchResult) -> None:
+    """:func:`write_result`; where the disk is full, a warning instead of an error that would
+    hide the study's own result (or error): the journal holds the whole record, from which
+    ``SearchResult.load`` rebuilds the same result."""
+    try:
+        write_result(result)
+    except OSError as err:
+        warnings.warn(
+            f"could not write result.json, trials.csv or the TensorBoard summary in {result.record_dir} ({err}). "
+            f"The study's journal holds its whole record: lm.SearchResult.load({result.exp_dir!r}) reads the "
+            "result back, and `lightning-maggy show` shows it.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
 
 
 def _spark_session_active() -> bool:

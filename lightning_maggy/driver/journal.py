@@ -21,7 +21,9 @@ Durability, precisely:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
 import json
 import math
 import os
@@ -31,7 +33,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from lightning_maggy.exceptions import JournalError
+from lightning_maggy.exceptions import ExperimentError, JournalError
 from lightning_maggy.trial import Trial, TrialState
 
 __all__ = ["Journal", "StudyLog", "history_with", "load_study", "non_finite_note", "read_journal", "replay"]
@@ -109,6 +111,20 @@ def _cut_torn_tail(path: Path) -> None:
 _ENCODE = json.JSONEncoder(separators=(",", ":"), allow_nan=True, default=str).encode
 
 
+class JournalWriteError(ExperimentError):
+    """The journal could not be written (a full disk, a folder that became unwritable): the
+    study must stop, since no answer may be ahead of its record. Nothing is written after the
+    first failure, so the journal stays whole up to its last complete event."""
+
+    def __init__(self, path: Path, err: OSError) -> None:
+        why = "the disk is full" if err.errno in (errno.ENOSPC, errno.EDQUOT) else (err.strerror or str(err))
+        super().__init__(
+            f"could not write the study's journal {path} ({why}: {err}); the study stopped there. Its record is "
+            f"whole up to the last event written. Free space on that disk (or fix the folder), then run the same "
+            f"call with resume={str(path.parent)!r} to continue it."
+        )
+
+
 class Journal:
     """Appends events to ``exp_dir/journal.jsonl`` (see the module docstring for durability).
 
@@ -132,6 +148,8 @@ class Journal:
         self._lock = threading.Lock()
         self.sync_interval = sync_interval
         self.syncs = 0
+        #: the error of the first write that failed; nothing is written after it
+        self.failed: OSError | None = None
         self._dirty = threading.Event()
         self._closing = False
         self._syncer: threading.Thread | None = None
@@ -187,15 +205,19 @@ class Journal:
         """Writes and flushes one line; the group commit fsyncs it within ``sync_interval``
         (without one, a durable line is fsync'd now)."""
         with self._lock:
-            if self._file.closed:
-                return
-            self._file.write(line)
-            self._file.flush()
-            if self._syncer is None:
-                if durable:
-                    os.fsync(self._file.fileno())
-                    self.syncs += 1
-                return
+            if self._file.closed or self.failed is not None:
+                return  # after a failed write nothing more: no event may follow a lost one
+            try:
+                self._file.write(line)
+                self._file.flush()
+                if self._syncer is None:
+                    if durable:
+                        os.fsync(self._file.fileno())
+                        self.syncs += 1
+                    return
+            except OSError as err:
+                self.failed = err
+                raise JournalWriteError(self.path, err) from err
         # Set already: the syncer clears it before its next fsync, which then covers this line
         # (one Event.set per burst of lines instead of one per report).
         if not self._dirty.is_set():
@@ -221,9 +243,14 @@ class Journal:
             self._syncer.join()
         with self._lock:
             if not self._file.closed:
-                self._file.flush()
-                os.fsync(self._file.fileno())
-                self._file.close()
+                try:
+                    self._file.flush()
+                    os.fsync(self._file.fileno())
+                except OSError as err:  # still full: what did not fit is a torn tail, cut on resume
+                    self.failed = self.failed or err
+                finally:
+                    with contextlib.suppress(OSError):
+                        self._file.close()
 
 
 def read_journal(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:

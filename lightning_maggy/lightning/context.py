@@ -324,8 +324,9 @@ class TrialContext:
         """Closes this run's ``trial_dir/metrics.csv`` (kept across resumes; every accepted
         report is in it as soon as the server answered)."""
         if self._metrics is not None:
-            self._metrics.close()
-            self._metrics = None
+            metrics, self._metrics = self._metrics, None
+            with contextlib.suppress(OSError):  # a full disk: what fits is written, the trial said why
+                metrics.close()
 
 
 def current_trial() -> TrialContext | None:

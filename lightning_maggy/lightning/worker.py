@@ -27,6 +27,7 @@ from lightning_maggy.exceptions import (
     TrialDropped,
 )
 from lightning_maggy.lightning.context import Reporter, TrialContext, _set_current
+from lightning_maggy.lightning.disk import disk_full, disk_full_note
 from lightning_maggy.lightning.heartbeat import Heartbeat
 from lightning_maggy.lightning.returns import as_number, returned_metric
 from lightning_maggy.trial import Decision
@@ -133,7 +134,7 @@ def run_trial(task: TrialTask, ctx: TrialContext) -> dict[str, Any]:
     except Exception as err:  # user code failed: the trial fails, the search goes on
         if ctx.dropped is not None:  # the user's code turned our TrialDropped into its own error
             return _dropped(ctx.dropped)
-        return _failed(err)
+        return _failed(err, trial_dir=ctx.trial_dir)
     except (SystemExit, KeyboardInterrupt) as err:
         chain = _chain(err)
         if any(isinstance(e, _shutdown_types()) for e in chain):
@@ -147,22 +148,28 @@ def run_trial(task: TrialTask, ctx: TrialContext) -> dict[str, Any]:
     return {"status": status, "metric": metric, "error": None, "error_type": None, "fatal": False}
 
 
-def _failed(err: BaseException, note: str | None = None) -> dict[str, Any]:
+def _failed(err: BaseException, note: str | None = None, trial_dir: str = "") -> dict[str, Any]:
     """The FINAL fields of a trial whose code raised ``err`` (being handled): its traceback, and
-    ``note`` after it (the line a study's abort message quotes)."""
+    ``note`` after it (the line a study's abort message quotes). A full disk is fatal and said
+    so (see :mod:`lightning_maggy.lightning.disk`)."""
+    full = disk_full(err)
+    if full is not None and note is None:
+        note = disk_full_note(full, trial_dir)
     text = traceback.format_exc()
     if note is not None:
         text = f"{text}lightning_maggy: {note}\n"
     if len(text) > MAX_ERROR_CHARS:
         text = "...\n" + text[-MAX_ERROR_CHARS:]
-    print(text, file=sys.stderr, flush=True)
-    return {
+    with contextlib.suppress(OSError):  # stderr is output.log, maybe on that full disk
+        print(text, file=sys.stderr, flush=True)
+    fields = {
         "status": "failed",
         "metric": None,
         "error": text,
         "error_type": type(err).__name__,
-        "fatal": isinstance(err, FATAL_ERRORS),
+        "fatal": isinstance(err, FATAL_ERRORS) or full is not None,
     }
+    return {**fields, "disk_full": True} if full is not None else fields
 
 
 def _chain(err: BaseException) -> list[BaseException]:
@@ -433,5 +440,10 @@ def _write_hparams(trial_dir: str, trial: Mapping[str, Any]) -> None:
         "component": trial.get("component"),
         "seed": trial.get("seed"),
     }
-    with open(os.path.join(trial_dir, "hparams.json"), "w", encoding="utf-8") as fh:
-        json.dump(record, fh, indent=2)
+    path = os.path.join(trial_dir, "hparams.json")
+    try:
+        with open(path, "w", encoding="utf-8") as fh:
+            json.dump(record, fh, indent=2)
+    except OSError:  # a full disk: the journal has the config, and the trial's own writes say why
+        with contextlib.suppress(OSError):
+            os.remove(path)

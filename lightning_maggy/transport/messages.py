@@ -97,6 +97,8 @@ SCHEMAS: dict[str, dict[str, tuple[type, ...]]] = {
 OPTIONAL: dict[str, dict[str, tuple[type, ...]]] = {
     # False: a report the worker does not wait for (the server sends no answer).
     "report": {"sync": (bool,)},
+    # True: the trial failed because a disk it writes to is full (lightning.disk); the study stops.
+    "final": {"disk_full": (bool,)},
 }
 
 

@@ -32,7 +32,8 @@ def disk_full(err: BaseException) -> OSError | None:
 
 def disk_full_note(full: OSError, trial_dir: str) -> str:
     """The line a disk-full FINAL ends with (the study's abort message quotes it)."""
-    where = f" writing {full.filename}" if full.filename else ""
+    target = full.filename2 or full.filename  # a copy names its source first
+    where = f" writing {target}" if target else ""
     return (
         f"the disk is full ({full.strerror or full}{where}; this trial's folder is {trial_dir}): every trial "
         "would hit it, so the study stops. Free space there, then run the same call with resume= set to the "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import inspect
@@ -170,7 +171,13 @@ def fenced_checkpoint_class(checkpoint_cls: type) -> type:
             from lightning_maggy.lightning.fence import commit
 
             tmp = f"{filepath}.attempt-{self.attempt}.tmp"
-            super()._save_checkpoint(trainer, tmp)
+            try:
+                super()._save_checkpoint(trainer, tmp)
+            except BaseException:  # a full disk: no partial file left to hold its space
+                if trainer.is_global_zero:
+                    with contextlib.suppress(OSError):
+                        os.remove(tmp)
+                raise
             ok = commit(tmp, filepath, self.trial_dir, self.attempt) if trainer.is_global_zero else True
             if ok and trainer.is_global_zero and self.publish is not None:  # to an exp_dir URL
                 ok = self.publish(filepath)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tiny_models import BlobsDataModule, TinyClassifier
 
 import lightning_maggy as lm
 from lightning_maggy.driver.journal import Journal, JournalWriteError, read_journal
@@ -108,3 +109,22 @@ def test_a_disk_that_fills_during_a_study_gives_one_clear_error_and_a_whole_reco
     resumed = lm.search(_reports, lm.Searchspace(x=lm.Double(0.0, 1.0)), resume=exp, **call)
     assert resumed.stop_reason == "finished" and resumed.counts()["COMPLETED"] == 300
     assert all(t.history == tuple(t.config["x"] * s for s in range(20)) for t in resumed.trials)
+
+
+def test_a_lightning_checkpoint_that_does_not_fit_leaves_no_partial_file_and_resumes(tiny_disk: Path) -> None:
+    exp = tiny_disk / "exp"  # 256 KiB: hidden=16 checkpoints fit, hidden=4096 ones (about 200 KiB each) do not
+    call = dict(datamodule=BlobsDataModule, metric="val_acc", optimizer="grid", max_epochs=2, workers=1,
+                exp_dir=exp, verbose=False)
+    space = lm.Searchspace(hidden=lm.Discrete([16, 4096]))
+    with pytest.raises(lm.ExperimentError) as info:
+        lm.search(TinyClassifier, space, **call)
+    assert "the disk is full" in str(info.value) and "last.ckpt.attempt-1.tmp" in str(info.value)
+    by_hidden = {t.config["hidden"]: t for t in info.value.result.trials}  # type: ignore[attr-defined]
+    assert by_hidden[16].state is lm.TrialState.COMPLETED
+    assert by_hidden[4096].state is lm.TrialState.STOPPED
+    assert not list(exp.rglob("*.tmp"))  # the partial checkpoint does not hold the space
+    _grow(tiny_disk)
+    resumed = lm.search(TinyClassifier, space, resume=exp, **call)
+    assert resumed.stop_reason == "finished"
+    assert [t.state for t in resumed.trials] == [lm.TrialState.COMPLETED] * 2
+    assert all(len(t.history) == 2 for t in resumed.trials)

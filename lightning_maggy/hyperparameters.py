@@ -20,7 +20,18 @@ _JSON_SCALARS = (str, int, float, bool, type(None))
 
 
 def _is_number(value: Any) -> bool:
+    """A number given as a bound or a choice (NumPy scalars included: they are converted)."""
     return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+
+def _is_plain_number(value: Any) -> bool:
+    """A number a configuration may hold: a Python int or float (``np.float64`` is a float),
+    which JSON records and sends to the workers as it is; ``np.int64`` or ``np.float32`` is not."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+#: The bounds numpy's generator draws integers within.
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
 class Hyperparameter(ABC):
@@ -77,6 +88,8 @@ class _Range(Hyperparameter):
                 f"{name}(low={low!r}, high={high!r}): low must be smaller than high. "
                 f"For a fixed value, pass it to the module directly or use Discrete([{low!r}])."
             )
+        if not isinstance(log, (bool, np.bool_)) and log not in (0, 1):
+            raise SearchspaceError(f"{name}(low={low!r}, high={high!r}, log={log!r}): log must be True or False.")
         if log and low <= 0:
             raise SearchspaceError(
                 f"{name}(low={low!r}, high={high!r}, log=True): a log scale needs low > 0; "
@@ -131,7 +144,7 @@ class Double(_Range):
         return float(min(self.high, max(self.low, self._from_unit(u))))
 
     def contains(self, value: Any) -> bool:
-        return _is_number(value) and self.low <= float(value) <= self.high
+        return _is_plain_number(value) and self.low <= float(value) <= self.high
 
 
 class Integer(_Range):
@@ -142,9 +155,16 @@ class Integer(_Range):
     def __init__(self, low: int, high: int, log: bool = False) -> None:
         for bound in (low, high):
             if not isinstance(bound, (int, np.integer)) or isinstance(bound, bool):
+                whole = all(_is_number(b) and float(b).is_integer() for b in (low, high))
                 raise SearchspaceError(
                     f"Integer(low={low!r}, high={high!r}): bounds must be ints; "
-                    "use Double for real numbers."
+                    + (f"write Integer({int(low)}, {int(high)})." if whole else "use Double for real numbers.")
+                )
+            if not _INT64_MIN <= int(bound) <= _INT64_MAX:
+                raise SearchspaceError(
+                    f"Integer(low={low!r}, high={high!r}): bounds must lie within the 64-bit integers "
+                    "[-2**63, 2**63 - 1], which numpy's generator draws from; for a wider range, search "
+                    "Double(low, high, log=True) and round the value in your module."
                 )
         super().__init__(int(low), int(high), log)
 
@@ -169,6 +189,8 @@ class Integer(_Range):
     def sample(self, rng: np.random.Generator) -> int:
         if self.log:
             return self.decode(rng.random())
+        if self.high == _INT64_MAX:  # high + 1 would overflow numpy's int64
+            return int(rng.integers(self.low, self.high, endpoint=True))
         return int(rng.integers(self.low, self.high + 1))
 
     def grid(self, grid_size: int) -> list[int]:
@@ -184,23 +206,24 @@ class Integer(_Range):
                 x = math.exp(math.log(lo_hi[0]) + i / (grid_size - 1) * math.log(lo_hi[1] / lo_hi[0]))
             else:
                 x = lo_hi[0] + i / (grid_size - 1) * (lo_hi[1] - lo_hi[0])
-            points.append(int(round(x)))
+            points.append(min(self.high, max(self.low, int(round(x)))))  # floats round past 2**53
         return sorted(set(points))
 
     def contains(self, value: Any) -> bool:
-        if isinstance(value, bool) or not _is_number(value):
-            return False
-        return float(value).is_integer() and self.low <= value <= self.high
+        return isinstance(value, int) and not isinstance(value, bool) and self.low <= value <= self.high
 
 
 class _Choice(Hyperparameter):
     def __init__(self, values: Sequence[Any]) -> None:
         name = type(self).__name__
+        if isinstance(values, np.ndarray) and values.ndim == 1:
+            values = values.tolist()  # NumPy scalars become Python ones
         if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
             raise SearchspaceError(
-                f"{name}({values!r}): expected a list of values, e.g. {name}([32, 64, 128])."
+                f"{name}({values!r}): expected a list of values, e.g. {name}([32, 64, 128])"
+                + (" (a set has no order: pass sorted(...))." if isinstance(values, (set, frozenset)) else ".")
             )
-        values = list(values)
+        values = [v.item() if isinstance(v, np.generic) else v for v in values]
         if not values:
             raise SearchspaceError(f"{name}([]): needs at least one value.")
         for v in values:
@@ -259,6 +282,11 @@ class Discrete(_Choice):
             raise SearchspaceError(
                 f"Discrete({self.values!r}): values must be numbers; use Categorical for other values."
             )
+        if len(set(self.values)) != len(self.values):  # 1 and 1.0 are one number
+            raise SearchspaceError(
+                f"Discrete({self.values!r}): values must be distinct numbers; some are equal (e.g. 1 "
+                "and 1.0). Remove the duplicates."
+            )
         self.values = sorted(self.values)
 
 
@@ -266,3 +294,16 @@ class Categorical(_Choice):
     """One of an unordered list of values, e.g. ``Categorical(["relu", "gelu"])``."""
 
     kind = "CATEGORICAL"
+
+
+def type_hint(hp: Hyperparameter, value: Any) -> str:
+    """Why ``value`` may have been refused for its type, as advice for the message; "" if not."""
+    if isinstance(value, np.generic):
+        return (
+            f" It is a NumPy {type(value).__name__}: a configuration holds Python values (int, float, "
+            "str, bool, None), which are recorded as JSON and given to your module as they are; "
+            "convert it with value.item()."
+        )
+    if isinstance(hp, Integer) and isinstance(value, float) and value.is_integer():
+        return f" An Integer dimension takes Python ints: return int(value) ({int(value)}), not a float."
+    return ""

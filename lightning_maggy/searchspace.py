@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from lightning_maggy.exceptions import SearchspaceError
-from lightning_maggy.hyperparameters import Categorical, Discrete, Double, Hyperparameter, Integer
+from lightning_maggy.hyperparameters import Categorical, Discrete, Double, Hyperparameter, Integer, type_hint
 
 __all__ = ["Categorical", "Discrete", "Double", "Hyperparameter", "Integer", "Searchspace"]
 
@@ -211,9 +211,9 @@ class Searchspace:
             )
         for name, hp in self._params.items():
             if not hp.contains(config[name]):
-                raise SearchspaceError(
-                    f"Hyperparameter {name!r}: value {config[name]!r} is outside {hp!r}."
-                )
+                value, hint = config[name], type_hint(hp, config[name])
+                where = f"of type {type(value).__name__} is not a value of" if hint else "is outside"
+                raise SearchspaceError(f"Hyperparameter {name!r}: value {value!r} {where} {hp!r}.{hint}")
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         return {name: hp.to_dict() for name, hp in self._params.items()}

@@ -44,9 +44,15 @@ def _unique_json(values: list) -> list:
     return out
 
 
+def _unique_numbers(values: list) -> list:
+    """Distinct numbers (1 and 1.0 are one number: Discrete refuses both)."""
+    seen: set = set()
+    return [v for v in values if not (v in seen or seen.add(v))]
+
+
 numbers = st.one_of(st.integers(-10_000, 10_000), st.floats(-1e6, 1e6, allow_nan=False))
 scalars = st.one_of(st.text(max_size=5), numbers, st.booleans(), st.none())
-discretes = st.lists(numbers, min_size=1, max_size=8).map(_unique_json).map(Discrete)
+discretes = st.lists(numbers, min_size=1, max_size=8).map(_unique_numbers).map(Discrete)
 categoricals = st.lists(scalars, min_size=1, max_size=8).map(_unique_json).map(Categorical)
 hyperparameters = st.one_of(doubles(), integers(), discretes, categoricals)
 

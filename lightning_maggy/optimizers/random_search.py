@@ -128,7 +128,9 @@ class ConfigDrawer:
     ) -> dict[str, Any]:
         config = dict(self.suggester(searchspace, rng, trials))
         self.draws += 1
-        return config
+        # A suggester's own draws (rng.choice, rng.integers) give NumPy scalars: configurations
+        # hold Python values, which JSON records and the module receives as the space's types.
+        return {name: v.item() if isinstance(v, np.generic) else v for name, v in config.items()}
 
     def restore(self, draws: int) -> None:
         """Sets the draw count from a saved state; the records may still move it forward."""

@@ -30,7 +30,10 @@ from lightning_maggy.backends.base import Backend, pack_launch
 from lightning_maggy.exceptions import BackendError, ConfigurationError
 from lightning_maggy.lightning.worker import WorkerLaunch
 
-__all__ = ["QUICK_START_JVM", "SparkBackend", "check_java", "is_local_master", "session_conf"]
+__all__ = [
+    "QUICK_START_JVM", "SparkBackend", "check_java", "is_local_master", "job_description", "session_conf",
+    "task_environ",
+]
 
 MIN_JAVA = 17
 
@@ -160,34 +163,70 @@ def explain_task_failure(error: BaseException, python: str) -> str:
     return f"a Spark task running the workers failed with {what}; see the executor's log for its traceback."
 
 
-def _task(blob: bytes) -> Any:
+#: Variables of the driver's environment never applied to a task: Spark's and pyspark's own (a
+#: task's Python worker has its own values), the JVM's, and Python's start-up settings (too late
+#: to matter in a running worker).
+PROCESS_ENV_PREFIXES = ("SPARK_", "PYSPARK_", "PYTHON", "JAVA_", "_")
+
+
+def task_environ(master: str) -> dict[str, str] | None:
+    """The driver's environment a task applies on top of its own, as local workers run with the
+    environment ``search()`` was called in: for a ``local`` master only, whose executors run on
+    this machine but took their environment from the JVM's start (the session's creation), so a
+    variable set since (a data path, a credential, a library's setting) would be missing. On a
+    cluster the executors' environment is theirs (``spark.executorEnv.NAME``): None."""
+    if not str(master).startswith("local"):
+        return None
+    return {k: v for k, v in os.environ.items() if not k.startswith(PROCESS_ENV_PREFIXES)}
+
+
+def _task(blob: bytes, environ: Mapping[str, str] | None = None) -> Any:
     """The function each Spark task runs: one long-running worker."""
 
     def run_partition(_: Iterator[Any]) -> None:
-        import cloudpickle
-        from pyspark import TaskContext
-
-        from lightning_maggy.lightning.lifeline import Watchdog, driver_alive
-        from lightning_maggy.lightning.worker import run_worker
-
-        # Shipped inside the Spark task, like the closure itself: never from our socket.
-        launch = cloudpickle.loads(blob)
-        ctx = TaskContext.get()
-        worker_id = ctx.partitionId()
-        os.environ["LIGHTNING_MAGGY_WORKER"] = "1"  # see lightning_maggy.lightning.trainer.WORKER_ENV
-        gpus = ctx.resources().get("gpu")
-        if gpus is not None and gpus.addresses:
-            os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(gpus.addresses)
-        # An orphaned task (its python daemon, and so its executor, gone) stops within a second;
-        # pyspark's own daemon ends its workers when the executor goes away in an orderly way.
-        watchdog = Watchdog(driver_alive())
-        watchdog.start()
+        # pyspark reuses a task's Python worker for later tasks, also other jobs' (with
+        # spark.python.worker.reuse, the default): the worker's environment is given back as it
+        # was, so that none of them runs "inside a search" or with this task's GPUs.
+        saved = dict(os.environ)
         try:
-            run_worker(launch, worker_id)
+            _run_partition(blob, environ)
         finally:
-            watchdog.stop()
+            os.environ.clear()
+            os.environ.update(saved)
 
     return run_partition
+
+
+def _run_partition(blob: bytes, environ: Mapping[str, str] | None) -> None:
+    import cloudpickle
+    from pyspark import TaskContext
+
+    from lightning_maggy.backends.spark_daemon import preload
+    from lightning_maggy.lightning.lifeline import Watchdog, driver_alive
+    from lightning_maggy.lightning.worker import run_worker
+
+    os.environ.update(environ or {})  # before the user's modules import (and read it) below
+    # Lightning's packages first, as the forkserver and lightning_maggy's daemon import them:
+    # one imported after the worker quieted Lightning's loggers (pytorch_lightning, which
+    # lightning_maggy imports on the way to the first trial) would set its INFO level again,
+    # and every trial's output.log would start with Lightning's GPU/TPU banner.
+    preload()
+    # Shipped inside the Spark task, like the closure itself: never from our socket.
+    launch = cloudpickle.loads(blob)
+    ctx = TaskContext.get()
+    worker_id = ctx.partitionId()
+    os.environ["LIGHTNING_MAGGY_WORKER"] = "1"  # see lightning_maggy.lightning.trainer.WORKER_ENV
+    gpus = ctx.resources().get("gpu")
+    if gpus is not None and gpus.addresses:
+        os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(gpus.addresses)
+    # An orphaned task (its python daemon, and so its executor, gone) stops within a second;
+    # pyspark's own daemon ends its workers when the executor goes away in an orderly way.
+    watchdog = Watchdog(driver_alive())
+    watchdog.start()
+    try:
+        run_worker(launch, worker_id)
+    finally:
+        watchdog.stop()
 
 
 #: The driver JVM's options for a session built here on a local master: the client compiler
@@ -304,16 +343,21 @@ class SparkBackend(Backend):
         return max(1, int(self.sc.defaultParallelism))
 
     def _start(self, launch: WorkerLaunch, num_workers: int) -> None:
-        task = _task(pack_launch(launch))
+        task = _task(pack_launch(launch), task_environ(self.sc.master))
+        description = job_description(launch, num_workers)
 
         def run_job() -> None:
             try:
-                self.sc.setJobGroup(self._group, "lightning_maggy search", interruptOnCancel=True)
+                self.sc.setJobGroup(self._group, description, interruptOnCancel=True)
                 self.sc.parallelize(range(num_workers), num_workers).foreachPartition(task)
             except BaseException as err:  # reported by poll_lost, unless we cancelled it
                 self._error = err
 
-        self._thread = threading.Thread(target=run_job, name="maggy-spark-job", daemon=True)
+        from pyspark import InheritableThread
+
+        # Inheritable: the job runs with the calling thread's Spark properties (a scheduler pool
+        # of the user's, spark.scheduler.pool), as a job the user started there would.
+        self._thread = InheritableThread(target=run_job, name="maggy-spark-job", daemon=True)
         self._thread.start()
 
     def _poll_lost(self) -> list[tuple[int, str]]:
@@ -323,11 +367,30 @@ class SparkBackend(Backend):
 
     def _stop(self, timeout: float) -> None:
         self._stopping = True
-        try:
-            self.sc.cancelJobGroup(self._group)
-        except Exception:  # the context may already be gone
-            pass
         if self._thread is not None:
-            self._thread.join(timeout)
+            # At the study's end the workers were told "done" and end their tasks themselves: a
+            # moment's wait lets the job succeed, where cancelling it at once would show every
+            # finished study as a failed job in the Spark UI and log a cancelled task's errors.
+            self._thread.join(min(timeout, END_GRACE))
+        if self._thread is None or self._thread.is_alive():
+            try:
+                self.sc.cancelJobGroup(self._group)
+            except Exception:  # the context may already be gone
+                pass
+            if self._thread is not None:
+                self._thread.join(timeout)
         if self._owns_session:
             self.spark.stop()
+
+
+#: Seconds a stopping backend waits for the workers' tasks to end on their own before it
+#: cancels the job (an interrupted study's tasks, still in a trial, are cancelled after it).
+END_GRACE = 1.0
+
+
+def job_description(launch: WorkerLaunch, num_workers: int) -> str:
+    """The job's description in the Spark UI: what is searched, by how many workers, and where
+    the study's record is."""
+    target = launch.task.target
+    name = getattr(target, "__qualname__", None) or type(target).__name__
+    return f"lightning_maggy search of {name}: {num_workers} worker(s), exp_dir {launch.exp_dir}"

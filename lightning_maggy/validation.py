@@ -150,12 +150,51 @@ def check_run_settings(
             f"trial_timeout={trial_timeout!r}: expected a positive number of seconds one run of a "
             "trial may take (e.g. trial_timeout=600), or None for no limit."
         )
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-        raise ConfigurationError(f"seed={seed!r}: expected an int or None.")
+    _check_seed(seed)
+    if backend == "local":
+        _check_local_workers(workers)
     if not (isinstance(heartbeat_timeout, (int, float)) and heartbeat_timeout > 0):
         raise ConfigurationError(f"heartbeat_timeout={heartbeat_timeout!r}: expected a positive number of seconds.")
     if (spark_master is not None or spark_conf is not None) and backend != "spark":
         raise ConfigurationError("spark_master/spark_conf apply only with backend='spark'.")
+
+
+def _check_seed(seed: Any) -> None:
+    """An int >= 0 (numpy's generators refuse negative seeds) or None."""
+    if seed is None:
+        return
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        import numpy as np  # imported already: the search space needs it
+
+        hint = f" Pass int(seed) ({int(seed)})." if isinstance(seed, np.integer) else ""
+        raise ConfigurationError(f"seed={seed!r}: expected a Python int >= 0, or None for no seed.{hint}")
+    if seed < 0:
+        raise ConfigurationError(
+            f"seed={seed}: expected an int >= 0 (numpy's random generators, which the optimizers "
+            f"draw from, take no negative seed), or None. Pass e.g. seed={abs(seed)}."
+        )
+
+
+#: Local worker processes allowed per CPU core: each one is a Python process holding torch and
+#: Lightning (hundreds of MB), so many more than the cores exhaust the memory, not the work.
+_WORKERS_PER_CPU = 4
+
+
+def _check_local_workers(workers: int | None) -> None:
+    """Refuses more local workers than this machine can hold before any is started."""
+    import os
+
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    limit = max(8, _WORKERS_PER_CPU * cpus)
+    if workers is not None and workers > limit:
+        raise ConfigurationError(
+            f"workers={workers}: too many local worker processes for this machine ({cpus} CPU "
+            f"core(s)); each one is a Python process with torch and Lightning loaded (hundreds of MB), "
+            f"so {workers} of them would exhaust its memory before a trial runs. Pass workers <= {limit} "
+            "(at most a few per core, or one per GPU share with gpus_per_trial=), run on a cluster "
+            "with backend='spark', or pass backend=LocalBackend() "
+            "(lightning_maggy.backends.local) to start this many anyway."
+        )
 
 
 def check_trainer_kwargs(trainer_kwargs: Mapping[str, Any] | None, kind: str) -> dict[str, Any]:
@@ -284,6 +323,7 @@ def check_trainer_arguments(target: type, trainer_kwargs: Mapping[str, Any]) -> 
     from lightning_maggy.lightning.namespace import namespace_of
 
     ns = namespace_of(target)
+    _check_callback_and_logger_types(ns, trainer_kwargs)
     params = inspect.signature(ns.Trainer.__init__).parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return
@@ -296,6 +336,30 @@ def check_trainer_arguments(target: type, trainer_kwargs: Mapping[str, Any]) -> 
             f"trainer_kwargs sets {unknown}, which {ns.__name__}.Trainer does not take"
             + (f" ({near})" if near else "") + ". Pass only arguments of the Trainer."
         )
+
+
+def _check_callback_and_logger_types(ns: Any, trainer_kwargs: Mapping[str, Any]) -> None:
+    """``callbacks`` are Lightning Callbacks and ``logger`` a bool or Lightning Loggers (of
+    either package: a Trainer takes both): anything else would fail every trial's Trainer."""
+    from lightning_maggy.lightning.namespace import callback_list, imported_namespaces
+
+    namespaces = imported_namespaces()
+    checks = [("callbacks", callback_list(trainer_kwargs.get("callbacks")), "Callback", "")]
+    logger = trainer_kwargs.get("logger")
+    if logger is not None and not isinstance(logger, bool):
+        checks.append(("logger", callback_list(logger), "loggers.Logger", " (e.g. CSVLogger(save_dir=...)), or True/False"))
+    for key, objects, base_name, example in checks:
+        if key == "callbacks":
+            bad = [obj for obj in objects if not isinstance(obj, tuple(one.Callback for one in namespaces))]
+        else:  # a Trainer calls a logger's methods only: one of its own kind passes too
+            loggers = tuple(one.loggers.Logger for one in namespaces)
+            bad = [obj for obj in objects if not isinstance(obj, loggers) and not hasattr(obj, "log_metrics")]
+        if bad:
+            raise ConfigurationError(
+                f"trainer_kwargs' {key} holds {bad[0]!r} ({type(bad[0]).__name__}), which is not a "
+                f"{ns.__name__}.{base_name}, so every trial's Trainer would fail with it. Pass "
+                f"{ns.__name__}.{base_name} instances{example}."
+            )
 
 
 def validate_module(

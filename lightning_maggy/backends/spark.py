@@ -41,7 +41,7 @@ MIN_JAVA = 17
 def _import_pyspark() -> Any:
     try:
         import pyspark
-        from pyspark.sql import SparkSession  # noqa: F401
+        import pyspark.sql  # the session API too: a broken install fails here, clearly
     except ImportError as err:
         raise ConfigurationError(
             "backend='spark' needs pyspark, which is not installed: pip install "

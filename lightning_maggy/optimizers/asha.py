@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
@@ -28,6 +29,7 @@ __all__ = [
     "SyncedIndex",
     "check_resources",
     "check_resources_fit",
+    "warn_if_top_rung_unreachable",
     "promotable",
     "promotion_at",
     "rung_budgets",
@@ -159,6 +161,31 @@ def promotable(
     ranked = sorted(items, key=lambda item: (rank_key(float(item[1]), direction), item[0]))
     promoted = set(promoted_ids)
     return [tid for tid, value in ranked[:n_top] if value == value and tid not in promoted]
+
+
+def warn_if_top_rung_unreachable(num_trials: int, reduction_factor: float, budgets: Sequence[int], where: str) -> None:
+    """Warns, before the study starts, when ``num_trials`` new trials are too few for the
+    paper's promotion rule to take any of them to the top rung: each rung promotes only its top
+    ``floor(n / eta)``, so with 6 trials, eta 3 and rungs [1, 3, 9] no trial trains 9 epochs and
+    the best result is a 3-epoch one."""
+    n, reached = num_trials, 0
+    while reached < len(budgets) - 1 and top_count(n, reduction_factor) > 0:
+        n = top_count(n, reduction_factor)
+        reached += 1
+    if reached == len(budgets) - 1:
+        return
+    needed = 1  # the fewest trials whose promotions reach the top rung: ceil(eta * n) per rung down
+    for _ in budgets[1:]:
+        needed = math.ceil(needed * reduction_factor)
+    warnings.warn(
+        f"{where}: with num_trials={num_trials} and reduction_factor={reduction_factor:g}, no trial can be promoted "
+        f"beyond {budgets[reached]} epochs (rungs {list(budgets)}): each rung promotes only its top 1/"
+        f"{reduction_factor:g}, so a trial trains {budgets[-1]} epochs only with num_trials >= {needed}. Raise "
+        f"num_trials, pass early_promotion=True (a rung with fewer than {reduction_factor:g} results promotes its "
+        "best so far), or raise resource_min.",
+        UserWarning,
+        stacklevel=2,
+    )
 
 
 def rung_results(trials: Mapping[str, Trial], budget: int) -> dict[str, float]:
@@ -305,6 +332,11 @@ class ASHA(RungDecisions, DrawingOptimizer):
 
     def validate(self) -> None:
         check_resources_fit(self.resource_min, self.resource_max, self.max_epochs, "ASHA")
+        if self.num_trials is not None and not self.early_promotion:
+            warn_if_top_rung_unreachable(
+                self.num_trials, self.reduction_factor, rung_budgets(self.resource_min, self.reduction_factor,
+                                                                     self.max_resource), type(self).__name__,
+            )
 
     def initialize(self) -> None:
         self.budgets = rung_budgets(self.resource_min, self.reduction_factor, self.max_resource)

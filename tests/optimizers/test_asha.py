@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ from hypothesis import strategies as st
 from lightning_maggy.exceptions import ConfigurationError, SearchspaceError
 from lightning_maggy.optimizers import ASHA, IDLE
 from lightning_maggy.optimizers.asha import promotable, rung_budgets, rung_results, top_count
-from lightning_maggy.searchspace import Integer, Searchspace
+from lightning_maggy.searchspace import Double, Integer, Searchspace
 from lightning_maggy.trial import Decision, Trial, TrialState
 from record_ops import OPS, apply_op
 
@@ -439,3 +440,40 @@ def test_the_change_log_lists_each_changed_record_once_newest_first() -> None:
     assert records.changes.changed_since(records.changes.version) == []
     del records["a"]
     assert records.changes.changed_since(start + 3) == ["a"]
+
+
+# -- too few trials for the top rung: a warning before the study starts ----------------------
+
+
+@pytest.mark.parametrize(
+    ("num_trials", "eta", "max_epochs", "warns"),
+    [(6, 3, 9, True), (8, 3, 9, True), (9, 3, 9, False), (26, 3, 27, True), (27, 3, 27, False), (3, 3, 3, False),
+     (19, 2.5, 27, True), (50, 2.5, 27, False)],
+)
+def test_too_few_trials_to_reach_the_top_rung_warn_before_the_study(
+    num_trials: int, eta: float, max_epochs: int, warns: bool
+) -> None:
+    import warnings as w
+
+    with w.catch_warnings(record=True) as caught:
+        w.simplefilter("always")
+        ASHA(reduction_factor=eta).setup(
+            Searchspace(x=Double(0.0, 1.0)), num_trials=num_trials, direction="max", max_epochs=max_epochs,
+            trials={}, validate_only=True,
+        )
+    messages = [str(c.message) for c in caught if "promoted beyond" in str(c.message)]
+    assert bool(messages) is warns, messages
+    if warns:
+        assert f"num_trials={num_trials}" in messages[0] and "early_promotion=True" in messages[0]
+
+
+@pytest.mark.parametrize("kwargs", [{"early_promotion": True}, {"resource_min": 9}])
+def test_no_warning_when_the_top_rung_is_reachable_otherwise(kwargs: dict[str, Any]) -> None:
+    import warnings as w
+
+    with w.catch_warnings():
+        w.simplefilter("error")
+        ASHA(**kwargs).setup(Searchspace(x=Double(0.0, 1.0)), num_trials=4, direction="max", max_epochs=9, trials={},
+                             validate_only=True)
+        ASHA().setup(Searchspace(x=Double(0.0, 1.0)), num_trials=None, direction="max", max_epochs=9, trials={},
+                     validate_only=True)

@@ -22,6 +22,7 @@ __all__ = [
     "check_run_settings",
     "check_not_in_a_worker",
     "check_scope",
+    "check_seed",
     "check_trainer_kwargs",
     "check_validates_every_epoch",
     "validation_interval_error",
@@ -150,7 +151,7 @@ def check_run_settings(
             f"trial_timeout={trial_timeout!r}: expected a positive number of seconds one run of a "
             "trial may take (e.g. trial_timeout=600), or None for no limit."
         )
-    _check_seed(seed)
+    check_seed(seed)
     if backend == "local":
         _check_local_workers(workers)
     if not (isinstance(heartbeat_timeout, (int, float)) and heartbeat_timeout > 0):
@@ -159,18 +160,20 @@ def check_run_settings(
         raise ConfigurationError("spark_master/spark_conf apply only with backend='spark'.")
 
 
-def _check_seed(seed: Any) -> None:
-    """An int >= 0 (numpy's generators refuse negative seeds) or None."""
+def check_seed(seed: Any, owner: str = "") -> None:
+    """An int >= 0 (numpy's generators refuse negative seeds) or None; ``owner`` names where it
+    was given (e.g. ``"RandomSearch"``), the search itself when empty."""
     if seed is None:
         return
+    where = f"{owner}(seed={seed!r})" if owner else f"seed={seed!r}"
     if isinstance(seed, bool) or not isinstance(seed, int):
         import numpy as np  # imported already: the search space needs it
 
         hint = f" Pass int(seed) ({int(seed)})." if isinstance(seed, np.integer) else ""
-        raise ConfigurationError(f"seed={seed!r}: expected a Python int >= 0, or None for no seed.{hint}")
+        raise ConfigurationError(f"{where}: expected a Python int >= 0, or None for no seed.{hint}")
     if seed < 0:
         raise ConfigurationError(
-            f"seed={seed}: expected an int >= 0 (numpy's random generators, which the optimizers "
+            f"{where}: expected an int >= 0 (numpy's random generators, which the optimizers "
             f"draw from, take no negative seed), or None. Pass e.g. seed={abs(seed)}."
         )
 

@@ -110,3 +110,18 @@ def test_lightning_callbacks_and_loggers_still_run(tmp_path: Path) -> None:
     assert all(len(t.history) == 2 for t in result.trials)
     assert len(list((tmp_path / "csv").rglob("metrics.csv"))) == 2
     assert len(list((tmp_path / "pl").rglob("metrics.csv"))) == 2
+
+
+@pytest.mark.parametrize(
+    ("make", "fragment"),
+    [
+        (lambda: lm.RandomSearch(seed=-1), "RandomSearch(seed=-1): expected an int >= 0"),
+        (lambda: lm.RandomSearch(seed="0"), "RandomSearch(seed='0'): expected a Python int >= 0"),
+        (lambda: lm.GridSearch(seed=np.int32(2)), "Pass int(seed) (2)"),
+    ],
+)
+def test_optimizers_refuse_a_seed_numpy_cannot_take_with_the_fix(make: Any, fragment: str) -> None:
+    # numpy's "expected non-negative integer" or a SeedSequence TypeError before
+    with pytest.raises(ConfigurationError) as info:
+        make()
+    assert fragment in str(info.value)

@@ -73,7 +73,9 @@ def check_positive_int(name: str, value: Any, allow_none: bool = False) -> None:
     if value is None and allow_none:
         return
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigurationError(f"{name}={value!r}: expected a positive int.")
+        whole = isinstance(value, float) and value.is_integer() and value >= 1
+        fix = f" Pass {name}={int(value)}." if whole else ""
+        raise ConfigurationError(f"{name}={value!r}: expected a positive int (1, 2, ...).{fix}")
 
 
 def check_metric(metric: Any) -> None:
@@ -113,7 +115,14 @@ def check_scope(scope: Any) -> None:
 def normalize_direction(direction: Any) -> str:
     """"max" or "min" (also accepts "maximize"/"minimize", any case)."""
     if not isinstance(direction, str) or direction.lower() not in _DIRECTIONS:
-        raise ConfigurationError(f"direction={direction!r}: expected 'max' or 'min'.")
+        import difflib
+
+        near = difflib.get_close_matches(direction.lower(), list(_DIRECTIONS), n=1) if isinstance(direction, str) else []
+        hint = f" Did you mean {_DIRECTIONS[near[0]]!r}?" if near else ""
+        raise ConfigurationError(
+            f"direction={direction!r}: expected 'max' or 'min' (or 'maximize' / 'minimize', in any case): "
+            f"whether a larger or a smaller metric is better.{hint}"
+        )
     return _DIRECTIONS[direction.lower()]
 
 

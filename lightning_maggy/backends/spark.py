@@ -22,6 +22,7 @@ import subprocess
 import sys
 import threading
 import uuid
+import warnings
 from collections.abc import Iterator, Mapping
 from typing import Any
 from urllib.parse import urlparse
@@ -245,6 +246,18 @@ def is_local_master(master: str | None) -> bool:
     return master.startswith("local")
 
 
+def local_slots(master: str) -> int | None:
+    """The tasks a ``local``, ``local[N]``, ``local[*]`` or ``local[N, retries]`` master runs at
+    a time, or None for any other master (a cluster's slots change as executors come and go)."""
+    match = re.fullmatch(r"local(?:\[\s*(\*|\d+)\s*(?:,\s*\d+\s*)?\])?", str(master).strip())
+    if match is None:
+        return None
+    cores = match.group(1)
+    if cores is None:
+        return 1
+    return os.cpu_count() or 1 if cores == "*" else int(cores)
+
+
 def session_conf(master: str | None, conf: Mapping[str, str]) -> dict[str, str]:
     """The settings of a session built by the search: ``conf``, and for a local master, unless
     ``conf`` sets them itself, the driver JVM's :data:`QUICK_START_JVM` options and
@@ -339,10 +352,20 @@ class SparkBackend(Backend):
             return host
 
     def default_workers(self) -> int:
-        """The task slots the cluster offers now."""
-        return max(1, int(self.sc.defaultParallelism))
+        """The task slots the cluster offers now: a local master's cores (its default parallelism
+        is ``spark.default.parallelism`` when that is set, which need not be its cores)."""
+        return local_slots(self.sc.master) or max(1, int(self.sc.defaultParallelism))
 
     def _start(self, launch: WorkerLaunch, num_workers: int) -> None:
+        slots = local_slots(self.sc.master)
+        if slots is not None and num_workers > slots:
+            warnings.warn(
+                f"workers={num_workers} but the Spark master {self.sc.master!r} runs {slots} task(s) at a "
+                f"time: only {slots} trial(s) run in parallel, and the other workers' tasks wait for a "
+                f"slot until the study ends. Pass workers={slots} (or leave workers out), or a master "
+                "with more cores (local[N]).",
+                stacklevel=1,
+            )
         task = _task(pack_launch(launch), task_environ(self.sc.master))
         description = job_description(launch, num_workers)
 

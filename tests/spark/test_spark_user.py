@@ -175,3 +175,17 @@ def test_the_spark_ui_shows_a_finished_study_as_a_succeeded_job_that_says_what_i
     assert str(job.jobGroup()).startswith("Some(lightning_maggy-")
     # The workers were told "done" and ended their tasks: not cancelled, so not a failed job.
     assert str(job.status()) == "SUCCEEDED"
+
+
+def _quick(hparams, reporter):
+    return hparams["x"]
+
+
+def test_more_workers_than_the_local_masters_cores_is_said_before_the_study(spark, tmp_path):
+    # local[2] runs two tasks at a time: a third worker's task would wait for the study's end.
+    with pytest.warns(UserWarning, match=r"workers=3 but the Spark master 'local\[2\]' runs 2 task\(s\) at a time"):
+        result = lm.search(
+            _quick, lm.Searchspace(x=lm.Double(0.0, 1.0)), metric="m", optimizer="random", num_trials=2,
+            max_epochs=1, workers=3, backend="spark", seed=0, exp_dir=tmp_path / "exp", verbose=False,
+        )
+    assert result.counts()["COMPLETED"] == 2

@@ -245,6 +245,7 @@ def _run(
     try:
         try:
             backend_obj.plan_restarts(workers=workers, max_failures=max_failures, max_retries=max_retries)
+            backend_obj.holds_trial = controller.holds_trial
             backend_obj.start(launch, workers)
             controller.serve(server, backend_obj)
         except KeyboardInterrupt:

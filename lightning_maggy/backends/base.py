@@ -8,7 +8,7 @@ import site
 import sys
 import sysconfig
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import ModuleType
 from typing import Any
 
@@ -133,6 +133,10 @@ class Backend(ABC):
         self.num_workers = 0
         self.started = False
         self.stopped = False
+        #: Set by the driver before :meth:`start`: whether a worker holds a trial now. A backend
+        #: that restarts dead workers need not count such a death against a restart budget:
+        #: ``max_retries`` and ``max_failures`` bound those.
+        self.holds_trial: Callable[[int], bool] = lambda worker_id: False
 
     def start(self, launch: WorkerLaunch, num_workers: int) -> None:
         self.num_workers = num_workers

@@ -216,6 +216,15 @@ def default_max_restarts(workers: int, max_failures: int, max_retries: int) -> i
     declared lost by the heartbeat). Deaths seen in the same poll as the one that ends the study
     need no budget: once the budget is spent, they are still handed to the driver first (see
     ``LocalBackend._poll_lost``).
+
+    Under ``search()`` the driver also tells the backend which workers hold a trial
+    (``Backend.holds_trial``), and with this default budget the death of such a worker costs no
+    restart at all: its trial's ``max_retries`` and the study's ``max_failures`` bound those
+    deaths. Otherwise a long study whose trials die now and then and succeed when resumed (an
+    occasional OOM kill) would end once the deaths added up to the budget, with its trials
+    healthy. The budget then bounds the deaths outside a trial: a worker that cannot start, one
+    that dies between trials, one killed because it froze. An explicit ``max_restarts`` counts
+    every death, as documented.
     """
     return workers + max_failures * (max_retries + 1) + (workers - 1) * max_retries
 
@@ -225,7 +234,8 @@ class LocalBackend(Backend):
 
     Args:
         max_restarts: how many times, in all, workers that died are restarted. None (the
-            default): enough for the study's failure budget (see :func:`default_max_restarts`):
+            default): enough for the study's failure budget, and the deaths of workers holding a
+            trial not counted (see :func:`default_max_restarts`):
             a trial that kills its worker every time (a segfault, an OOM kill) is retried
             ``max_retries`` times and then FAILED, and the study goes on until ``max_failures``
             trials failed, even when the other workers' trials are dying at the same time, while
@@ -246,6 +256,9 @@ class LocalBackend(Backend):
     def __init__(self, max_restarts: int | None = None, gpus_per_worker: float | None = None) -> None:
         super().__init__()
         self.max_restarts = max_restarts
+        #: the default budget counts only deaths outside a trial (see default_max_restarts)
+        self._default_budget = max_restarts is None
+        self.trial_deaths = 0
         self.gpus_per_worker = gpus_per_worker
         self._procs: dict[int, Any] = {}
         self._restarts = 0
@@ -301,6 +314,10 @@ class LocalBackend(Backend):
             killed = self._killed.pop(wid, None)
             cause = f"was frozen ({killed}) and killed" if killed else exit_cause(code)
             lost.append((wid, f"worker {wid} (pid {proc.pid}) {cause}"))
+            if self._default_budget and self.holds_trial(wid):
+                self.trial_deaths += 1  # bounded by max_retries and max_failures, not by the budget
+                self._spawn(wid)
+                continue
             if self._restarts >= (self.max_restarts or 0):
                 del self._procs[wid]
                 last = (wid, code)

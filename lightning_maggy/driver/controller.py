@@ -248,6 +248,11 @@ class Controller(ReportsMixin, AssignmentMixin, ServingMixin, TickMixin):
         log.warning("ignoring message of type %r from worker %s", kind, wid)
         return []
 
+    def holds_trial(self, worker_id: int) -> bool:
+        """Whether worker ``worker_id`` holds a trial now (its death would be that trial's)."""
+        worker = self.workers.get(worker_id)
+        return worker is not None and worker.trial_id is not None
+
     def _registration(self, wid: int) -> int:
         return self._registered[wid]
 

@@ -84,3 +84,24 @@ def test_deaths_within_budget_are_restarted() -> None:
     backend = _backend({0: _Dead(11, 3), 1: _Dead(12, 0)}, max_restarts=5, restarts=4)
     assert backend.poll_lost() == [(0, "worker 0 (pid 11) exited with code 3")]
     assert backend.spawned == [0] and backend._restarts == 5  # type: ignore[attr-defined]
+
+
+def test_under_the_default_budget_a_death_in_a_trial_costs_no_restart() -> None:
+    backend = _backend({0: _Dead(11, -9), 1: _Dead(12, -9)}, max_restarts=3, restarts=3)
+    backend._default_budget = True  # as LocalBackend() with plan_restarts() has it
+    backend.holds_trial = lambda wid: wid == 0  # worker 0 held a trial, worker 1 none
+    lost = backend.poll_lost()
+    assert [wid for wid, _ in lost] == [0, 1]
+    assert backend.spawned == [0]  # type: ignore[attr-defined]  # the budget is spent: 1 is not restarted
+    assert backend._restarts == 3 and backend.trial_deaths == 1
+
+
+def test_an_explicit_budget_counts_deaths_in_a_trial_too() -> None:
+    backend = _backend({0: _Dead(11, -9)}, max_restarts=3, restarts=3)
+    backend.holds_trial = lambda wid: True
+    backend.poll_lost()
+    assert backend.spawned == [] and backend.trial_deaths == 0  # type: ignore[attr-defined]
+
+
+def test_only_the_default_budget_frees_deaths_in_a_trial() -> None:
+    assert LocalBackend()._default_budget and not LocalBackend(max_restarts=5)._default_budget

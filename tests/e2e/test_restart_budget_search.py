@@ -112,3 +112,27 @@ def test_the_default_restart_budget_lasts_until_max_failures_with_both_workers_d
             assert trial["retries"] == lost[tid] == trial["attempt"] - 1, (tid, trial)
             # (its last attempt may die while the workers are stopped, after the study's end)
             assert deaths in (trial["retries"], trial["retries"] + 1), (tid, trial, deaths)
+
+
+def _dies_once(hparams: dict[str, Any], reporter: Any) -> float:
+    """Kills its worker at its first attempt (an occasional OOM kill), then succeeds."""
+    ctx = lm.current_trial()
+    reporter.broadcast(float(hparams["x"]), 0)
+    if ctx.attempt == 1:
+        os.kill(os.getpid(), 9)
+    return float(hparams["x"])
+
+
+def test_trials_that_die_once_and_then_succeed_never_end_a_long_study(tmp_path: Path) -> None:
+    # 12 deaths against a default budget of 1 + 3 * 2 = 7: each death was its trial's, bounded
+    # by max_retries, so none of them counts; before, the study ended after 7 trials with "all
+    # local workers are gone" while every trial was healthy.
+    result = lm.search(
+        _dies_once, lm.Searchspace(x=lm.Discrete(list(range(12)))), metric="score", optimizer="grid",
+        max_epochs=1, workers=1, max_retries=1, max_failures=3, exp_dir=tmp_path / "exp", verbose=False,
+    )
+    assert result.stop_reason == "finished"
+    assert len(result.trials) == 12
+    assert all(t.state is lm.TrialState.COMPLETED and t.attempt == 2 and t.retries == 1 for t in result.trials)
+    pids = {e["pid"] for e in read_journal(tmp_path / "exp" / "journal.jsonl") if e["event"] == "worker"}
+    assert len(pids) == 13

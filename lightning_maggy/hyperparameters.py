@@ -134,13 +134,20 @@ class Double(_Range):
 
     def grid(self, grid_size: int) -> list[float]:
         if grid_size == 1:
-            return [self.decode(0.5)]
-        return [self.decode(i / (grid_size - 1)) for i in range(grid_size)]
+            return [self._tidy(self.decode(0.5))]
+        return [self._tidy(self.decode(i / (grid_size - 1))) for i in range(grid_size)]
+
+    def _tidy(self, x: float) -> float:
+        """``x`` to 15 significant digits, inside the bounds: a grid point the user reads as
+        0.001, not exp(log(...))'s 0.0010000000000000002 (the trial gets what the table shows)."""
+        return float(min(self.high, max(self.low, float(f"{x:.15g}"))))
 
     def encode(self, value: Any) -> float:
         return self._to_unit(float(value))
 
     def decode(self, u: float) -> float:
+        if u <= 0.0 or u >= 1.0:  # the bounds as given, not exp(log(low)) rounded
+            return self.low if u <= 0.0 else self.high
         return float(min(self.high, max(self.low, self._from_unit(u))))
 
     def contains(self, value: Any) -> bool:

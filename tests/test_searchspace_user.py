@@ -210,3 +210,22 @@ def test_a_custom_optimizer_proposing_numpy_values_ends_the_study_with_advice(tm
     assert "It is a NumPy int64" in str(info.value) and "value.item()" in str(info.value)
     assert info.value.result.trials == []  # type: ignore[attr-defined]
     assert '"n":"' not in (tmp_path / "study" / "journal.jsonl").read_text()
+
+
+def test_a_grid_holds_the_bounds_as_given_and_readable_points(tmp_path: Path) -> None:
+    # exp(log(1e-9)) gave 1.0000000000000007e-09 and the top 9.999999999999982e-09 before
+    space = lm.Searchspace(lr=lm.Double(1e-4, 1e-1, log=True), p=lm.Double(0.1, 0.2))
+    assert space["lr"].grid(4) == [1e-4, 1e-3, 1e-2, 1e-1]
+    assert space["p"].grid(3) == [0.1, 0.15, 0.2]
+    assert lm.Double(1e-9, 1e-8, log=True).decode(0.0) == 1e-9 and lm.Double(1e-9, 1e-8, log=True).decode(1.0) == 1e-8
+    result = lm.search(_objective_of_lr, space, metric="m", optimizer=lm.GridSearch(grid_size=2), max_epochs=1,
+                       workers=1, exp_dir=tmp_path / "study", verbose=False)
+    assert sorted((t.config["lr"], t.config["p"]) for t in result.trials) == [
+        (1e-4, 0.1), (1e-4, 0.2), (1e-1, 0.1), (1e-1, 0.2)
+    ]
+    assert sorted(t.final_metric for t in result.trials) == [1e-4, 1e-4, 1e-1, 1e-1]  # what the trials got
+
+
+def _objective_of_lr(hparams, reporter):
+    reporter.broadcast(hparams["lr"], 0)
+    return hparams["lr"]

@@ -333,7 +333,7 @@ class LocalBackend(Backend):
         return lost  # with self._gone set, the next poll raises: these deaths are recorded first
 
     def replace(self, worker_id: int, reason: str) -> bool:
-        """Kills the frozen worker (SIGKILL: a stopped process gets no other signal); the next
+        """Kills the frozen worker (SIGKILL, the one signal a stopped process acts on); the next
         poll finds it dead and starts another, from the restart budget (whose slack covers it)."""
         proc = self._procs.get(worker_id)
         if proc is None or not proc.is_alive():

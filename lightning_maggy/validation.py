@@ -149,7 +149,10 @@ def check_run_settings(
     if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
         raise ConfigurationError(f"max_retries={max_retries!r}: expected an int >= 0.")
     if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0):
-        raise ConfigurationError(f"timeout={timeout!r}: expected a positive number of seconds.")
+        raise ConfigurationError(
+            f"timeout={timeout!r}: expected a positive number of seconds for the whole search (e.g. "
+            f"timeout=3600), or None for no limit.{_seconds_hint('timeout', timeout)}"
+        )
     if trial_timeout is not None and (
         isinstance(trial_timeout, bool)
         or not isinstance(trial_timeout, (int, float))
@@ -158,7 +161,7 @@ def check_run_settings(
     ):
         raise ConfigurationError(
             f"trial_timeout={trial_timeout!r}: expected a positive number of seconds one run of a "
-            "trial may take (e.g. trial_timeout=600), or None for no limit."
+            f"trial may take (e.g. trial_timeout=600), or None for no limit.{_seconds_hint('trial_timeout', trial_timeout)}"
         )
     check_seed(seed)
     if backend == "local":
@@ -167,6 +170,13 @@ def check_run_settings(
         raise ConfigurationError(f"heartbeat_timeout={heartbeat_timeout!r}: expected a positive number of seconds.")
     if (spark_master is not None or spark_conf is not None) and backend != "spark":
         raise ConfigurationError("spark_master/spark_conf apply only with backend='spark'.")
+
+
+def _seconds_hint(name: str, value: Any) -> str:
+    """How to pass a duration given as a timedelta ("" for anything else)."""
+    if isinstance(value, _dt.timedelta) and value.total_seconds() > 0:
+        return f" Pass {name}={value.total_seconds():g} (the timedelta in seconds)."
+    return ""
 
 
 def check_seed(seed: Any, owner: str = "") -> None:
@@ -352,26 +362,24 @@ def check_trainer_arguments(target: type, trainer_kwargs: Mapping[str, Any]) -> 
 
 def _check_callback_and_logger_types(ns: Any, trainer_kwargs: Mapping[str, Any]) -> None:
     """``callbacks`` are Lightning Callbacks and ``logger`` a bool or Lightning Loggers (of
-    either package: a Trainer takes both): anything else would fail every trial's Trainer."""
+    either package: a Trainer takes both; a logger of its own kind too, a Trainer only calls
+    its methods): anything else would fail every trial's Trainer."""
     from lightning_maggy.lightning.namespace import callback_list, imported_namespaces
 
-    namespaces = imported_namespaces()
-    checks = [("callbacks", callback_list(trainer_kwargs.get("callbacks")), "Callback", "")]
+    callbacks = tuple(one.Callback for one in imported_namespaces())
+    loggers = tuple(one.loggers.Logger for one in imported_namespaces())
     logger = trainer_kwargs.get("logger")
-    if logger is not None and not isinstance(logger, bool):
-        checks.append(("logger", callback_list(logger), "loggers.Logger", " (e.g. CSVLogger(save_dir=...)), or True/False"))
-    for key, objects, base_name, example in checks:
-        if key == "callbacks":
-            bad = [obj for obj in objects if not isinstance(obj, tuple(one.Callback for one in namespaces))]
-        else:  # a Trainer calls a logger's methods only: one of its own kind passes too
-            loggers = tuple(one.loggers.Logger for one in namespaces)
-            bad = [obj for obj in objects if not isinstance(obj, loggers) and not hasattr(obj, "log_metrics")]
-        if bad:
-            raise ConfigurationError(
-                f"trainer_kwargs' {key} holds {bad[0]!r} ({type(bad[0]).__name__}), which is not a "
-                f"{ns.__name__}.{base_name}, so every trial's Trainer would fail with it. Pass "
-                f"{ns.__name__}.{base_name} instances{example}."
-            )
+    bad = [("callbacks", "Callback", "", cb) for cb in callback_list(trainer_kwargs.get("callbacks"))
+           if not isinstance(cb, callbacks)]
+    bad += [("logger", "loggers.Logger", " (e.g. CSVLogger(save_dir=...)), or True/False", one)
+            for one in ([] if isinstance(logger, bool) else callback_list(logger))
+            if not isinstance(one, loggers) and not hasattr(one, "log_metrics")]
+    if bad:
+        key, base, example, obj = bad[0]
+        raise ConfigurationError(
+            f"trainer_kwargs' {key} holds {obj!r} ({type(obj).__name__}), which is not a {ns.__name__}.{base}, "
+            f"so every trial's Trainer would fail with it. Pass {ns.__name__}.{base} instances{example}."
+        )
 
 
 def validate_module(

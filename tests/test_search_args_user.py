@@ -138,3 +138,11 @@ def test_optimizers_refuse_a_seed_numpy_cannot_take_with_the_fix(make: Any, frag
 )
 def test_near_misses_of_direction_and_counts_say_the_fix(tmp_path: Path, kwargs: dict, fragment: str) -> None:
     assert fragment in _refused(tmp_path, **kwargs)
+
+
+def test_a_timedelta_timeout_is_refused_with_its_seconds(tmp_path: Path) -> None:
+    import datetime
+
+    assert "Pass timeout=300 (the timedelta in seconds)" in _refused(tmp_path, timeout=datetime.timedelta(minutes=5))
+    message = _refused(tmp_path, trial_timeout=datetime.timedelta(seconds=90))
+    assert "Pass trial_timeout=90" in message

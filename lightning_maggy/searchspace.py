@@ -48,6 +48,8 @@ def _from_spec(name: str, spec: Any) -> Hyperparameter:
         return _from_mapping(name, spec)
     if isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[0], str):  # original Maggy
         kind, values = spec[0].upper(), spec[1]
+        if isinstance(values, np.ndarray) and values.ndim == 1:  # np.array([low, high]) or choices
+            values = values.tolist()
         if kind in ("DOUBLE", "INTEGER"):
             if not isinstance(values, Sequence) or len(values) != 2:
                 raise SearchspaceError(

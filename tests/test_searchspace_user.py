@@ -229,3 +229,9 @@ def test_a_grid_holds_the_bounds_as_given_and_readable_points(tmp_path: Path) ->
 def _objective_of_lr(hparams, reporter):
     reporter.broadcast(hparams["lr"], 0)
     return hparams["lr"]
+
+
+def test_the_original_maggy_tuple_form_takes_numpy_arrays() -> None:
+    space = lm.Searchspace(lr=("DOUBLE", np.array([1e-3, 1e-1])), n=("INTEGER", np.array([1, 5])))
+    assert space["lr"] == lm.Double(1e-3, 1e-1) and space["n"] == lm.Integer(1, 5)
+    assert type(space["n"].low) is int  # type: ignore[attr-defined]

@@ -121,7 +121,9 @@ class _Range(Hyperparameter):
 
 
 class Double(_Range):
-    """A real number in ``[low, high]``, sampled uniformly or log-uniformly (``log=True``)."""
+    """A real number in ``[low, high]``, sampled uniformly or log-uniformly (``log=True``, which
+    needs ``low > 0``). Bounds may be NumPy scalars; trials get a Python ``float``. Its grid holds
+    both bounds as given."""
 
     kind = "DOUBLE"
 
@@ -155,7 +157,10 @@ class Double(_Range):
 
 
 class Integer(_Range):
-    """An integer in ``[low, high]`` (both included), uniform or log-uniform (``log=True``)."""
+    """An integer in ``[low, high]`` (both included), uniform or log-uniform (``log=True``).
+
+    Bounds are ints (NumPy ints too) within the 64-bit range; trials get a Python ``int``, and a
+    configuration (a custom optimizer's) must hold one: ``3.0`` or ``np.int64(3)`` is refused."""
 
     kind = "INTEGER"
 
@@ -279,7 +284,9 @@ class _Choice(Hyperparameter):
 
 
 class Discrete(_Choice):
-    """One of an ordered list of numbers, e.g. ``Discrete([32, 64, 128])``."""
+    """One of an ordered list of distinct numbers, e.g. ``Discrete([32, 64, 128])`` or
+    ``Discrete(np.arange(16, 129, 16))`` (NumPy values become Python ones; 1 and 1.0 are one
+    number, refused as a duplicate)."""
 
     kind = "DISCRETE"
 
@@ -298,7 +305,9 @@ class Discrete(_Choice):
 
 
 class Categorical(_Choice):
-    """One of an unordered list of values, e.g. ``Categorical(["relu", "gelu"])``."""
+    """One of an unordered list of values, e.g. ``Categorical(["relu", "gelu"])``: str, int,
+    float, bool or None (NumPy scalars become Python ones), distinct as JSON writes them, and
+    given to trials as they are."""
 
     kind = "CATEGORICAL"
 

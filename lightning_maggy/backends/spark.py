@@ -5,8 +5,9 @@ job of W tasks, ``sc.parallelize(range(W), W).foreachPartition(worker)``, launch
 thread under a job group. Each task is a worker that loops over many trials and talks to the
 optimization server on the driver (bound to ``spark.driver.host``). Spark's task retry restarts a
 lost worker; the server notices the loss (heartbeat timeout, or the retried task registering
-again) and re-queues the trial to resume from its last checkpoint. When the study ends, fails, or
-is interrupted, the job group is cancelled: no orphaned tasks or threads.
+again) and re-queues the trial to resume from its last checkpoint. When the study ends, the
+workers end their tasks; what still runs then (or when it fails or is interrupted) is cancelled
+with the job group: no orphaned tasks or threads.
 
 pyspark is imported here only, lazily; a missing pyspark, a missing Java or an unreachable master
 each give one clear error before any trial starts.
@@ -31,10 +32,7 @@ from lightning_maggy.backends.base import Backend, pack_launch
 from lightning_maggy.exceptions import BackendError, ConfigurationError
 from lightning_maggy.lightning.worker import WorkerLaunch
 
-__all__ = [
-    "QUICK_START_JVM", "SparkBackend", "check_java", "is_local_master", "job_description", "session_conf",
-    "task_environ",
-]
+__all__ = ["QUICK_START_JVM", "SparkBackend", "check_java", "is_local_master", "local_slots", "session_conf"]
 
 MIN_JAVA = 17
 
@@ -273,6 +271,50 @@ def session_conf(master: str | None, conf: Mapping[str, str]) -> dict[str, str]:
     return out
 
 
+def _build_session(session_cls: Any, master: str | None, conf: Mapping[str, str]) -> tuple[Any, dict[str, str]]:
+    """A session for the search; and, when building it launched pyspark's JVM, the settings it
+    was launched with (pyspark hands them to the JVM as system properties, which every later
+    session of this Python process would take as its defaults)."""
+    from pyspark import SparkContext
+
+    check_java()
+    if master:
+        _check_master_reachable(master)
+    settings = session_conf(master, conf)
+    launches_jvm = SparkContext._gateway is None
+    builder = session_cls.builder.appName("lightning_maggy")
+    if master:
+        builder = builder.master(master)
+    for key, value in settings.items():
+        builder = builder.config(key, value)
+    try:
+        spark = builder.getOrCreate()
+    except Exception as err:
+        raise ConfigurationError(
+            f"could not start a SparkSession (master={master!r}): {err}. Check the master "
+            "URL, Java, and the Spark settings in spark_conf."
+        ) from err
+    return spark, ({k: str(v) for k, v in settings.items()} if launches_jvm else {})
+
+
+def _forget_launch(settings: Mapping[str, str]) -> None:
+    """Clears the JVM system properties a session built by the search launched the JVM with,
+    once that session is stopped: a session the user builds later in the same process (or the
+    next search's) would otherwise get its ``spark_conf``, daemon and JVM options. (Its app name
+    and master stay the JVM's, as after any first session: a later session needs an app name.)"""
+    if not settings:
+        return
+    try:
+        from pyspark import SparkContext
+
+        system = SparkContext._jvm.java.lang.System
+        for key, value in settings.items():
+            if system.getProperty(key) == value:  # not one set since by someone else
+                system.clearProperty(key)
+    except Exception:  # the gateway may be gone with the session: nothing is left to leak into
+        pass
+
+
 class SparkBackend(Backend):
     """Runs the workers as the tasks of one Spark job.
 
@@ -292,24 +334,12 @@ class SparkBackend(Backend):
         from pyspark.sql import SparkSession
 
         self._owns_session = False
+        #: the settings the JVM was launched with for a session built here (see _forget_launch)
+        self._launch_settings: dict[str, str] = {}
         if spark is None:
             spark = active_session()
         if spark is None:
-            check_java()
-            if master:
-                _check_master_reachable(master)
-            builder = SparkSession.builder.appName("lightning_maggy")
-            if master:
-                builder = builder.master(master)
-            for key, value in session_conf(master, conf or {}).items():
-                builder = builder.config(key, value)
-            try:
-                spark = builder.getOrCreate()
-            except Exception as err:
-                raise ConfigurationError(
-                    f"could not start a SparkSession (master={master!r}): {err}. Check the master "
-                    "URL, Java, and the Spark settings in spark_conf."
-                ) from err
+            spark, self._launch_settings = _build_session(SparkSession, master, conf or {})
             self._owns_session = True
         elif master or conf:
             raise ConfigurationError(
@@ -404,10 +434,10 @@ class SparkBackend(Backend):
                 self._thread.join(timeout)
         if self._owns_session:
             self.spark.stop()
+            _forget_launch(self._launch_settings)
 
 
-#: Seconds a stopping backend waits for the workers' tasks to end on their own before it
-#: cancels the job (an interrupted study's tasks, still in a trial, are cancelled after it).
+#: Seconds a stopping backend waits for the workers' tasks to end on their own before it cancels.
 END_GRACE = 1.0
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -27,6 +29,31 @@ from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 import lightning_maggy as lm  # noqa: E402
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
+
+
+LATER_SESSION = """
+import lightning_maggy as lm
+from pyspark.sql import SparkSession
+
+def f(hparams, reporter):
+    return hparams["x"]
+
+lm.search(f, lm.Searchspace(x=lm.Double(0, 1)), metric="m", num_trials=1, max_epochs=1, workers=1,
+          backend="spark", spark_master="local[1]", exp_dir={exp!r}, verbose=False,
+          spark_conf={{"spark.executor.memory": "700m", "spark.ui.enabled": "false"}})
+spark = SparkSession.builder.master("local[1]").appName("mine").getOrCreate()
+conf = spark.sparkContext.getConf()
+print("LATER", [conf.get(k, None) for k in ("spark.executor.memory", "spark.ui.enabled", "spark.python.daemon.module")])
+spark.stop()
+"""
+
+
+def test_a_session_the_search_built_leaves_no_settings_to_the_users_next_session(tmp_path):
+    # First in this file: no other session is active. pyspark launches its JVM with the first
+    # session's settings as system properties, the defaults of every later session.
+    proc = subprocess.run([sys.executable, "-c", LATER_SESSION.format(exp=str(tmp_path / "exp"))],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert "LATER [None, None, None]" in proc.stdout, proc.stdout[-2000:] + proc.stderr[-3000:]
 
 
 @pytest.fixture(scope="module")

@@ -73,7 +73,9 @@ def check_positive_int(name: str, value: Any, allow_none: bool = False) -> None:
     if value is None and allow_none:
         return
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        whole = isinstance(value, float) and value.is_integer() and value >= 1
+        import numpy as np  # imported already: the search space needs it
+
+        whole = isinstance(value, (float, np.integer, np.floating)) and float(value).is_integer() and value >= 1
         fix = f" Pass {name}={int(value)}." if whole else ""
         raise ConfigurationError(f"{name}={value!r}: expected a positive int (1, 2, ...).{fix}")
 

@@ -134,6 +134,7 @@ def test_optimizers_refuse_a_seed_numpy_cannot_take_with_the_fix(make: Any, frag
         ({"direction": "Minimise"}, "Did you mean 'min'?"),
         ({"max_epochs": 3.0}, "Pass max_epochs=3."),
         ({"num_trials": 2.0}, "Pass num_trials=2."),
+        ({"workers": np.int64(1)}, "Pass workers=1."),
     ],
 )
 def test_near_misses_of_direction_and_counts_say_the_fix(tmp_path: Path, kwargs: dict, fragment: str) -> None:

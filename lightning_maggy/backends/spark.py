@@ -244,16 +244,15 @@ def is_local_master(master: str | None) -> bool:
     return master.startswith("local")
 
 
-def local_slots(master: str) -> int | None:
+def local_slots(master: str, task_cpus: int = 1) -> int | None:
     """The tasks a ``local``, ``local[N]``, ``local[*]`` or ``local[N, retries]`` master runs at
-    a time, or None for any other master (a cluster's slots change as executors come and go)."""
+    a time, each taking ``task_cpus`` cores (``spark.task.cpus``), or None for any other master
+    (a cluster's slots change as executors come and go)."""
     match = re.fullmatch(r"local(?:\[\s*(\*|\d+)\s*(?:,\s*\d+\s*)?\])?", str(master).strip())
     if match is None:
         return None
-    cores = match.group(1)
-    if cores is None:
-        return 1
-    return os.cpu_count() or 1 if cores == "*" else int(cores)
+    cores = 1 if match.group(1) is None else os.cpu_count() or 1 if match.group(1) == "*" else int(match.group(1))
+    return max(1, cores // max(1, task_cpus))
 
 
 def session_conf(master: str | None, conf: Mapping[str, str]) -> dict[str, str]:
@@ -384,18 +383,19 @@ class SparkBackend(Backend):
     def default_workers(self) -> int:
         """The task slots the cluster offers now: a local master's cores (its default parallelism
         is ``spark.default.parallelism`` when that is set, which need not be its cores)."""
-        return local_slots(self.sc.master) or max(1, int(self.sc.defaultParallelism))
+        return self._local_slots() or max(1, int(self.sc.defaultParallelism))
+
+    def _local_slots(self) -> int | None:
+        return local_slots(self.sc.master, int(self.sc.getConf().get("spark.task.cpus", "1") or 1))
 
     def _start(self, launch: WorkerLaunch, num_workers: int) -> None:
-        slots = local_slots(self.sc.master)
+        slots = self._local_slots()
         if slots is not None and num_workers > slots:
             warnings.warn(
-                f"workers={num_workers} but the Spark master {self.sc.master!r} runs {slots} task(s) at a "
-                f"time: only {slots} trial(s) run in parallel, and the other workers' tasks wait for a "
-                f"slot until the study ends. Pass workers={slots} (or leave workers out), or a master "
-                "with more cores (local[N]).",
-                stacklevel=1,
-            )
+                f"workers={num_workers} but the Spark master {self.sc.master!r} runs {slots} task(s) at a time "
+                f"(its cores / spark.task.cpus): only {slots} trial(s) run in parallel, the other workers' "
+                f"tasks wait for a slot until the study ends. Pass workers={slots} (or leave workers out), "
+                "or give the master more cores.", stacklevel=1)
         task = _task(pack_launch(launch), task_environ(self.sc.master))
         description = job_description(launch, num_workers)
 

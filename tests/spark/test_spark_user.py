@@ -56,6 +56,32 @@ def test_a_session_the_search_built_leaves_no_settings_to_the_users_next_session
     assert "LATER [None, None, None]" in proc.stdout, proc.stdout[-2000:] + proc.stderr[-3000:]
 
 
+TWO_CPUS_A_TASK = """
+import json, pathlib, warnings
+import lightning_maggy as lm
+from pyspark.sql import SparkSession
+
+def f(hparams, reporter):
+    return hparams["x"]
+
+spark = (SparkSession.builder.master("local[2]").appName("mine").config("spark.task.cpus", "2")
+         .config("spark.ui.enabled", "false").getOrCreate())
+warnings.simplefilter("error")  # a warning about the workers would end the script
+lm.search(f, lm.Searchspace(x=lm.Double(0, 1)), metric="m", num_trials=2, max_epochs=1, backend="spark",
+          exp_dir={exp!r}, verbose=False)
+print("WORKERS", json.loads(pathlib.Path({exp!r}, "experiment.json").read_text())["workers"])
+spark.stop()
+"""
+
+
+def test_workers_default_to_the_tasks_a_local_master_runs_at_once(tmp_path):
+    # spark.task.cpus=2 on local[2]: one task at a time (Spark's default parallelism says 2).
+    exp = str(tmp_path / "exp")
+    proc = subprocess.run([sys.executable, "-c", TWO_CPUS_A_TASK.format(exp=exp)], capture_output=True, text=True,
+                          timeout=300, cwd=tmp_path)
+    assert "WORKERS 1" in proc.stdout, proc.stdout[-2000:] + proc.stderr[-3000:]
+
+
 @pytest.fixture(scope="module")
 def spark():
     from pyspark.sql import SparkSession

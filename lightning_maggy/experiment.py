@@ -128,6 +128,11 @@ def search(
     kind = trial_kind(module_or_fn)
     if isinstance(space, Mapping) and not isinstance(space, Searchspace):
         space = Searchspace(**space)
+    if space is Searchspace:
+        raise ConfigurationError(
+            "space is the Searchspace class itself: pass an instance holding your hyperparameters, "
+            "e.g. lm.Searchspace(lr=lm.Double(1e-4, 1e-1, log=True))."
+        )
     if not isinstance(space, Searchspace):
         raise ConfigurationError(f"space must be a Searchspace, got {type(space).__name__}.")
     check_metric(metric)

@@ -86,6 +86,8 @@ def run_study(
     from lightning_maggy.lightning.worker import WorkerLaunch
 
     check_shippable(WorkerLaunch(address="", key=b"", exp_dir="", task=task))
+    _check_folder_argument("exp_dir", exp_dir)
+    _check_folder_argument("resume", resume)
     study = {
         "name": getattr(module_or_fn, "__name__", type(module_or_fn).__name__),
         "kind": task.kind,
@@ -122,6 +124,7 @@ def run_study(
                     "directory (new or empty) for the study's record."
                 )
             held = (exp_path / JOURNAL_NAME).exists()
+            _create(exp_path, exp_dir)
         if held:
             shown = url or str(exp_path)
             raise ConfigurationError(
@@ -283,6 +286,34 @@ def _run(
         err.result = result  # type: ignore[attr-defined]
         raise err
     return result
+
+
+def _check_folder_argument(name: str, value: Any) -> None:
+    """``exp_dir`` / ``resume``: None, or a non-empty path (a str or os.PathLike) or URL."""
+    if value is None:
+        return
+    if isinstance(value, bytes) or not isinstance(value, (str, os.PathLike)):
+        raise ConfigurationError(
+            f"{name}={value!r}: expected a directory path (a str or pathlib.Path) or a URL such as "
+            f"'s3://bucket/study', got {type(value).__name__}."
+        )
+    if not str(value).strip():
+        raise ConfigurationError(
+            f"{name}={value!r} is empty: pass the study's directory (e.g. {name}='maggy_experiments/my_study')"
+            + (", or leave exp_dir out for a new folder under ./maggy_experiments." if name == "exp_dir" else ".")
+        )
+
+
+def _create(exp_path: Path, exp_dir: Any) -> None:
+    """Creates a new study's directory before any worker starts: one that cannot be created (no
+    permission, a read-only disk) is refused here, with the fix, instead of a bare OSError."""
+    try:
+        exp_path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigurationError(
+            f"exp_dir={str(exp_dir if exp_dir is not None else exp_path)!r} cannot be created ({err.strerror or err}): "
+            "pass a directory you can write to."
+        ) from err
 
 
 def _save_result(result: SearchResult) -> None:

@@ -147,3 +147,39 @@ def test_a_timedelta_timeout_is_refused_with_its_seconds(tmp_path: Path) -> None
     assert "Pass timeout=300 (the timedelta in seconds)" in _refused(tmp_path, timeout=datetime.timedelta(minutes=5))
     message = _refused(tmp_path, trial_timeout=datetime.timedelta(seconds=90))
     assert "Pass trial_timeout=90" in message
+
+
+def _reports_once(hparams: dict[str, Any], reporter: Any) -> float:
+    reporter.broadcast(float(hparams["x"]), 0)
+    return float(hparams["x"])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "expected"),
+    [
+        ({"exp_dir": ""}, "is empty"),
+        ({"exp_dir": 5}, "expected a directory path"),
+        ({"exp_dir": b"study"}, "got bytes"),
+        ({"exp_dir": "/proc/no-such-dir/study"}, "cannot be created"),
+        ({"resume": " "}, "is empty"),
+    ],
+)
+def test_exp_dir_and_resume_that_are_no_usable_folder_are_refused_before_anything_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kwargs: dict[str, Any], expected: str
+) -> None:
+    monkeypatch.chdir(tmp_path)  # exp_dir="" used to write the study into the current directory
+    with pytest.raises(ConfigurationError, match=expected):
+        lm.search(_reports_once, lm.Searchspace(x=lm.Double(0.0, 1.0)), metric="m", num_trials=1, max_epochs=1,
+                  workers=1, verbose=False, **kwargs)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_searchspace_class_instead_of_an_instance_says_to_pass_one() -> None:
+    with pytest.raises(ConfigurationError, match="the Searchspace class itself: pass an instance"):
+        lm.search(_reports_once, lm.Searchspace, metric="m", num_trials=1, max_epochs=1, verbose=False)
+
+
+@pytest.mark.parametrize("optimizer", [lm.ASHA, lm.Hyperband, lm.GP, lm.BOHB])
+def test_every_optimizer_refuses_a_seed_numpy_cannot_take(optimizer: type) -> None:
+    with pytest.raises(ConfigurationError, match=rf"{optimizer.__name__}\(seed=-1\): expected an int >= 0"):
+        optimizer(seed=-1)

@@ -100,7 +100,7 @@ class AssignmentMixin:
             if problem is not None:
                 self.abort(
                     f"{type(self.optimizer).__name__}.get_suggestion() returned a trial that cannot run: "
-                    f"{problem}. An optimizer must propose configurations of the search space, with a "
+                    f"{problem.rstrip('.')}. An optimizer must propose configurations of the search space, with a "
                     f"budget from 1 to max_epochs={self.max_epochs}."
                 )
                 return None

@@ -96,6 +96,9 @@ class AbstractOptimizer(ABC):
     uses_rungs: bool = False
 
     def __init__(self, seed: int | None = None) -> None:
+        from lightning_maggy.validation import check_seed
+
+        check_seed(seed, type(self).__name__)  # before numpy's own error, which says neither what nor where
         self.seed = seed
         self.searchspace: Searchspace = None  # type: ignore[assignment]
         self.num_trials: int | None = None
@@ -165,8 +168,12 @@ class AbstractOptimizer(ABC):
     def create_trial(
         self, config: Mapping[str, Any], budget: int | None = None, info: Mapping[str, Any] | None = None
     ) -> Trial:
-        """A new PENDING trial for ``config`` with ``budget`` epochs (default: ``max_epochs``)."""
-        return Trial.create(config, budget=self.max_epochs if budget is None else budget, info=info)
+        """A new PENDING trial for ``config`` with ``budget`` epochs (default: ``max_epochs``).
+        NumPy scalars in ``config`` (``self.rng.choice([16, 32])``) become the Python values they
+        hold, so that a configuration drawn with NumPy is recorded and handed to trials as plain
+        Python (an Integer dimension still refuses a float, NumPy or not)."""
+        plain = {name: value.item() if isinstance(value, np.generic) else value for name, value in config.items()}
+        return Trial.create(plain, budget=self.max_epochs if budget is None else budget, info=info)
 
     def is_known(self, config: Mapping[str, Any]) -> bool:
         """Whether a trial with this configuration exists already."""

@@ -8,7 +8,6 @@ from typing import Any
 from lightning_maggy.exceptions import ConfigurationError
 from lightning_maggy.optimizers.base import AbstractOptimizer, SuggestionResult
 from lightning_maggy.trial import Trial
-from lightning_maggy.validation import check_seed
 
 __all__ = ["GridSearch", "grid_point"]
 
@@ -50,7 +49,6 @@ class GridSearch(AbstractOptimizer):
                 f"GridSearch(grid_size={grid_size!r}): grid_size must be an int >= 1 "
                 "(points per continuous dimension), e.g. GridSearch(grid_size=5)."
             )
-        check_seed(seed, "GridSearch")
         super().__init__(seed=seed)
         self.grid_size = grid_size
         self._axes: list[list[Any]] = []

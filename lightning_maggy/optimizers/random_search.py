@@ -20,7 +20,6 @@ from lightning_maggy.exceptions import ConfigurationError
 from lightning_maggy.optimizers.base import AbstractOptimizer, SuggestionResult
 from lightning_maggy.searchspace import Categorical, Discrete, Integer, Searchspace
 from lightning_maggy.trial import Trial, trial_id_for
-from lightning_maggy.validation import check_seed
 
 __all__ = [
     "DRAWS_KEY",
@@ -212,7 +211,6 @@ class RandomSearch(DrawingOptimizer):
     """
 
     def __init__(self, seed: int | None = None, *, max_retries: int = 100) -> None:
-        check_seed(seed, "RandomSearch")  # before numpy's own error, which says neither what nor where
         super().__init__(seed=seed)
         self._drawer = ConfigDrawer(max_retries=max_retries)
 

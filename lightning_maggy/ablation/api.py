@@ -10,7 +10,7 @@ from typing import Any
 
 from lightning_maggy.ablation.components import AblationStudy
 from lightning_maggy.ablation.planner import LOCO
-from lightning_maggy.ablation.resolve import collect_components, resolve_components, study_description
+from lightning_maggy.ablation.resolve import collect_components, is_plain_function, resolve_components, study_description
 from lightning_maggy.ablation.result import AblationResult, build_rows, write_ablation
 from lightning_maggy.earlystop import NoEarlyStop
 from lightning_maggy.exceptions import ConfigurationError, ExperimentError
@@ -24,7 +24,7 @@ from lightning_maggy.validation import (
     validate_module,
 )
 
-__all__ = ["ablate"]
+__all__ = ["FreshDataModules", "ablate"]
 
 
 def _seeds(seeds: Any, seed: Any) -> list[int]:
@@ -41,6 +41,11 @@ def _seeds(seeds: Any, seed: Any) -> list[int]:
         start = 0 if seed is None else int(seed)
         return [start + i for i in range(seeds)]
     if isinstance(seeds, Sequence) and not isinstance(seeds, str):
+        if seed is not None:
+            raise ConfigurationError(
+                f"seed={seed!r} with seeds={seeds!r}: seed= is the first of seeds=k's k seeds; a "
+                "list of seeds names every seed itself. Pass one or the other."
+            )
         out = list(seeds)
         if not out or any(isinstance(s, bool) or not isinstance(s, int) for s in out) or len(set(out)) != len(out):
             raise ConfigurationError(f"seeds={seeds!r}: expected a non-empty list of distinct ints, e.g. [0, 1, 2].")
@@ -73,6 +78,35 @@ def _instance(datamodule: Any, hparams: Mapping[str, Any]) -> Any:
             f"datamodule={datamodule!r} could not be built with hparams={dict(hparams)!r} to check "
             f"the study: {type(err).__name__}: {err}"
         ) from err
+
+
+class FreshDataModules:
+    """``datamodule=fn`` of an ablation study as the workers call it: ``fn(hparams)``, deep-copied.
+
+    Every run of a study needs a DataModule no other run used, since a run that leaves features
+    out changes its own (``drop_features``, the batch hook). A function may return one shared
+    instance (``lambda hp: dm``, to load the data once); a copy of it keeps what one run changes
+    out of the runs after it (the base trial's of the next seed among them). A DataModule that
+    cannot be copied is used as the function returns it."""
+
+    def __init__(self, fn: Any) -> None:
+        self.fn = fn
+        self.__name__ = getattr(fn, "__name__", type(fn).__name__)
+        # The user's module, not this one: the backends ship the module defining the
+        # datamodule by value to workers that cannot import it.
+        self.__module__ = getattr(fn, "__module__", None)
+
+    def __call__(self, hparams: Mapping[str, Any]) -> Any:
+        import copy
+
+        built = self.fn(hparams)
+        try:
+            return copy.deepcopy(built)
+        except Exception:
+            return built
+
+    def __repr__(self) -> str:
+        return repr(self.fn)
 
 
 def ablate(
@@ -182,7 +216,7 @@ def ablate(
         target=module_cls,
         metric=metric,
         direction=direction,
-        datamodule=datamodule,
+        datamodule=FreshDataModules(datamodule) if is_plain_function(datamodule) else datamodule,
         trainer_kwargs=trainer_kwargs or None,
         seed=seed_list[0],
         ablation={c.name: c for c in components},

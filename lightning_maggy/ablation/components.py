@@ -40,6 +40,7 @@ __all__ = [
     "ablatable",
     "declared_components",
     "declared_features",
+    "prefix_matches",
 ]
 
 #: The class attribute that ``@ablatable`` sets.
@@ -75,7 +76,8 @@ class Component:
         replacement: for layers, what replaces them: None (``nn.Identity``), an ``nn.Module``
             (a fresh copy per trial) or ``fn(old_layer) -> nn.Module``.
         fn: for custom components, ``fn(module) -> module``.
-        source: where it was declared ("decorator" or "study"), for error messages.
+        source: where it was declared ("decorator" or "study"; ``ablate()`` names the class:
+            "@ablatable on Net"), for error messages.
     """
 
     name: str
@@ -95,6 +97,20 @@ class Component:
         if self.kind in (ComponentKind.FEATURE, ComponentKind.FEATURE_GROUP):
             return ", ".join(self.features)
         return getattr(self.fn, "__name__", repr(self.fn))
+
+
+def prefix_matches(name: str, prefix: str) -> bool:
+    """Whether a group's ``prefix`` selects ``name``: ``name`` starts with it, and a prefix that
+    ends in a digit does not continue into more digits (an index: ``"blocks.1"`` selects
+    ``blocks.1`` and ``blocks.1.conv``, not ``blocks.10``; ``"conv"`` selects ``conv1``).
+
+    >>> [n for n in ["blocks.1", "blocks.1.bn", "blocks.10", "conv1"] if prefix_matches(n, "blocks.1")]
+    ['blocks.1', 'blocks.1.bn']
+    """
+    if not name.startswith(prefix):
+        return False
+    rest = name[len(prefix):]
+    return not (prefix[-1:].isdigit() and rest[:1].isdigit())
 
 
 def _check_name(value: Any, what: str) -> str:
@@ -210,6 +226,13 @@ def ablatable(
 
         @lm.ablatable(features=["age", "fare", "pclass"], feature_groups={"size": "mean "})
         class Data(pl.LightningDataModule): ...
+
+    A group's prefix selects the names that start with it; one that ends in a digit is an index
+    and does not continue into more digits (``"blocks.1"`` selects ``blocks.1`` and what is
+    inside it, not ``blocks.10``).
+
+    A subclass inherits its parent's declaration; one that has its own ``@ablatable`` uses only
+    that one (declare the parent's components again to keep them).
 
     Every declared component is ablated by :func:`lightning_maggy.ablate`; searching the class
     with :func:`lightning_maggy.search` ignores the declaration.

@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from lightning_maggy.ablation.components import declared_features
-from lightning_maggy.ablation.surgery import data_owner
+from lightning_maggy.ablation.surgery import data_owner, prepare_owner
 from lightning_maggy.exceptions import AblationError
 
 __all__ = ["MAX_MEAN_BATCHES", "FeatureMask", "leave_out_features"]
@@ -160,9 +160,7 @@ def leave_out_features(module: Any, datamodule: Any, features: Sequence[str]) ->
     if callable(dropper):
         dropper(list(features))
         return
-    if datamodule is not None:
-        datamodule.prepare_data()
-        datamodule.setup("fit")
+    prepare_owner(owner)
     mask = FeatureMask(features, None)
     loader = owner.train_dataloader()
     x, _ = _split(next(iter(loader)))
@@ -175,7 +173,9 @@ def leave_out_features(module: Any, datamodule: Any, features: Sequence[str]) ->
     original = target.on_after_batch_transfer
 
     def on_after_batch_transfer(batch: Any, dataloader_idx: int) -> Any:
-        return mask(original(batch, dataloader_idx))
+        # The means are those of the loader's batches, so they replace the features there, before
+        # the user's own hook (which may normalize them, or reshape the batch) sees the batch.
+        return original(mask(batch), dataloader_idx)
 
     target.on_after_batch_transfer = on_after_batch_transfer
 

@@ -11,7 +11,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from lightning_maggy.ablation.components import Component
+from lightning_maggy.ablation.components import Component, ComponentKind
 from lightning_maggy.results import SearchResult
 from lightning_maggy.trial import Trial, TrialState
 
@@ -158,6 +158,17 @@ def build_rows(trials: Sequence[Trial], components: Sequence[Component]) -> list
     return rows
 
 
+def _recorded_generator(qualname: str) -> Any:
+    """A stand-in for a custom component's generator that ``experiment.json`` records by name."""
+
+    def generator(module: Any) -> Any:
+        raise TypeError(f"the custom generator {qualname!r} of a loaded ablation result is only its name")
+
+    generator.__qualname__ = qualname
+    generator.__name__ = qualname.rsplit(".", 1)[-1]
+    return generator
+
+
 def _num(v: float | None, width: int = 9) -> str:
     return f"{'-':>{width}}" if v is None else f"{v:>{width}.4f}"
 
@@ -202,6 +213,44 @@ class AblationResult:
     @property
     def stop_reason(self) -> str:
         return self.search.stop_reason
+
+    @classmethod
+    def load(cls, exp_dir: str | os.PathLike[str]) -> AblationResult:
+        """The result of the ablation study in ``exp_dir`` (a folder, or a cluster-storage URL),
+        rebuilt from its journal and ``experiment.json``: also while the study runs (its rows
+        then count the trials finished so far; ``stop_reason`` is ``"running"``) and after its
+        driver died.
+
+        Raises:
+            ConfigurationError: ``exp_dir`` holds no study journal, or holds a search (load
+                that with :meth:`lightning_maggy.SearchResult.load`).
+        """
+        from lightning_maggy.exceptions import ConfigurationError
+
+        search = SearchResult.load(exp_dir)
+        path = search.record_dir / "experiment.json"
+        experiment = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+        study = experiment.get("ablation")
+        if not isinstance(study, Mapping):
+            raise ConfigurationError(
+                f"{exp_dir} holds a search, not an ablation study (its experiment.json has no "
+                "'ablation'); load it with lm.SearchResult.load()."
+            )
+        components = [
+            Component(
+                c["name"],
+                ComponentKind(c["kind"]),
+                layers=tuple(c.get("layers") or ()),
+                prefix=c.get("prefix"),
+                features=tuple(c.get("features") or ()),
+                fn=_recorded_generator(c["custom"]) if c.get("custom") else None,
+                source="experiment.json",
+            )
+            for c in study.get("components", [])
+        ]
+        seeds = [int(s) for s in study.get("seeds", [])]
+        png = search.record_dir / "ablation.png"
+        return cls(build_rows(search.trials, components), search, seeds, str(png) if png.exists() else None)
 
     def row(self, component: str) -> ComponentRow:
         for r in self.rows:

@@ -18,18 +18,51 @@ from typing import Any
 from lightning_maggy.ablation.components import Component, ComponentKind
 from lightning_maggy.exceptions import AblationError
 
-__all__ = ["apply_model_component", "first_train_batch", "leave_out", "probe_input", "replace_layer"]
+__all__ = ["apply_model_component", "first_train_batch", "leave_out", "preserved_rng", "probe_input", "replace_layer"]
 
 
 def leave_out(module: Any, datamodule: Any, component: Component) -> Any:
     """The trial's module with ``component`` left out (features through the data, see
-    :mod:`lightning_maggy.ablation.features`; layers and custom components by rewriting it)."""
-    if component.kind.is_model:
-        return apply_model_component(module, datamodule, component)
-    from lightning_maggy.ablation.features import leave_out_features
+    :mod:`lightning_maggy.ablation.features`; layers and custom components by rewriting it).
 
-    leave_out_features(module, datamodule, component.features)
-    return module
+    The random generators (Python's, NumPy's, torch's) are as they were before: the shape
+    check's batch, the feature means and a generator's new layers draw from them, and the
+    trial must then train on the base trial's random stream (its data order, its dropout
+    masks) for the paired delta to measure the component and nothing else."""
+    with preserved_rng():
+        if component.kind.is_model:
+            return apply_model_component(module, datamodule, component)
+        from lightning_maggy.ablation.features import leave_out_features
+
+        leave_out_features(module, datamodule, component.features)
+        return module
+
+
+@contextlib.contextmanager
+def preserved_rng() -> Iterator[None]:
+    """Restores the states of Python's, NumPy's and torch's (CPU and initialized CUDA) random
+    generators when the block ends."""
+    import random
+
+    state: dict[str, Any] = {"random": random.getstate()}
+    np = sys.modules.get("numpy")
+    if np is not None:
+        state["numpy"] = np.random.get_state()
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        state["torch"] = torch.random.get_rng_state()
+        if torch.cuda.is_initialized():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+    try:
+        yield
+    finally:
+        random.setstate(state["random"])
+        if "numpy" in state:
+            np.random.set_state(state["numpy"])
+        if "torch" in state:
+            torch.random.set_rng_state(state["torch"])
+        if "cuda" in state:
+            torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def _shape(value: Any) -> tuple[int, ...] | None:
@@ -37,22 +70,41 @@ def _shape(value: Any) -> tuple[int, ...] | None:
     return tuple(int(d) for d in shape) if shape is not None else None
 
 
-def _fmt(shape: tuple[int, ...] | None) -> str:
-    return "an unknown shape" if shape is None else f"[{', '.join(map(str, shape))}]"
+def _fmt(shape: Any) -> str:
+    """A shape as the messages show it: ``[2, 64]``; a layer's tuple output (an LSTM's) as
+    ``([2, 5, 6], ([1, 2, 6], [1, 2, 6]))`` (see :func:`output_shapes`)."""
+    if shape is None:
+        return "an unknown shape"
+    return _fmt_inner(shape)
+
+
+def _fmt_inner(shape: Any) -> str:
+    if isinstance(shape, (list, tuple)) and all(isinstance(d, int) for d in shape):
+        return f"[{', '.join(map(str, shape))}]"
+    if isinstance(shape, (list, tuple)):
+        return f"({', '.join(_fmt_inner(s) for s in shape)})"
+    if isinstance(shape, dict):
+        return "{" + ", ".join(f"{k!r}: {_fmt_inner(v)}" for k, v in shape.items()) + "}"
+    return str(shape)
 
 
 def data_owner(module: Any, datamodule: Any) -> Any:
     return datamodule if datamodule is not None else module
 
 
+def prepare_owner(owner: Any) -> None:
+    """``prepare_data()`` and ``setup("fit")`` of the data's owner, as ``trainer.fit`` calls them:
+    the DataModule's, or those of a LightningModule that loads its own data."""
+    owner.prepare_data()
+    owner.setup("fit")
+
+
 def first_train_batch(module: Any, datamodule: Any) -> Any:
-    """One batch of the training data (the DataModule is prepared and set up for "fit" first),
-    or None when it cannot be had."""
+    """One batch of the training data (its owner is prepared and set up for "fit" first), or
+    None when it cannot be had."""
     owner = data_owner(module, datamodule)
     try:
-        if datamodule is not None:
-            datamodule.prepare_data()
-            datamodule.setup("fit")
+        prepare_owner(owner)
         return next(iter(owner.train_dataloader()))
     except Exception as err:  # the trial's own fit will raise the real error
         print(f"[maggy] ablation: could not read a training batch for the shape check: {err!r}", file=sys.stderr)
@@ -100,7 +152,7 @@ def _recording(layers: dict[str, Any], shapes: dict[str, tuple[Any, Any]]) -> It
     def hook_for(name: str) -> Any:
         def hook(_mod: Any, inputs: Any, output: Any) -> None:
             if name not in shapes:
-                shapes[name] = (_shape(inputs[0]) if inputs else None, _shape(output))
+                shapes[name] = (output_shapes(inputs[0]) if inputs else None, output_shapes(output))
 
         return hook
 
@@ -147,10 +199,11 @@ def apply_model_component(module: Any, datamodule: Any, component: Component) ->
     before: dict[str, tuple[Any, Any]] = {}
     layers: Sequence[str] = component.layers if component.kind is not ComponentKind.CUSTOM else ()
     output_before: Any = None
-    if probe is not None and layers:
-        with _evaluating(module), _recording({n: module.get_submodule(n) for n in layers}, before):
+    if probe is not None:
+        subject = _checked(module)
+        with _evaluating(subject), _recording({n: subject.get_submodule(n) for n in layers}, before):
             try:
-                output_before = output_shapes(_forward(module, probe[0], probe[2]))
+                output_before = output_shapes(_forward(subject, probe[0], probe[2]))
             except Exception as err:
                 print(f"[maggy] ablation: the unmodified module fails on {probe[1]} ({err!r}); "
                       "skipping the shape check", file=sys.stderr)
@@ -172,16 +225,31 @@ def apply_model_component(module: Any, datamodule: Any, component: Component) ->
     if probe is None:
         return module
     after: dict[str, tuple[Any, Any]] = {}
-    recorded = {n: module.get_submodule(n) for n in layers}
-    with _evaluating(module), _recording(recorded, after):
+    subject = _checked(module)
+    recorded = {n: subject.get_submodule(n) for n in layers}
+    with _evaluating(subject), _recording(recorded, after):
         try:
-            output_after = output_shapes(_forward(module, probe[0], probe[2]))
+            output_after = output_shapes(_forward(subject, probe[0], probe[2]))
         except Exception as err:
             raise AblationError(_breakage_message(component, module, layers, before, after, probe[1], err)) from err
     if output_before is not None and output_after != output_before:  # the loss would broadcast another shape
         changed = AblationError(f"the model's output shape changes from {output_before} to {output_after}")
         raise AblationError(_breakage_message(component, module, layers, before, after, probe[1], changed))
     return module
+
+
+def _checked(module: Any) -> Any:
+    """What the shape check runs: the module itself (in eval mode, without gradients, a forward
+    pass changes nothing), or a copy of one with lazy layers (``nn.LazyLinear``), which a first
+    forward pass would initialize here, from other random draws than the base trial's."""
+    from torch.nn.modules.lazy import LazyModuleMixin
+
+    if not any(isinstance(m, LazyModuleMixin) and m.has_uninitialized_params() for m in module.modules()):
+        return module
+    try:
+        return copy.deepcopy(module)
+    except Exception:
+        return module
 
 
 def output_shapes(value: Any) -> Any:
@@ -208,9 +276,13 @@ def _breakage_message(
 ) -> str:
     error = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
     if component.kind is ComponentKind.CUSTOM:
+        outcome = (
+            f"gives another output shape: {err}" if isinstance(err, AblationError) else f"fails with {error}"
+        )
         return (
             f"Leaving out custom component {component.name!r} breaks the model: the forward pass on "
-            f"{where} fails with {error}. Fix the generator so that the module it returns still runs."
+            f"{where} {outcome}. Fix the generator so that the module it returns still runs, with "
+            "the output shape of the full model."
         )
     changed = []
     for name in layers:

@@ -15,6 +15,7 @@ each give one clear error before any trial starts.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -349,7 +350,6 @@ class SparkBackend(Backend):
         self.sc = spark.sparkContext
         if self._owns_session:
             self._choose_python(conf or {})
-        self._group = f"lightning_maggy-{uuid.uuid4().hex[:12]}"
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
         self._stopping = False
@@ -396,6 +396,9 @@ class SparkBackend(Backend):
                 f"(its cores / spark.task.cpus): only {slots} trial(s) run in parallel, the other workers' "
                 f"tasks wait for a slot until the study ends. Pass workers={slots} (or leave workers out), "
                 "or give the master more cores.", stacklevel=1)
+        # One instance may serve search after search (on a user's session): a job group for each.
+        self.stopped, self._stopping, self._error = False, False, None
+        self._group = f"lightning_maggy-{uuid.uuid4().hex[:12]}"
         task = _task(pack_launch(launch), task_environ(self.sc.master))
         description = job_description(launch, num_workers)
 
@@ -425,12 +428,9 @@ class SparkBackend(Backend):
             # moment's wait lets the job succeed, where cancelling it at once would show every
             # finished study as a failed job in the Spark UI and log a cancelled task's errors.
             self._thread.join(min(timeout, END_GRACE))
-        if self._thread is None or self._thread.is_alive():
-            try:
-                self.sc.cancelJobGroup(self._group)
-            except Exception:  # the context may already be gone
-                pass
-            if self._thread is not None:
+            if self._thread.is_alive():
+                with contextlib.suppress(Exception):  # the context may already be gone
+                    self.sc.cancelJobGroup(self._group)
                 self._thread.join(timeout)
         if self._owns_session:
             self.spark.stop()

@@ -242,3 +242,37 @@ def test_more_workers_than_the_local_masters_cores_is_said_before_the_study(spar
             max_epochs=1, workers=3, backend="spark", seed=0, exp_dir=tmp_path / "exp", verbose=False,
         )
     assert result.counts()["COMPLETED"] == 2
+
+
+class _FailsAtTheThirdReport(lm.AbstractEarlyStop):
+    """An early-stop rule with a bug: the driver fails while both workers are in a trial."""
+
+    def earlystop_check(self, to_check, finalized_trials, direction):
+        if any(len(t.history) >= 3 for t in to_check.values()):
+            raise RuntimeError("a bug in my early-stop rule")
+        return []
+
+
+def _long(hparams, reporter):
+    for step in range(reporter.start_step, reporter.budget):
+        time.sleep(0.3)
+        reporter.broadcast(hparams["x"], step)
+    return hparams["x"]
+
+
+def test_a_spark_backend_serves_a_second_search_and_cancels_its_tasks_when_it_fails(spark, tmp_path):
+    from lightning_maggy.backends.spark import SparkBackend
+
+    backend = SparkBackend(spark)  # the user's session, one backend for both searches
+    first = lm.search(_quick, lm.Searchspace(x=lm.Double(0.0, 1.0)), metric="m", optimizer="random", num_trials=2,
+                      max_epochs=1, workers=2, backend=backend, exp_dir=tmp_path / "first", verbose=False)
+    assert first.counts()["COMPLETED"] == 2
+    with pytest.raises(lm.ExperimentError, match="a bug in my early-stop rule"):
+        lm.search(_long, lm.Searchspace(x=lm.Double(0.0, 1.0)), metric="m", optimizer="random",
+                  early_stop=_FailsAtTheThirdReport(), num_trials=2, max_epochs=300, workers=2, backend=backend,
+                  exp_dir=tmp_path / "second", verbose=False)
+    # Its job was cancelled: nothing trains on (300 epochs would take 90 s).
+    deadline = time.monotonic() + 30
+    while spark.sparkContext.statusTracker().getActiveJobsIds() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert spark.sparkContext.statusTracker().getActiveJobsIds() == []

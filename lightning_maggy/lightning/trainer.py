@@ -122,8 +122,10 @@ def build_datamodule(datamodule: Any, config: Mapping[str, Any], *, reuse: bool 
     With ``reuse`` (a worker's trial runs), the datamodule a class built for the previous run is
     used again when it is provably the one a new run would build, and its ``prepare_data`` and
     ``setup`` run once per stage (see :func:`~lightning_maggy.lightning.kept.kept_datamodule`).
-    ``fresh`` (an ablation's runs, which may leave features out of the datamodule): never the
-    object a previous run used."""
+    ``fresh`` (an ablation's runs, which may leave features out of the datamodule): an instance
+    is copied, never the object a previous run used. A function is called as it is: what it
+    returns is its own (``ablate()`` wraps it so that each run gets a copy, see
+    :class:`~lightning_maggy.ablation.api.FreshDataModules`)."""
     if datamodule is None:
         return None
     if is_datamodule_class(datamodule):

@@ -281,7 +281,7 @@ def _run(task: TrialTask, ctx: TrialContext) -> Any:
         attempt=ctx.attempt,
         publish=ctx.publish,
         resumed=ckpt is not None,
-        sanity_checked=task.target in VALIDATED,
+        sanity_checked=task.target in VALIDATED and not ablation,  # same runs in every paired trial
     )
     first_epoch = ctx.epochs_done if ckpt is not None else 0
     if datamodule is not None:

@@ -414,3 +414,27 @@ def test_no_op_components_have_a_zero_delta_and_a_shared_datamodule_leaks_into_n
     (search_dir / "experiment.json").write_text(json.dumps(experiment))
     with pytest.raises(lm.ConfigurationError, match=r"holds a search, not an ablation study"):
         lm.AblationResult.load(search_dir)
+
+
+class LazyNet(SignalNet):
+    """A first layer sized at its first batch: Lightning's sanity check (its random state kept
+    apart) initializes it in the run that makes one, training's first step in a run that does
+    not, after the shuffle has drawn: other initial weights from the same seed."""
+
+    def __init__(self, lr: float = 0.05, hidden: int = 16) -> None:
+        super().__init__(lr, hidden)
+        self.net[0] = nn.LazyLinear(hidden)
+
+
+@pytest.mark.slow
+def test_every_trial_of_an_ablation_makes_the_same_validation_runs_so_a_no_op_has_a_zero_delta(tmp_path):
+    # One worker: seed 0's base trial is its process's first run. Lightning's sanity check ran in
+    # that run only (later runs skip it), so only the base's lazy layer was initialized there.
+    study = lm.AblationStudy()
+    study.model.add_custom_model_generator(unchanged, "same")
+    result = lm.ablate(
+        LazyNet, study, datamodule=SignalData, metric="val_loss", direction="min", max_epochs=2, seeds=1,
+        workers=1, exp_dir=tmp_path / "exp", verbose=False,
+    )
+    by = {t.component: t.history for t in result.trials}
+    assert by["same"] == by[None], result.summary()

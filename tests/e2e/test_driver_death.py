@@ -55,7 +55,7 @@ def test_a_sigkilled_driver_leaves_no_process_and_resume_finishes_its_study(tmp_
     workers = {e["pid"] for e in read_journal(exp / "journal.jsonl") if e["event"] == "worker"}
     assert workers and workers <= set(tree), (workers, tree)
     assert killed["cleanup_s"] is not None, f"still alive 30 s after the driver was killed: {killed['left']}"
-    assert killed["cleanup_s"] < 5.0, killed
+    assert killed["cleanup_s"] < 10.0, killed  # about 2 s; 30 s and more before the lifeline
 
     resumed = run(script, exp, "resume", "local")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -212,4 +212,4 @@ def test_workers_in_the_middle_of_long_trials_leave_with_their_driver(tmp_path: 
     killed = start_and_kill(script, tmp_path / "exp", condition=_both_training)
     print(f"processes gone after: {killed['gone_after']} ({killed['tree']})")
     assert killed["cleanup_s"] is not None, f"still alive 30 s after the driver was killed: {killed['left']}"
-    assert killed["cleanup_s"] < 5.0, killed
+    assert killed["cleanup_s"] < 10.0, killed  # about 2 s; 30 s and more before the lifeline

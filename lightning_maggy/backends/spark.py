@@ -294,7 +294,8 @@ def _build_session(session_cls: Any, master: str | None, conf: Mapping[str, str]
             f"could not start a SparkSession (master={master!r}): {err}. Check the master "
             "URL, Java, and the Spark settings in spark_conf."
         ) from err
-    return spark, ({k: str(v) for k, v in settings.items()} if launches_jvm else {})
+    text = {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in settings.items()}  # as pyspark writes them
+    return spark, (text if launches_jvm else {})
 
 
 def _forget_launch(settings: Mapping[str, str]) -> None:

@@ -40,7 +40,7 @@ def f(hparams, reporter):
 
 lm.search(f, lm.Searchspace(x=lm.Double(0, 1)), metric="m", num_trials=1, max_epochs=1, workers=1,
           backend="spark", spark_master="local[1]", exp_dir={exp!r}, verbose=False,
-          spark_conf={{"spark.executor.memory": "700m", "spark.ui.enabled": "false"}})
+          spark_conf={{"spark.executor.memory": "700m", "spark.ui.enabled": False}})  # a bool too
 spark = SparkSession.builder.master("local[1]").appName("mine").getOrCreate()
 conf = spark.sparkContext.getConf()
 print("LATER", [conf.get(k, None) for k in ("spark.executor.memory", "spark.ui.enabled", "spark.python.daemon.module")])

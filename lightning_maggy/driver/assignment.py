@@ -8,6 +8,7 @@ import time
 import traceback
 from typing import Any
 
+from lightning_maggy.driver.replay import CAUSE_TIMEOUT
 from lightning_maggy.driver.workers import Outgoing, _Worker
 from lightning_maggy.earlystop.base import NoEarlyStop
 from lightning_maggy.exceptions import SearchspaceError
@@ -35,7 +36,8 @@ class AssignmentMixin:
                                       final_metric=None))
             return []
         if self.timed_out:
-            self._update(trial.evolve(state=TrialState.STOPPED, finished=time.time(), error=reason))
+            stopped = trial.evolve(state=TrialState.STOPPED, finished=time.time(), error=reason)
+            self._update(stopped, cause=CAUSE_TIMEOUT)
             return []
         if trial.retries >= self.max_retries:
             error = (

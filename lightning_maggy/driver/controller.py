@@ -157,6 +157,7 @@ class Controller(ReportsMixin, AssignmentMixin, ServingMixin, TickMixin):
         self._version = 0
         self._jobs: JobRunner | None = None  # set while optimizer jobs run in the background
         self._frozen: list[tuple[int, float]] = []  # see take_frozen()
+        self._timeout_stops: set[str] = set()  # trials told to STOP because the timeout passed
         optimizer.setup(
             searchspace,
             num_trials=num_trials,

@@ -22,6 +22,7 @@ __all__ = [
     "CAUSE_ABORT",
     "CAUSE_END",
     "CAUSE_RESUME",
+    "CAUSE_TIMEOUT",
     "JOURNAL_NAME",
     "StudyLog",
     "history_with",
@@ -39,6 +40,10 @@ CAUSE_ABORT = "abort"
 #: ``cause`` of a trial snapshot written when a study ends: a trial paused at a rung that was
 #: never promoted is recorded as STOPPED; a resumed study (e.g. with more trials) may promote it.
 CAUSE_END = "end"
+#: ``cause`` of a trial snapshot written when the study's ``timeout`` stopped a trial that was
+#: running (or waiting to run again): resumed, like an aborted one, when the study is (with a
+#: larger timeout it trains on as if the study had had that timeout from the start).
+CAUSE_TIMEOUT = "timeout"
 #: ``cause`` of a trial snapshot written when a resumed study re-queues a trial that was running
 #: when the driver died.
 CAUSE_RESUME = "resume"
@@ -151,14 +156,15 @@ class StudyLog:
 
     def resumable_trials(self) -> dict[str, Trial]:
         """The trials as a resumed study starts from: those the end of the previous run stopped
-        are given back their state before it. A trial the abort (or Ctrl-C) stopped while it ran
-        is LOST again (re-queued, resumed from its checkpoint); a trial paused at a rung that
+        are given back their state before it. A trial the abort (or Ctrl-C) or the study's
+        timeout stopped while it ran is LOST again (re-queued, resumed from its checkpoint); a
+        trial paused at a rung that
         the end of the study recorded as STOPPED is PAUSED again (it may still be promoted).
         RUNNING, LOST and PENDING trials are left as they are: the controller re-queues them."""
         out: dict[str, Trial] = {}
         for tid, trial in self.trials.items():
             cause = self.causes.get(tid)
-            if trial.state is TrialState.STOPPED and cause == CAUSE_ABORT:
+            if trial.state is TrialState.STOPPED and cause in (CAUSE_ABORT, CAUSE_TIMEOUT):
                 trial = trial.evolve(state=TrialState.LOST, finished=None, error=None, worker=None)
             elif trial.state is TrialState.STOPPED and cause == CAUSE_END:
                 trial = trial.evolve(state=TrialState.PAUSED)

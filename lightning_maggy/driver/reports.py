@@ -10,7 +10,7 @@ import traceback
 from collections.abc import Collection, Iterable
 from typing import Any
 
-from lightning_maggy.driver.journal import history_with, non_finite_note
+from lightning_maggy.driver.journal import CAUSE_TIMEOUT, history_with, non_finite_note
 from lightning_maggy.driver.workers import Outgoing, _Worker
 from lightning_maggy.earlystop.base import NoEarlyStop
 from lightning_maggy.trial import Decision, Trial, TrialState
@@ -90,6 +90,8 @@ class ReportsMixin:
         return {"type": "decision", "decision": Decision.STOP.value}
 
     def _decide(self, trial: Trial) -> Decision:
+        if self.timed_out and not self.finished:
+            self._timeout_stops.add(trial.trial_id)  # its STOPPED record is resumed with the study
         if self.timed_out or self.finished:
             return Decision.STOP
         decision = self.optimizer.on_report(trial)
@@ -163,8 +165,16 @@ class ReportsMixin:
             state = TrialState.STOPPED
             changes["final_metric"] = None
             changes["error"] = self._nonfinite[tid]
+        # The timeout stopped it (or it ended its run after the timeout, unstopped): resumed with
+        # the study, as if the study had had a larger timeout from the start.
+        timeout_cause = state is TrialState.STOPPED and tid not in self._nonfinite and self.timed_out and (
+            tid in self._timeout_stops or (decision is not Decision.STOP and status != "stopped")
+        )
         trial = trial.evolve(state=state, **changes)
-        self._update(trial)
+        if timeout_cause:
+            self._update(trial, cause=CAUSE_TIMEOUT)
+        else:
+            self._update(trial)
         worker.last_finished = trial
         if state is TrialState.FAILED:
             # fatal: the worker found one of lightning_maggy's misconfiguration errors (isinstance,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from lightning_maggy.driver.replay import CAUSE_TIMEOUT
 from lightning_maggy.driver.workers import Outgoing, _Worker
 from lightning_maggy.trial import TrialState
 
@@ -35,7 +36,7 @@ class TickMixin:
             self.journal.append("timeout", seconds=self.timeout)
             while self._requeue:  # lost trials are not resumed after the timeout
                 trial = self.trials[self._requeue.popleft()]
-                self._update(trial.evolve(state=TrialState.STOPPED, finished=time.time()))
+                self._update(trial.evolve(state=TrialState.STOPPED, finished=time.time()), cause=CAUSE_TIMEOUT)
             out += self._wake_parked()
         for worker in self.workers.values():
             silence = now - worker.last_seen

@@ -279,6 +279,31 @@ def test_timeout_stops_running_trials_at_next_report_and_starts_no_new_one(make:
     assert any(e["event"] == "timeout" for e in read_journal(h.journal_path))
 
 
+def test_what_the_timeout_stopped_is_resumed_with_the_study_and_what_a_rule_stopped_is_not(make: Any) -> None:
+    from lightning_maggy.driver.journal import load_study
+
+    h = make(RandomSearch(), num_trials=None, max_epochs=5, timeout=10.0, max_retries=3)
+    h.journal.append("experiment_start")
+    a, b, c = h.start(1)["trial_id"], h.start(2)["trial_id"], h.start(3)["trial_id"]
+    h.report(1, a, 0, 0.5)
+    d = h.start(4)["trial_id"]
+    h.report(4, d, 0, 0.1)
+    h.final(4, d, status="stopped")  # stopped by its own code before the timeout (ended for good); 4 takes another
+    h.ctl.worker_lost(3, "worker 3 died")  # c is lost and waits to be re-queued: no worker is free
+    h.clock.advance(11.0)
+    h.tick()  # the timeout: c, waiting, is stopped
+    assert h.report(1, a, 1, 0.6) == "stop"  # a is stopped by the timeout at its next report
+    h.final(1, a, status="stopped")
+    h.report(2, b, 0, 0.7)
+    h.final(2, b)  # b ends its run after the timeout without a report telling it to stop
+    log = load_study(h.journal_path)
+    assert {tid: log.causes.get(tid) for tid in (a, b, c)} == {a: "timeout", b: "timeout", c: "timeout"}
+    resumed = log.resumable_trials()
+    assert all(resumed[tid].state is TrialState.LOST for tid in (a, b, c))
+    assert resumed[a].history == (0.5, 0.6) and resumed[a].finished is None
+    assert d not in log.causes and resumed[d].state is TrialState.STOPPED
+
+
 def test_timeout_ends_the_wait_of_parked_workers(make: Any) -> None:
     h = make(ASHA(reduction_factor=2), max_epochs=2, num_trials=2, timeout=5.0)
     a, b = h.start(1), h.start(2)

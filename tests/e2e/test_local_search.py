@@ -399,3 +399,26 @@ def test_user_callbacks_start_fresh_in_every_trial(tmp_path):
     # being worse than the first trial's best; fresh, it trains on while it improves.
     weak = next(t for t in result.trials if t.config["lr"] == 0.0001)
     assert len(weak.history) >= 2
+
+
+def _steps(hparams, reporter):
+    import time
+
+    for step in range(reporter.start_step, reporter.budget):
+        time.sleep(0.25)
+        reporter.broadcast(hparams["x"] + step, step)
+    return hparams["x"] + reporter.budget
+
+
+def test_trials_the_timeout_stopped_train_on_when_the_study_is_resumed_with_more_time(tmp_path):
+    call = dict(metric="score", optimizer="grid", max_epochs=60, workers=2, exp_dir=tmp_path / "exp", verbose=False)
+    space = lm.Searchspace(x=lm.Discrete([0, 100]))
+    first = lm.search(_steps, space, timeout=12, **call)  # 15 s of steps: stopped part way
+    assert first.stop_reason == "timeout" and len(first.trials) == 2, "the workers took over 12 s to start"
+    assert all(t.state is lm.TrialState.STOPPED and 0 < len(t.history) < 60 for t in first.trials)
+    resumed = lm.search(_steps, space, timeout=120, resume=tmp_path / "exp", **call)
+    assert resumed.stop_reason == "finished" and len(resumed.trials) == 2
+    for trial in resumed.trials:  # as if the study had had 120 s from the start
+        x = trial.config["x"]
+        assert trial.state is lm.TrialState.COMPLETED and trial.history == tuple(x + s for s in range(60))
+        assert trial.final_metric == x + 60

@@ -124,7 +124,7 @@ def run_study(
                     "directory (new or empty) for the study's record."
                 )
             held = (exp_path / JOURNAL_NAME).exists()
-            _create(exp_path, exp_dir)
+            _check_creatable(exp_path, exp_dir)
         if held:
             shown = url or str(exp_path)
             raise ConfigurationError(
@@ -180,7 +180,7 @@ def _run(
     the study, mirrored to the URL, where the workers keep the trial folders."""
     if workers is None:
         workers = backend_obj.default_workers() if hasattr(backend_obj, "default_workers") else 2
-    exp_path.mkdir(parents=True, exist_ok=True)
+    _create(exp_path, exp_path)
     experiment = {
         **study,
         "backend": getattr(backend_obj, "name", type(backend_obj).__name__),
@@ -304,15 +304,26 @@ def _check_folder_argument(name: str, value: Any) -> None:
         )
 
 
+def _check_creatable(exp_path: Path, exp_dir: Any) -> None:
+    """Refuses, before anything starts and without creating it, a new study's directory whose
+    nearest existing folder this process may not write to (no permission, a read-only disk)."""
+    existing = next((p for p in (exp_path, *exp_path.parents) if p.exists()), None)
+    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigurationError(
+            f"exp_dir={str(exp_dir if exp_dir is not None else exp_path)!r} cannot be created: {str(existing)!r} "
+            "is not writable by this process. Pass a directory you can write to."
+        )
+
+
 def _create(exp_path: Path, exp_dir: Any) -> None:
-    """Creates a new study's directory before any worker starts: one that cannot be created (no
-    permission, a read-only disk) is refused here, with the fix, instead of a bare OSError."""
+    """Creates the study's directory (before any worker starts; after the backend is set up, so
+    that a backend's refusal leaves no folder behind): one that cannot be created is refused
+    with the fix instead of a bare OSError."""
     try:
         exp_path.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise ConfigurationError(
-            f"exp_dir={str(exp_dir if exp_dir is not None else exp_path)!r} cannot be created ({err.strerror or err}): "
-            "pass a directory you can write to."
+            f"exp_dir={str(exp_dir)!r} cannot be created ({err.strerror or err}): pass a directory you can write to."
         ) from err
 
 

@@ -41,12 +41,14 @@ import shutil
 import sys
 import tempfile
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from lightning_maggy.exceptions import ConfigurationError
+from lightning_maggy.storage_checks import check_bucket as _check_bucket
+from lightning_maggy.storage_checks import check_study_url, holds_a_study, redact
+from lightning_maggy.storage_checks import reaching as _reaching
 
 __all__ = [
     "RemoteTrials",
@@ -97,14 +99,6 @@ def local_path(path: str | os.PathLike[str]) -> str:
     return text
 
 
-def redact(url: str) -> str:
-    """``url`` without a ``user:password@`` part."""
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
-
-
 def open_url(url: str, what: str = "exp_dir") -> tuple[Any, str]:
     """The fsspec filesystem of ``url`` and the path within it (no trailing slash).
 
@@ -152,56 +146,33 @@ def _remote_size(fs: Any, path: str) -> int | None:
         return None
 
 
-@contextlib.contextmanager
-def _reaching(url: str, what: str) -> Iterator[None]:
-    """Turns a storage error (credentials, network, permissions) into a ConfigurationError."""
-    try:
-        yield
-    except ConfigurationError:
-        raise
-    except Exception as err:  # noqa: BLE001 - each filesystem package raises its own errors
-        raise ConfigurationError(
-            f"{what}={redact(url)!r} cannot be reached ({type(err).__name__}: {err}). Check the URL, "
-            "that the bucket or folder exists, and the credentials (environment variables, instance "
-            "role or the filesystem package's config) where the driver and the workers run."
-        ) from err
-
-
 def study_exists(url: str) -> bool:
     """Whether the URL or the driver's copy of it holds a journal.
 
     Raises:
-        ConfigurationError: the URL cannot be reached (before anything is written).
+        ConfigurationError: the URL cannot be reached, or cannot hold a study (a file, a
+            filesystem the workers do not share), before anything is written.
     """
     fs, root = open_url(url)
     with _reaching(url, "exp_dir"):
         _check_bucket(fs, root, url, "exp_dir")
+        check_study_url(fs, root, url, "exp_dir", local_copy_of(url))
         remote = _remote_size(fs, f"{root}/journal.jsonl") is not None
     return remote or (local_copy_of(url) / "journal.jsonl").exists()
-
-
-def _check_bucket(fs: Any, root: str, url: str, what: str) -> None:
-    """An object store's bucket (container) must exist: writing into a missing one would
-    create it on some stores (with default settings) and fail on others."""
-    if root.startswith("/"):  # a file system with a root (HDFS, ...): folders are made as needed
-        return
-    bucket = root.split("/", 1)[0]
-    if not fs.exists(bucket):
-        raise ConfigurationError(
-            f"{what}={redact(url)!r}: the bucket {bucket!r} does not exist (or these credentials "
-            "cannot see it). Create it first, or check the URL and the credentials."
-        )
 
 
 def fetch_study(url: str, what: str = "resume") -> Path:
     """The driver's local copy of the study at ``url``, brought up to date for a resume: the
     URL's journal and ``experiment.json`` are downloaded unless the local journal is at least as
-    long (the same machine's copy, which the last upload may lag behind). Returns the folder."""
+    long (the same machine's copy, which the last upload may lag behind). Returns the folder.
+    For ``resume=`` (the study goes on there) the URL is checked as a new study's is."""
     fs, root = open_url(url, what)
     local = local_copy_of(url)
     journal = local / "journal.jsonl"
     with _reaching(url, what):
         _check_bucket(fs, root, url, what)
+        if what == "resume":
+            check_study_url(fs, root, url, what, local)
         remote_size = _remote_size(fs, f"{root}/journal.jsonl")
         if remote_size is not None and (not journal.exists() or journal.stat().st_size < remote_size):
             local.mkdir(parents=True, exist_ok=True)
@@ -256,8 +227,9 @@ class StudyMirror:
         self._thread = threading.Thread(target=self._loop, name="maggy-study-mirror", daemon=True)
 
     def start(self) -> StudyMirror:
-        self.fs.makedirs(self.root, exist_ok=True)
-        self.push(_LIVE_FILES)
+        with _reaching(self.url, "exp_dir"):
+            self.fs.makedirs(self.root, exist_ok=True)
+            self.push(_LIVE_FILES)
         self._thread.start()
         return self
 
@@ -276,12 +248,14 @@ class StudyMirror:
                 self.error = err
 
     def push(self, names: Any = None) -> None:
-        """Uploads the named top-level entries (default: every file and folder) that changed."""
+        """Uploads the named top-level entries (default: every file and folder) that changed;
+        never a folder that holds another study's copy (a study at a bucket's root holds the
+        copies of the studies under it, which their own drivers upload)."""
         with self._lock:
             entries = list(names) if names is not None else sorted(os.listdir(self.local))
             for name in entries:
                 path = self.local / name
-                if path.is_dir():
+                if path.is_dir() and not holds_a_study(path):
                     for file in sorted(p for p in path.rglob("*") if p.is_file()):
                         self._uploads.put(str(file))
                 elif path.is_file():

@@ -47,7 +47,7 @@ from urllib.parse import urlsplit
 
 from lightning_maggy.exceptions import ConfigurationError
 from lightning_maggy.storage_checks import check_bucket as _check_bucket
-from lightning_maggy.storage_checks import check_study_url, holds_a_study, redact
+from lightning_maggy.storage_checks import check_study_url, check_url_form, holds_a_study, redact
 from lightning_maggy.storage_checks import reaching as _reaching
 
 __all__ = [
@@ -104,10 +104,11 @@ def open_url(url: str, what: str = "exp_dir") -> tuple[Any, str]:
 
     Raises:
         ConfigurationError: the filesystem's package is missing (with the ``pip install``
-            line), or fsspec knows no such protocol.
+            line), fsspec knows no such protocol, or the URL names no bucket or folder.
     """
     import fsspec
 
+    check_url_form(url, what)
     scheme = _scheme(url) or "file"
     try:
         fs, path = fsspec.core.url_to_fs(url)

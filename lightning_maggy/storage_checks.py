@@ -97,3 +97,22 @@ def check_study_url(fs: Any, root: str, url: str, what: str, local: Path) -> Non
 def holds_a_study(path: str | os.PathLike[str]) -> bool:
     """Whether the folder holds a study's journal at any depth (another study's driver copy)."""
     return any(Path(path).rglob("journal.jsonl"))
+
+
+def check_url_form(url: str, what: str) -> None:
+    """A URL must name a place (``s3://`` alone, which a trailing-slash strip turns into
+    ``s3:``, would be read as a local folder named ``s3:``), and fsspec's protocols are
+    lowercase (``S3://`` is no protocol it knows)."""
+    parts = urlsplit(url.strip())
+    scheme = url.strip().split(":", 1)[0]
+    if len(parts.scheme) > 1 and not parts.netloc and not parts.path.strip("/"):
+        shown = url.strip() + ("//" if url.strip().endswith(":") else "")
+        raise ConfigurationError(
+            f"{what}={redact(shown)!r} names no bucket or folder: pass a URL such as "
+            f"'{scheme.lower()}://bucket/studies/name'."
+        )
+    if len(parts.scheme) > 1 and scheme != scheme.lower():
+        raise ConfigurationError(
+            f"{what}={redact(url)!r}: fsspec's URL protocols are lowercase; pass "
+            f"{scheme.lower() + url.strip()[len(scheme):]!r}."
+        )

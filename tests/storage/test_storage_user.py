@@ -95,3 +95,14 @@ def test_a_study_at_the_bucket_root_leaves_the_studies_under_it_alone(s3_bucket)
     assert fs.cat_file(f"{root}/journal.jsonl") == newer, "the root study uploaded the inner study's stale copy"
     assert os.path.isfile(local_copy_of(inner) / "journal.jsonl")
     assert fs.isfile(f"{s3_bucket}/journal.jsonl") and fs.isfile(f"{s3_bucket}/result.json")
+
+
+def test_a_url_without_a_bucket_or_with_an_uppercase_protocol_is_refused(s3_server, tmp_path, monkeypatch):
+    monkeypatch.setenv("LIGHTNING_MAGGY_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    for url in ("s3://", "s3:///"):
+        with pytest.raises(lm.ConfigurationError, match=r"exp_dir='s3://' names no bucket or folder.*s3://bucket/"):
+            _search(exp_dir=url)
+    with pytest.raises(lm.ConfigurationError, match=r"lowercase; pass 's3://bucket/study'"):
+        _search(exp_dir="S3://bucket/study")
+    assert os.listdir(tmp_path) == [], "a study was written to a local folder named after the URL"

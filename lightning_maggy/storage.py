@@ -45,13 +45,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from lightning_maggy.exceptions import ConfigurationError
+from lightning_maggy.exceptions import ConfigurationError, MaggyError
 from lightning_maggy.storage_checks import check_bucket as _check_bucket
 from lightning_maggy.storage_checks import check_study_url, check_url_form, holds_a_study, redact
 from lightning_maggy.storage_checks import reaching as _reaching
 
 __all__ = [
     "RemoteTrials",
+    "StoreUnavailable",
     "StudyMirror",
     "check_shared_exp_dir",
     "fetch_study",
@@ -270,6 +271,26 @@ class StudyMirror:
         self.push()
 
 
+class StoreUnavailable(MaggyError):
+    """The study's store (its ``exp_dir`` URL) failed while a worker read or wrote a trial's
+    folder there (the endpoint went down, credentials expired): every trial would hit it, so
+    the worker says so and the study stops, resumable (see :mod:`lightning_maggy.lightning.disk`)."""
+
+
+@contextlib.contextmanager
+def _in_store(url: str, doing: str, trial_id: str) -> Any:
+    """Turns a failure of the store under ``doing`` into :class:`StoreUnavailable`, naming it."""
+    try:
+        yield
+    except MaggyError:
+        raise
+    except Exception as err:
+        raise StoreUnavailable(
+            f"the study's store {redact(url)} failed while {doing} trial {trial_id}'s folder "
+            f"({type(err).__name__}: {err})"
+        ) from err
+
+
 class RemoteTrials:
     """A worker's side of trial folders at a URL: each run gets a scratch copy on local disk
     (see the module docstring)."""
@@ -287,6 +308,10 @@ class RemoteTrials:
     def checkout(self, trial_id: str) -> tuple[str, bool]:
         """A fresh local copy of the trial's folder (without its old TensorBoard event files,
         which the next run does not append to); and whether the trial had no folder yet."""
+        with _in_store(self.url, "downloading", trial_id):
+            return self._checkout(trial_id)
+
+    def _checkout(self, trial_id: str) -> tuple[str, bool]:
         local = os.path.join(self.scratch, "trials", trial_id)
         shutil.rmtree(local, ignore_errors=True)
         os.makedirs(local)
@@ -331,20 +356,22 @@ class RemoteTrials:
         """Records ``attempt`` as the trial's holder at the URL; False if a newer one holds it."""
         from lightning_maggy.lightning.fence import FENCE_NAME
 
-        if self.holder(trial_id) > attempt:
-            return False
-        self.fs.pipe_file(f"{self.remote_dir(trial_id)}/{FENCE_NAME}", str(attempt).encode())
+        with _in_store(self.url, "claiming", trial_id):
+            if self.holder(trial_id) > attempt:
+                return False
+            self.fs.pipe_file(f"{self.remote_dir(trial_id)}/{FENCE_NAME}", str(attempt).encode())
         return True
 
     def publish(self, trial_id: str, paths: list[str], attempt: int) -> bool:
         """Uploads files of the checked-out trial (a committed checkpoint, ``metrics.csv``) that
         changed; False, without uploading, if a newer attempt holds the trial."""
         assert self._uploads is not None, "publish() before checkout()"
-        if self.holder(trial_id) > attempt:
-            return False
-        for path in paths:
-            if os.path.exists(path):
-                self._uploads.put(path)
+        with _in_store(self.url, "uploading to", trial_id):
+            if self.holder(trial_id) > attempt:
+                return False
+            for path in paths:
+                if os.path.exists(path):
+                    self._uploads.put(path)
         return True
 
     def checkin(self, trial_id: str, attempt: int) -> bool:
@@ -353,11 +380,12 @@ class RemoteTrials:
         assert self._uploads is not None, "checkin() before checkout()"
         local = self._uploads.local
         try:
-            if self.holder(trial_id) > attempt:
-                return False
-            for dirpath, _, files in os.walk(local):
-                for name in sorted(files):
-                    self._uploads.put(os.path.join(dirpath, name))
+            with _in_store(self.url, "uploading to", trial_id):
+                if self.holder(trial_id) > attempt:
+                    return False
+                for dirpath, _, files in os.walk(local):
+                    for name in sorted(files):
+                        self._uploads.put(os.path.join(dirpath, name))
             return True
         finally:
             shutil.rmtree(local, ignore_errors=True)

@@ -128,8 +128,8 @@ class ReportsMixin:
             out = self._lose(tid, f"worker {worker.worker_id} dropped attempt {trial.attempt}")
             worker.trial_id = worker.attempt = worker.trial_started = None
             return out
-        if status == "failed" and msg.get("disk_full") is True:  # see lightning.disk: stop, resumable
-            return self.abort(_disk_full_message(tid, msg.get("error") or ""))
+        if status == "failed" and msg.get("storage_failed") is True:  # see lightning.disk: stop, resumable
+            return self.abort(_storage_message(tid, msg.get("error") or ""))
         worker.trial_id = worker.attempt = worker.trial_started = None
         worker.stale = None
         decision = self._decisions.pop(tid, None)
@@ -242,13 +242,13 @@ def _fatal_message(tid: str, error: str, error_type: Any) -> str:
     )
 
 
-def _disk_full_message(tid: str, error: str) -> str:
-    """The abort message of a trial whose disk is full: the worker's note first (what to do),
-    then the traceback."""
+def _storage_message(tid: str, error: str) -> str:
+    """The abort message of a trial whose disk is full or whose store failed: the worker's note
+    first (what to do), then the traceback."""
     lines = error.rstrip().splitlines()
     note = next((k for k in range(len(lines) - 1, -1, -1) if lines[k].startswith("lightning_maggy: ")), None)
     if note is None:
-        return f"trial {tid}: the disk is full; the study stopped. Its error:\n{error}"
+        return f"trial {tid}: its storage failed; the study stopped. Its error:\n{error}"
     return (
         f"{lines[note][len('lightning_maggy: '):]}\n\n(trial {tid} hit it; its traceback:)\n"
         + "\n".join(lines[:note]).rstrip()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import logging
 import os
 import signal
@@ -27,7 +26,7 @@ from lightning_maggy.exceptions import (
     TrialDropped,
 )
 from lightning_maggy.lightning.context import Reporter, TrialContext, _set_current
-from lightning_maggy.lightning.disk import disk_full, disk_full_note
+from lightning_maggy.lightning.disk import make_trial_dir, storage_failed_final, storage_failure, write_hparams
 from lightning_maggy.lightning.heartbeat import Heartbeat
 from lightning_maggy.lightning.returns import as_number, returned_metric
 from lightning_maggy.trial import Decision
@@ -150,11 +149,11 @@ def run_trial(task: TrialTask, ctx: TrialContext) -> dict[str, Any]:
 
 def _failed(err: BaseException, note: str | None = None, trial_dir: str = "") -> dict[str, Any]:
     """The FINAL fields of a trial whose code raised ``err`` (being handled): its traceback, and
-    ``note`` after it (the line a study's abort message quotes). A full disk is fatal and said
-    so (see :mod:`lightning_maggy.lightning.disk`)."""
-    full = disk_full(err)
-    if full is not None and note is None:
-        note = disk_full_note(full, trial_dir)
+    ``note`` after it (the line a study's abort message quotes). A full disk or a failed store
+    is fatal and said so (see :mod:`lightning_maggy.lightning.disk`)."""
+    storage = storage_failure(err, trial_dir)
+    if storage is not None and note is None:
+        note = storage
     text = traceback.format_exc()
     if note is not None:
         text = f"{text}lightning_maggy: {note}\n"
@@ -167,9 +166,9 @@ def _failed(err: BaseException, note: str | None = None, trial_dir: str = "") ->
         "metric": None,
         "error": text,
         "error_type": type(err).__name__,
-        "fatal": isinstance(err, FATAL_ERRORS) or full is not None,
+        "fatal": isinstance(err, FATAL_ERRORS) or storage is not None,
     }
-    return {**fields, "disk_full": True} if full is not None else fields
+    return {**fields, "storage_failed": True} if storage is not None else fields
 
 
 def _chain(err: BaseException) -> list[BaseException]:
@@ -353,38 +352,16 @@ def run_worker(
         reply = client.request({"type": "get", "worker_id": worker_id}, still_wanted=still_wanted)
         while reply["type"] == "trial":
             trial = reply["trial"]
-            if remote is not None:  # a scratch copy of the trial's folder at the URL
-                trial_dir, first_run = remote.checkout(trial["trial_id"])
-            else:
-                trial_dir = trial_dir_for(launch.exp_dir, trial["trial_id"])
-                first_run = _make_trial_dir(trial_dir)
-            if first_run:
-                _write_hparams(trial_dir, trial)
-            ctx = TrialContext(
-                client=client,
-                worker_id=worker_id,
-                trial=trial,
-                trial_dir=trial_dir,
-                metric=launch.task.metric,
-                direction=launch.task.direction,
-                remote=remote,
-            )
-            heartbeat.trial_thread = threading.get_ident()
-            heartbeat.ctx = ctx
-            _set_current(ctx)
-            outcome = None
             try:
-                with _output_to(os.path.join(trial_dir, "output.log")):
-                    outcome = _run_attempt(launch.task, ctx, heartbeat)
-            finally:
-                _set_current(None)
-                if outcome is None:  # unwinding (SIGTERM, the driver gone): keep this run's rows
-                    ctx.close()
-            if outcome["status"] == "dropped":
-                ctx.drop(outcome["error"] or "dropped")  # its rows are not the trial's record
-            ctx.close()
-            if remote is not None and not remote.checkin(ctx.trial_id, ctx.attempt):
-                outcome = _dropped(f"a newer attempt than {ctx.attempt} holds {remote.remote_dir(ctx.trial_id)}")
+                ctx, outcome = _run_one(launch, worker_id, client, heartbeat, remote, trial)
+            except Exception as err:  # the storage under the trial's folder, outside its code
+                note = storage_failure(err, "")
+                if note is None:
+                    raise
+                heartbeat.end_trial()  # (a claim that failed never reached it)
+                final = storage_failed_final(err, trial, note)
+                reply = client.request({"worker_id": worker_id, **final}, still_wanted=still_wanted)
+                continue
             ran += 1
             if outcome["status"] == "ok" and ctx.last_decision is not Decision.CONTINUE:
                 outcome["status"] = "stopped" if ctx.last_decision is Decision.STOP else "paused"
@@ -398,6 +375,45 @@ def run_worker(
         if remote is not None:
             remote.close()
     return ran
+
+
+def _run_one(launch: WorkerLaunch, worker_id: int, client: Any, heartbeat: Heartbeat, remote: Any,
+             trial: dict[str, Any]) -> tuple[TrialContext, dict[str, Any]]:
+    """Runs one attempt of ``trial`` in its folder (a scratch copy of the one at an ``exp_dir``
+    URL, uploaded after); returns its context and the FINAL's fields."""
+    if remote is not None:
+        trial_dir, first_run = remote.checkout(trial["trial_id"])
+    else:
+        trial_dir = trial_dir_for(launch.exp_dir, trial["trial_id"])
+        first_run = make_trial_dir(trial_dir)
+    if first_run:
+        write_hparams(trial_dir, trial)
+    ctx = TrialContext(
+        client=client,
+        worker_id=worker_id,
+        trial=trial,
+        trial_dir=trial_dir,
+        metric=launch.task.metric,
+        direction=launch.task.direction,
+        remote=remote,
+    )
+    heartbeat.trial_thread = threading.get_ident()
+    heartbeat.ctx = ctx
+    _set_current(ctx)
+    outcome = None
+    try:
+        with _output_to(os.path.join(trial_dir, "output.log")):
+            outcome = _run_attempt(launch.task, ctx, heartbeat)
+    finally:
+        _set_current(None)
+        if outcome is None:  # unwinding (SIGTERM, the driver gone): keep this run's rows
+            ctx.close()
+    if outcome["status"] == "dropped":
+        ctx.drop(outcome["error"] or "dropped")  # its rows are not the trial's record
+    ctx.close()
+    if remote is not None and not remote.checkin(ctx.trial_id, ctx.attempt):
+        outcome = _dropped(f"a newer attempt than {ctx.attempt} holds {remote.remote_dir(ctx.trial_id)}")
+    return ctx, outcome
 
 
 def _run_attempt(task: TrialTask, ctx: TrialContext, heartbeat: Heartbeat) -> dict[str, Any]:
@@ -420,30 +436,3 @@ def _run_attempt(task: TrialTask, ctx: TrialContext, heartbeat: Heartbeat) -> di
         except TrialDropped as dropped:
             if outcome is None:
                 outcome = _dropped(ctx.dropped or str(dropped))
-
-
-def _make_trial_dir(trial_dir: str) -> bool:
-    """Creates the trial's folder; False if it existed (a promoted or re-queued trial)."""
-    try:
-        os.mkdir(trial_dir)
-    except FileExistsError:
-        return False
-    except FileNotFoundError:  # the first trial of this experiment on this machine
-        os.makedirs(trial_dir, exist_ok=True)
-    return True
-
-
-def _write_hparams(trial_dir: str, trial: Mapping[str, Any]) -> None:
-    record = {
-        "trial_id": trial["trial_id"],
-        "config": trial["config"],
-        "component": trial.get("component"),
-        "seed": trial.get("seed"),
-    }
-    path = os.path.join(trial_dir, "hparams.json")
-    try:
-        with open(path, "w", encoding="utf-8") as fh:
-            json.dump(record, fh, indent=2)
-    except OSError:  # a full disk: the journal has the config, and the trial's own writes say why
-        with contextlib.suppress(OSError):
-            os.remove(path)

@@ -97,8 +97,9 @@ SCHEMAS: dict[str, dict[str, tuple[type, ...]]] = {
 OPTIONAL: dict[str, dict[str, tuple[type, ...]]] = {
     # False: a report the worker does not wait for (the server sends no answer).
     "report": {"sync": (bool,)},
-    # True: the trial failed because a disk it writes to is full (lightning.disk); the study stops.
-    "final": {"disk_full": (bool,)},
+    # True: the trial failed because its storage did (a full disk, a store that stopped
+    # answering; lightning.disk): the study stops.
+    "final": {"storage_failed": (bool,)},
 }
 
 

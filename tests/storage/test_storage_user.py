@@ -106,3 +106,32 @@ def test_a_url_without_a_bucket_or_with_an_uppercase_protocol_is_refused(s3_serv
     with pytest.raises(lm.ConfigurationError, match=r"lowercase; pass 's3://bucket/study'"):
         _search(exp_dir="S3://bucket/study")
     assert os.listdir(tmp_path) == [], "a study was written to a local folder named after the URL"
+
+
+def _removes_the_bucket(hparams, reporter):
+    """Its worker's store goes away under it (as a bucket deleted, or an endpoint gone): the
+    upload of its folder at the end of the run fails."""
+    import boto3
+
+    reporter.broadcast(hparams["x"], 0)
+    if hparams["x"] == 1:
+        s3 = boto3.resource("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
+        bucket = s3.Bucket(hparams["bucket"])
+        bucket.objects.all().delete()
+        bucket.delete()
+    reporter.broadcast(hparams["x"], 1)
+    return float(hparams["x"])
+
+
+def test_a_store_that_fails_under_a_trial_stops_the_study_with_why_and_the_trial_is_not_failed(s3_bucket):
+    # Before, the upload's botocore error escaped the worker loop: the worker died, the trial was
+    # retried until "lost 4 times ... exited with code 1", which said nothing about the store.
+    space = lm.Searchspace(x=lm.Discrete([1]), bucket=lm.Categorical([s3_bucket]))
+    with pytest.raises(lm.ExperimentError) as info:
+        lm.search(_removes_the_bucket, space, metric="acc", optimizer="grid", max_epochs=2, workers=1,
+                  exp_dir=f"s3://{s3_bucket}/study", verbose=False)
+    message = str(info.value)
+    assert f"the study's store s3://{s3_bucket}/study failed while uploading to trial" in message, message
+    assert "Once the store answers again" in message and "resume=" in message
+    (trial,) = info.value.result.trials  # type: ignore[attr-defined]
+    assert trial.state is lm.TrialState.STOPPED and trial.attempt == 1 and trial.history == (1.0, 1.0)

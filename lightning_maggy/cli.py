@@ -230,6 +230,8 @@ def _show(args: Any) -> int:
     except ConfigurationError as err:
         return _fail("show", str(err))
     if not exp.is_dir() and not args.follow:  # --follow waits for a study that is starting
+        if remote:
+            return _fail("show", f"{args.exp_dir} holds no study (no journal.jsonl): pass the exp_dir a search printed.")
         return _fail("show", f"{exp} is not a directory.")
     if args.scope not in (None, "last", "all"):
         return _fail("show", f"--scope={args.scope!r}: expected 'last' or 'all'.")

@@ -135,3 +135,12 @@ def test_a_store_that_fails_under_a_trial_stops_the_study_with_why_and_the_trial
     assert "Once the store answers again" in message and "resume=" in message
     (trial,) = info.value.result.trials  # type: ignore[attr-defined]
     assert trial.state is lm.TrialState.STOPPED and trial.attempt == 1 and trial.history == (1.0, 1.0)
+
+
+def test_show_on_a_url_that_holds_no_study_says_so_with_the_url(s3_bucket, capsys):
+    from lightning_maggy.cli import main
+
+    code = main(["show", f"s3://{s3_bucket}/missing"])
+    err = capsys.readouterr().err
+    assert code != 0 and f"s3://{s3_bucket}/missing holds no study (no journal.jsonl)" in err, err
+    assert ".cache" not in err  # not the driver's local copy, which the user never named

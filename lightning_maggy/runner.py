@@ -237,7 +237,13 @@ def _run(
     from lightning_maggy.transport.zmq_transport import ZmqServer
 
     key = os.urandom(32)
-    server = ZmqServer(key, host=getattr(backend_obj, "driver_host", "127.0.0.1"))
+    try:
+        server = ZmqServer(key, host=getattr(backend_obj, "driver_host", "127.0.0.1"))
+    except BaseException:  # (an address that cannot be bound): nothing runs, nothing left open
+        if mirror is not None:
+            _final_upload(mirror)
+        journal.close()
+        raise
     launch = WorkerLaunch(
         address=server.address,
         key=key,

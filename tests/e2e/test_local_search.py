@@ -422,3 +422,20 @@ def test_trials_the_timeout_stopped_train_on_when_the_study_is_resumed_with_more
         x = trial.config["x"]
         assert trial.state is lm.TrialState.COMPLETED and trial.history == tuple(x + s for s in range(60))
         assert trial.final_metric == x + 60
+
+
+def test_a_server_address_that_cannot_be_bound_leaves_the_journal_closed(tmp_path):
+    import threading
+
+    from lightning_maggy.backends.local import LocalBackend
+    from lightning_maggy.driver.journal import Journal
+
+    class Unbindable(LocalBackend):
+        driver_host = "192.0.2.1"  # TEST-NET-1: no interface of this machine has it
+
+    with pytest.raises(Exception) as info:
+        lm.search(_steps, lm.Searchspace(x=lm.Discrete([0])), metric="score", max_epochs=1, num_trials=1,
+                  backend=Unbindable(), exp_dir=tmp_path / "exp", verbose=False)
+    assert not isinstance(info.value, AssertionError)
+    assert not [t for t in threading.enumerate() if t.name == "maggy-journal-sync"]
+    Journal(tmp_path / "exp" / "journal.jsonl").close()  # its lock is free: another driver may open it

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 import os
 import time
+import warnings
+from collections import Counter
 from typing import Any
 
 import numpy as np
@@ -35,6 +37,7 @@ def record_curves(
     import lightning_maggy as lm
     from lightning_maggy.lightning.worker import trial_dir_for
 
+    _refuse_search_choices(search_kwargs)
     kwargs = dict(search_kwargs)
     trainer_kwargs = dict(kwargs.pop("trainer_kwargs", None) or {})
     trainer_kwargs["callbacks"] = [*trainer_kwargs.get("callbacks", []), _epoch_timer()]
@@ -42,22 +45,55 @@ def record_curves(
                        optimizer="random", num_trials=num_trials, seed=seed,
                        trainer_kwargs=trainer_kwargs, **kwargs)
     configs, values, seconds, overheads = [], [], [], []
+    left_out: Counter[str] = Counter()
     for trial in result.trials:
         times = _read_epoch_seconds(os.path.join(trial_dir_for(result.exp_dir, trial.trial_id), _TIMES))
-        if len(trial.history) < max_epochs or len(times) < max_epochs or not all(map(math.isfinite, trial.history)):
+        why = _left_out(trial, times, max_epochs)
+        if why is not None:
+            left_out[why] += 1
             continue
         configs.append(dict(trial.config))
         values.append(list(trial.history[:max_epochs]))
         seconds.append(times[:max_epochs])
         if trial.started and trial.finished:
             overheads.append(max(0.0, trial.finished - trial.started - sum(times[:max_epochs])))
+    reasons = ", ".join(f"{n} {why}" for why, n in left_out.items())
     if not configs:
-        raise ConfigurationError(f"Curves.record: none of the {len(result.trials)} trials reported {max_epochs} epochs.")
+        raise ConfigurationError(f"Curves.record: none of the {len(result.trials)} trials reported {max_epochs} epochs "
+                                 f"({reasons}; their output.log in {result.exp_dir}/trials/ says more).")
+    if left_out:
+        warnings.warn(f"Curves.record: {sum(left_out.values())} of the {len(result.trials)} trials are left out of the "
+                      f"curves ({reasons}; their output.log in {result.exp_dir}/trials/ says more), so the curves "
+                      "do not hold the configurations that fail.", stacklevel=3)
     curves = cls(space, configs, values, seconds, metric=metric, direction=direction,
                  run_overhead=float(np.median(overheads)) if overheads else 0.0, name=name)
     if path is not None:
         curves.save(path)
     return curves
+
+
+def _refuse_search_choices(search_kwargs: dict[str, Any]) -> None:
+    """Refuses the search arguments that ``record`` sets itself: curves need a random search in
+    which every trial trains every epoch (a TypeError about "multiple values" said neither)."""
+    if "optimizer" in search_kwargs:
+        raise ConfigurationError(
+            "Curves.record runs a random search itself (the curves must not depend on an optimizer's "
+            "choices): leave out optimizer=; simulate(curves, optimizer=...) is where the optimizer goes.")
+    if search_kwargs.get("early_stop") not in (None, "none"):
+        raise ConfigurationError(
+            f"Curves.record: early_stop={search_kwargs['early_stop']!r} would stop trials before max_epochs and "
+            "leave them out of the curves; leave it out (simulate(curves, early_stop=...) replays the rule).")
+
+
+def _left_out(trial: Any, times: list[float], max_epochs: int) -> str | None:
+    """Why ``trial`` cannot be a curve (None: it can)."""
+    from lightning_maggy.trial import TrialState
+
+    if not all(map(math.isfinite, trial.history[:max_epochs])):
+        return "reported NaN/inf"
+    if len(trial.history) < max_epochs or len(times) < max_epochs:
+        return "failed" if trial.state is TrialState.FAILED else f"stopped before epoch {max_epochs}"
+    return None
 
 
 def _epoch_timer() -> Any:

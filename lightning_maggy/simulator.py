@@ -43,6 +43,7 @@ from typing import Any
 
 import numpy as np
 
+from lightning_maggy.curves_input import curve_arrays
 from lightning_maggy.exceptions import ConfigurationError
 from lightning_maggy.searchspace import Categorical, Searchspace
 from lightning_maggy.trial import Trial, best_trial
@@ -89,23 +90,11 @@ class Curves:
             raise ConfigurationError(f"Curves(space=...) must be a Searchspace, got {type(space).__name__}.")
         self.space = space
         self.configs = [dict(c) for c in configs]
-        self.values = np.asarray(values, dtype=float)
-        self.seconds = np.asarray(seconds, dtype=float)
+        self.values, self.seconds = curve_arrays(len(self.configs), values, seconds, float(run_overhead))
         self.metric = metric
         self.direction = normalize_direction(direction)
         self.run_overhead = float(run_overhead)
         self.name = name
-        n = len(self.configs)
-        if n == 0 or self.values.ndim != 2 or self.values.shape[0] != n or self.seconds.shape != self.values.shape:
-            raise ConfigurationError(
-                f"Curves: got {n} configurations, values of shape {self.values.shape} and seconds of shape "
-                f"{self.seconds.shape}; expected at least one configuration and both arrays of shape "
-                "(configurations, epochs)."
-            )
-        if not np.all(np.isfinite(self.seconds)) or np.any(self.seconds < 0) or not (
-            math.isfinite(self.run_overhead) and self.run_overhead >= 0
-        ):
-            raise ConfigurationError("Curves: seconds and run_overhead must be finite and >= 0.")
         for config in self.configs:
             space.validate(config)
         self._numeric = [i for i, (_, hp) in enumerate(space.items()) if not isinstance(hp, Categorical)]

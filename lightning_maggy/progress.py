@@ -35,7 +35,8 @@ class Progress:
         if enabled:
             from tqdm.auto import tqdm
 
-            tty = _isatty(sys.stderr)
+            # A notebook's widget is neither a terminal nor a log: it keeps its own drawing.
+            tty = _isatty(sys.stderr) or any(c.__module__.startswith("tqdm.notebook") for c in tqdm.__mro__)
             self._file = sys.stderr if tty else _LogLines(sys.stderr)
             # leave=tty: in a log, the line of the last event is the final one already.
             self._bar = tqdm(total=total, desc="maggy", unit="trial", dynamic_ncols=tty, leave=tty, file=self._file)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from typing import Any
 
 from lightning_maggy.results import fmt_config
@@ -32,6 +33,7 @@ class Progress:
         self._records: dict[str, Trial] = {}
         self._metric, self._direction, self._scope = metric, direction, scope
         self._bar = None
+        self._since = time.time()
         if enabled:
             from tqdm.auto import tqdm
 
@@ -52,7 +54,7 @@ class Progress:
             )
         else:
             note = _why_unscored(trial, self._states.get(trial.trial_id))
-            if note:
+            if note and (trial.finished is None or trial.finished >= self._since):  # not a resumed study's past
                 self._bar.write(note, file=self._file)
         new = trial.trial_id not in self._states
         self._records[trial.trial_id] = trial

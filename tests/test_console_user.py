@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 from lightning_maggy.progress import Progress
@@ -84,13 +85,15 @@ def _trial(x: int, history: tuple[float, ...], state: TrialState, final: float |
     return Trial.create({"x": x}, budget=3).evolve(state=state, history=history, final_metric=final, error=error)
 
 
-def test_a_trial_stopped_by_ctrl_c_or_the_timeout_gets_no_line_of_its_own(capsys) -> None:
-    bar = Progress(2, "acc", "max", enabled=True)
+def test_trials_stopped_by_ctrl_c_and_failures_before_a_resume_get_no_line_of_their_own(capsys) -> None:
+    bar = Progress(3, "acc", "max", enabled=True)
     bar.update(_trial(1, (0.4, 0.5), TrialState.STOPPED, 0.5, "stopped: the study was interrupted"))
     bar.update(_trial(2, (0.4,), TrialState.FAILED, None, "Traceback\nKeyError: 'x'\n"))
     bar.update(_trial(2, (0.4,), TrialState.FAILED, None, "Traceback\nKeyError: 'x'\n"))  # a resume passes it again
+    earlier = _trial(3, (0.4,), TrialState.FAILED, None, "Traceback\nOSError: before the resume\n")
+    bar.update(earlier.evolve(finished=time.time() - 3600))  # a resumed study's past failure: no line
     bar.close()
     err = capsys.readouterr().err
-    assert "interrupted" not in err  # the study says so once; one line per running trial is noise
+    assert "interrupted" not in err and "before the resume" not in err  # the study says so once; one line per running trial is noise
     assert err.count("KeyError: 'x'") == 1 and "after 1 epoch:" in err
-    assert "best acc=0.5" in err.splitlines()[-1] and "stopped=1, failed=1" in err.splitlines()[-1]
+    assert "best acc=0.5" in err.splitlines()[-1] and "stopped=1, failed=2" in err.splitlines()[-1]

@@ -88,8 +88,7 @@ class Progress:
 def _why_unscored(trial: Trial, before: TrialState | None) -> str | None:
     """The console line for a trial that failed or was stopped for a NaN/inf (its ``error`` is
     set then, and it has no score); None for any other event (a trial the study's Ctrl-C or
-    timeout stopped has a note too, but keeps its score), and for one already told (a resumed study passes its
-    finished trials again)."""
+    timeout stopped has a note too, but keeps its score) and for one already told."""
     unscored = trial.state is TrialState.FAILED or (trial.state is TrialState.STOPPED and trial.final_metric is None)
     if trial.error is None or before is trial.state or not unscored:  # Ctrl-C's, the timeout's: a score, no line
         return None

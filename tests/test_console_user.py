@@ -81,7 +81,8 @@ def test_piped_console_is_lines_whose_counts_agree_and_unscored_trials_say_why(t
     assert "the user's bug" not in out  # and no Lightning/user traceback on the driver's stdout
 
 
-def _trial(x: int, history: tuple[float, ...], state: TrialState, final: float | None, error: str | None = None) -> Trial:
+def _trial(x: int, history: tuple[float, ...], state: TrialState, final: float | None,
+           error: str | None = None) -> Trial:
     return Trial.create({"x": x}, budget=3).evolve(state=state, history=history, final_metric=final, error=error)
 
 
@@ -94,6 +95,7 @@ def test_trials_stopped_by_ctrl_c_and_failures_before_a_resume_get_no_line_of_th
     bar.update(earlier.evolve(finished=time.time() - 3600))  # a resumed study's past failure: no line
     bar.close()
     err = capsys.readouterr().err
-    assert "interrupted" not in err and "before the resume" not in err  # the study says so once; one line per running trial is noise
+    # The study says it was interrupted once: a line per running trial would be noise.
+    assert "interrupted" not in err and "before the resume" not in err
     assert err.count("KeyError: 'x'") == 1 and "after 1 epoch:" in err
     assert "best acc=0.5" in err.splitlines()[-1] and "stopped=1, failed=2" in err.splitlines()[-1]

@@ -433,9 +433,13 @@ def test_a_server_address_that_cannot_be_bound_leaves_the_journal_closed(tmp_pat
     class Unbindable(LocalBackend):
         driver_host = "192.0.2.1"  # TEST-NET-1: no interface of this machine has it
 
+    def syncers() -> set[threading.Thread]:
+        return {t for t in threading.enumerate() if t.name == "maggy-journal-sync"}
+
+    before = syncers()  # (other tests' journals may still be open)
     with pytest.raises(Exception) as info:
         lm.search(_steps, lm.Searchspace(x=lm.Discrete([0])), metric="score", max_epochs=1, num_trials=1,
                   backend=Unbindable(), exp_dir=tmp_path / "exp", verbose=False)
     assert not isinstance(info.value, AssertionError)
-    assert not [t for t in threading.enumerate() if t.name == "maggy-journal-sync"]
+    assert not syncers() - before
     Journal(tmp_path / "exp" / "journal.jsonl").close()  # its lock is free: another driver may open it

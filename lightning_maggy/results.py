@@ -235,7 +235,8 @@ class SearchResult:
             lines.append(self.message.strip().splitlines()[0])
         if rows:
             label = self.metric if self.scope == "last" else f"{self.metric} (best epoch)"
-            lines.append(f"{'trial':<18}{'state':<11}{'epochs':>6}  {label:>12}  config")
+            width = max(12, len(label))  # a long metric name (or "(best epoch)") widens its column
+            lines.append(f"{'trial':<18}{'state':<11}{'epochs':>6}  {label:>{width}}  config")
             for t in rows:
                 value = values[t.trial_id]
                 latest = next((v for v in reversed(t.history) if math.isfinite(v)), None)
@@ -243,7 +244,7 @@ class SearchResult:
                 what = fmt_config(t.config)
                 if t.component is not None or t.seed is not None:  # an ablation's run: which one
                     what = f"{'base' if t.component is None else 'without ' + t.component}, seed {t.seed}; {what}"
-                row = f"{t.trial_id:<18}{t.state.value:<11}{t.epochs:>6}  {shown:>12}  {what}"
+                row = f"{t.trial_id:<18}{t.state.value:<11}{t.epochs:>6}  {shown:>{width}}  {what}"
                 lines.append(row)
         return "\n".join(lines)
 

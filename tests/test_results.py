@@ -87,6 +87,16 @@ def test_the_summary_lists_unranked_trials_only_when_asked(tmp_path: Path) -> No
     assert len(result.summary(top=0, unranked=True).splitlines()) == 4  # header, column names, 2 unranked
 
 
+def test_the_summary_columns_stay_aligned_under_a_long_metric_label(tmp_path: Path) -> None:
+    import dataclasses
+
+    result = dataclasses.replace(_result(tmp_path), metric="validation_accuracy_macro", scope="all")
+    header, *rows = result.summary(top=None, unranked=True).splitlines()[1:]
+    end = header.index("config")  # every row's config starts where the header's does
+    assert header[:end].rstrip().endswith("validation_accuracy_macro (best epoch)")
+    assert all(row[end - 2:end] == "  " and row[end] != " " for row in rows), [header, *rows]
+
+
 def _score(hparams, reporter):
     for step in range(reporter.budget):
         reporter.broadcast(hparams["x"] * (step + 1), step)

@@ -76,6 +76,13 @@ class Progress:
             self._bar.update(1)
         self._bar.refresh()
 
+    def set_total(self, total: int) -> None:
+        """Gives a bar started without a total (``num_trials=None``) the one the optimizer
+        knows (a grid's size)."""
+        if self._bar is not None and self._bar.total is None and total > 0:
+            self._bar.total = total
+            self._bar.refresh()
+
     def write(self, text: str) -> None:
         if self._bar is not None:
             self._bar.write(text, file=self._file)

@@ -223,6 +223,9 @@ def _run(
         optimizer_state=None if prior is None else prior.optimizer_state,
         non_finite=None if prior is None else prior.non_finite,
     )
+    planned = getattr(opt, "planned_trials", None) if num_trials is None else None
+    if isinstance(planned, int):  # a grid's size: the bar's total when the study gives none
+        progress.set_total(planned)
     if prior is None:
         journal.append("experiment_start", experiment=experiment, optimizer_state=_initial_state(opt))
     mirror = None

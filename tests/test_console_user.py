@@ -99,3 +99,21 @@ def test_trials_stopped_by_ctrl_c_and_failures_before_a_resume_get_no_line_of_th
     assert "interrupted" not in err and "before the resume" not in err
     assert err.count("KeyError: 'x'") == 1 and "after 1 epoch:" in err
     assert "best acc=0.5" in err.splitlines()[-1] and "stopped=1, failed=2" in err.splitlines()[-1]
+
+
+def test_a_grid_search_without_num_trials_shows_the_grid_size_as_the_bars_total(tmp_path: Path) -> None:
+    code = textwrap.dedent(
+        """
+        import sys
+        import lightning_maggy as lm
+        def f(hparams, reporter):
+            reporter.broadcast(float(hparams["x"]), 0)
+            return float(hparams["x"])
+        lm.search(f, lm.Searchspace(x=lm.Discrete([1, 2, 3]), c=lm.Categorical(["a", "b"])), metric="m",
+                  optimizer="grid", max_epochs=1, workers=1, exp_dir=sys.argv[1])
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "exp")], capture_output=True, timeout=300)
+    bars = [line for line in proc.stderr.decode().splitlines() if line.startswith("maggy:")]
+    assert proc.returncode == 0 and bars, proc.stderr.decode()[-2000:]
+    assert "6/6" in bars[-1], bars  # before: "maggy: 6trial [...]", no total

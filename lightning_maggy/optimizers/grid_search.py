@@ -80,6 +80,12 @@ class GridSearch(AbstractOptimizer):
         self._limit = self._count if self.num_trials is None else min(self.num_trials, self._count)
         self._cursor = 0
 
+    @property
+    def planned_trials(self) -> int:
+        """How many trials this grid runs (after :meth:`initialize`): its size, or ``num_trials``
+        if smaller. The progress bar's total when the study gives none."""
+        return self._limit
+
     def get_suggestion(self, trial: Trial | None = None) -> SuggestionResult:
         del trial
         # The cursor only moves past known points; the known set only grows, so a point skipped

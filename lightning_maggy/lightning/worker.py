@@ -15,6 +15,7 @@ import socket
 import sys
 import threading
 import traceback
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -113,6 +114,8 @@ def _output_to(path: str) -> Iterator[None]:
 def _quiet_lightning() -> None:
     for name in ("pytorch_lightning", "lightning.pytorch", "lightning.fabric", "lightning_fabric"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # A resumed or promoted trial's checkpoint folder holds its earlier checkpoints by design.
+    warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
 
 
 def run_trial(task: TrialTask, ctx: TrialContext) -> dict[str, Any]:

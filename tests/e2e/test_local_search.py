@@ -102,6 +102,7 @@ def test_two_worker_asha_search_resumes_promoted_trials_from_checkpoints(tmp_pat
         d = exp / "trials" / t.trial_id
         assert json.loads((d / "hparams.json").read_text())["config"] == dict(t.config)
         assert (d / "output.log").exists() and (d / "metrics.csv").exists()
+        assert "exists and is not empty" not in (d / "output.log").read_text()  # a resume's own folder: no warning
         assert any((d / "tensorboard").iterdir())
     saved = json.loads((exp / "result.json").read_text())
     assert saved["best_trial_id"] == result.best_trial.trial_id

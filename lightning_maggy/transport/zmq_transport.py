@@ -30,6 +30,18 @@ class ZmqServer(ServerTransport):
         self._sock.setsockopt(zmq.MAXMSGSIZE, 16 * MAX_MESSAGE_BYTES)
         self._sock.setsockopt(zmq.ROUTER_MANDATORY, 0)
         self._ipc_path: str | None = None
+        try:
+            self._bind(host, port)
+        except BaseException:
+            # Closed now: left to the garbage collector, the context and its socket can be
+            # collected in one cycle, the socket's weak reference cleared first, and the
+            # context's __del__ then blocks in term() for ever (it hung a later test's process).
+            self.close()
+            raise
+        self._poller = zmq.Poller()
+        self._poller.register(self._sock, zmq.POLLIN)
+
+    def _bind(self, host: str, port: int | None) -> None:
         if host == "ipc":
             self._ipc_path = os.path.join(tempfile.gettempdir(), f"lightning_maggy-{uuid.uuid4().hex[:16]}.sock")
             self._address = f"ipc://{self._ipc_path}"
@@ -41,8 +53,6 @@ class ZmqServer(ServerTransport):
             else:
                 self._sock.bind(f"tcp://{bind_host}:{port}")
             self._address = f"tcp://{host}:{port}"
-        self._poller = zmq.Poller()
-        self._poller.register(self._sock, zmq.POLLIN)
 
     @property
     def address(self) -> str:
@@ -81,7 +91,11 @@ class ZmqClient(ClientTransport):
         self._sock = self._ctx.socket(zmq.DEALER)
         self._sock.setsockopt(zmq.LINGER, 1000)
         self._sock.setsockopt(zmq.IDENTITY, (identity or uuid.uuid4().hex).encode())
-        self._sock.connect(address)
+        try:
+            self._sock.connect(address)
+        except BaseException:  # closed now, not by a garbage collection that can block (see ZmqServer)
+            self.close()
+            raise
 
     def _send_frames(self, frames: list[bytes]) -> None:
         self._sock.send_multipart(frames)

@@ -48,9 +48,11 @@ class Progress:
             return
         if self._lines:
             value = "" if trial.final_metric is None else f" {self._metric}={trial.final_metric:.5g}"
+            note = _why_unscored(trial, self._states.get(trial.trial_id))  # why, for a failure
+            why = "" if note is None else f": {note.split(': ', 1)[1]}"
             self._bar.write(
                 f"[maggy] trial {trial.trial_id} {trial.state.value} after {trial.epochs_done} epochs{value} "
-                f"({fmt_config(trial.config)})", file=self._file,
+                f"({fmt_config(trial.config)}){why}", file=self._file,
             )
         else:
             note = _why_unscored(trial, self._states.get(trial.trial_id))

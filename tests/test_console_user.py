@@ -117,3 +117,13 @@ def test_a_grid_search_without_num_trials_shows_the_grid_size_as_the_bars_total(
     bars = [line for line in proc.stderr.decode().splitlines() if line.startswith("maggy:")]
     assert proc.returncode == 0 and bars, proc.stderr.decode()[-2000:]
     assert "6/6" in bars[-1], bars  # before: "maggy: 6trial [...]", no total
+
+
+def test_the_one_line_per_event_console_of_spark_says_why_a_trial_failed(capsys) -> None:
+    bar = Progress(2, "acc", "max", enabled=True, lines=True)
+    bar.update(_trial(1, (0.4, 0.5), TrialState.COMPLETED, 0.5))
+    bar.update(_trial(2, (0.4,), TrialState.FAILED, None, "Traceback\nKeyError: 'x'\n"))
+    bar.close()
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("[maggy] trial")]
+    assert len(lines) == 2 and lines[0].endswith("(x=1)")  # a completed trial: nothing added
+    assert "FAILED after 1 epochs" in lines[1] and lines[1].endswith("KeyError: 'x'; traceback in its output.log")

@@ -19,13 +19,14 @@ import traceback
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["disk_full", "make_trial_dir", "storage_failed_final", "storage_failure", "write_hparams"]
+__all__ = ["disk_full", "exception_chain", "make_trial_dir", "storage_failed_final", "storage_failure", "write_hparams"]
 
 #: No space left on the device, or over the user's disk quota.
 FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
-def _chain(err: BaseException) -> list[BaseException]:
+def exception_chain(err: BaseException) -> list[BaseException]:
+    """``err`` and the exceptions it was raised from or while handling, newest first."""
     seen: list[BaseException] = []
     cur: BaseException | None = err
     while cur is not None and not any(cur is s for s in seen):
@@ -36,7 +37,7 @@ def _chain(err: BaseException) -> list[BaseException]:
 
 def disk_full(err: BaseException) -> OSError | None:
     """The OSError in ``err``'s chain (itself, its cause or context) that says the disk is full."""
-    return next((e for e in _chain(err) if isinstance(e, OSError) and e.errno in FULL), None)
+    return next((e for e in exception_chain(err) if isinstance(e, OSError) and e.errno in FULL), None)
 
 
 def storage_failure(err: BaseException, trial_dir: str) -> str | None:
@@ -51,7 +52,7 @@ def storage_failure(err: BaseException, trial_dir: str) -> str | None:
         what = f"the disk is full ({full.strerror or full}{where}; this trial's folder is {trial_dir})"
         fix = "Free space there"
     else:
-        store = next((e for e in _chain(err) if isinstance(e, StoreUnavailable)), None)
+        store = next((e for e in exception_chain(err) if isinstance(e, StoreUnavailable)), None)
         if store is None:
             return None
         what, fix = str(store), "Once the store answers again (check the network, the endpoint and the credentials)"

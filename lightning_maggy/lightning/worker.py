@@ -27,7 +27,13 @@ from lightning_maggy.exceptions import (
     TrialDropped,
 )
 from lightning_maggy.lightning.context import Reporter, TrialContext, _set_current
-from lightning_maggy.lightning.disk import make_trial_dir, storage_failed_final, storage_failure, write_hparams
+from lightning_maggy.lightning.disk import (
+    exception_chain,
+    make_trial_dir,
+    storage_failed_final,
+    storage_failure,
+    write_hparams,
+)
 from lightning_maggy.lightning.heartbeat import Heartbeat
 from lightning_maggy.lightning.returns import as_number, returned_metric
 from lightning_maggy.trial import Decision
@@ -138,7 +144,7 @@ def run_trial(task: TrialTask, ctx: TrialContext) -> dict[str, Any]:
             return _dropped(ctx.dropped)
         return _failed(err, trial_dir=ctx.trial_dir)
     except (SystemExit, KeyboardInterrupt) as err:
-        chain = _chain(err)
+        chain = exception_chain(err)
         if any(isinstance(e, _shutdown_types()) for e in chain):
             raise  # the worker's own shutdown: SIGTERM, or the driver gone (lifeline.WorkerTerminated)
         interrupted = any(isinstance(e, KeyboardInterrupt) for e in chain)
@@ -172,16 +178,6 @@ def _failed(err: BaseException, note: str | None = None, trial_dir: str = "") ->
         "fatal": isinstance(err, FATAL_ERRORS) or storage is not None,
     }
     return {**fields, "storage_failed": True} if storage is not None else fields
-
-
-def _chain(err: BaseException) -> list[BaseException]:
-    """``err`` and the exceptions it was raised from or while handling, newest first."""
-    chain: list[BaseException] = []
-    cur: BaseException | None = err
-    while cur is not None and not any(cur is seen for seen in chain):
-        chain.append(cur)
-        cur = cur.__cause__ or cur.__context__
-    return chain
 
 
 def _shutdown_types() -> tuple[type[BaseException], ...]:

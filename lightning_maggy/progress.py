@@ -48,16 +48,18 @@ class Progress:
             return
         if self._lines:
             value = "" if trial.final_metric is None else f" {self._metric}={trial.final_metric:.5g}"
-            note = _why_unscored(trial, self._states.get(trial.trial_id))  # why, for a failure
-            why = "" if note is None else f": {note.split(': ', 1)[1]}"
+            reason = _why_unscored(trial, self._states.get(trial.trial_id))  # why, for a failure
+            why = "" if reason is None else f": {reason}"
             self._bar.write(
                 f"[maggy] trial {trial.trial_id} {trial.state.value} after {trial.epochs_done} epochs{value} "
                 f"({fmt_config(trial.config)}){why}", file=self._file,
             )
         else:
-            note = _why_unscored(trial, self._states.get(trial.trial_id))
-            if note and (trial.finished is None or trial.finished >= self._since):  # not a resumed study's past
-                self._bar.write(note, file=self._file)
+            reason = _why_unscored(trial, self._states.get(trial.trial_id))
+            if reason and (trial.finished is None or trial.finished >= self._since):  # not a resumed study's past
+                epochs = f"{trial.epochs_done} epoch{'' if trial.epochs_done == 1 else 's'}"
+                self._bar.write(f"[maggy] trial {trial.trial_id} {trial.state.value} after {epochs}: {reason}",
+                                file=self._file)
         new = trial.trial_id not in self._states
         self._records[trial.trial_id] = trial
         self._states[trial.trial_id] = trial.state
@@ -95,7 +97,7 @@ class Progress:
 
 
 def _why_unscored(trial: Trial, before: TrialState | None) -> str | None:
-    """The console line for a trial that failed or was stopped for a NaN/inf (its ``error`` is
+    """Why a trial failed or was stopped for a NaN/inf, for its console line (its ``error`` is
     set then, and it has no score); None for any other event (a trial the study's Ctrl-C or
     timeout stopped has a note too, but keeps its score) and for one already told."""
     unscored = trial.state is TrialState.FAILED or (trial.state is TrialState.STOPPED and trial.final_metric is None)
@@ -103,9 +105,7 @@ def _why_unscored(trial: Trial, before: TrialState | None) -> str | None:
         return None
     lines = [line for line in trial.error.strip().splitlines() if line.strip()]
     why = lines[-1].strip() if lines else "no error text"
-    where = "; traceback in its output.log" if trial.state is TrialState.FAILED else ""
-    epochs = f"{trial.epochs_done} epoch{'' if trial.epochs_done == 1 else 's'}"
-    return f"[maggy] trial {trial.trial_id} {trial.state.value} after {epochs}: {why}{where}"
+    return why + ("; traceback in its output.log" if trial.state is TrialState.FAILED else "")
 
 
 def _isatty(stream: Any) -> bool:

@@ -15,11 +15,10 @@ import contextlib
 import errno
 import json
 import os
-import traceback
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["disk_full", "exception_chain", "make_trial_dir", "storage_failed_final", "storage_failure", "write_hparams"]
+__all__ = ["disk_full", "exception_chain", "make_trial_dir", "storage_failure", "write_hparams"]
 
 #: No space left on the device, or over the user's disk quota.
 FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
@@ -60,16 +59,6 @@ def storage_failure(err: BaseException, trial_dir: str) -> str | None:
         f"{what}: every trial would hit it, so the study stops. {fix}, run the same call with resume= set to "
         "the study's exp_dir: this trial and the others that were running continue from their last checkpoints."
     )
-
-
-def storage_failed_final(err: BaseException, trial: Mapping[str, Any], note: str) -> dict[str, Any]:
-    """The FINAL of ``trial``'s current attempt when the storage failed outside its code (its
-    folder could not be downloaded, claimed or uploaded): the study stops, resumable."""
-    text = f"{traceback.format_exc()}lightning_maggy: {note}\n"
-    return {
-        "type": "final", "trial_id": trial["trial_id"], "attempt": int(trial.get("attempt", 1)), "status": "failed",
-        "metric": None, "error": text, "error_type": type(err).__name__, "fatal": True, "storage_failed": True,
-    }
 
 
 def make_trial_dir(trial_dir: str) -> bool:

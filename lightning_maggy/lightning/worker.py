@@ -30,7 +30,6 @@ from lightning_maggy.lightning.context import Reporter, TrialContext, _set_curre
 from lightning_maggy.lightning.disk import (
     exception_chain,
     make_trial_dir,
-    storage_failed_final,
     storage_failure,
     write_hparams,
 )
@@ -354,12 +353,11 @@ def run_worker(
             try:
                 ctx, outcome = _run_one(launch, worker_id, client, heartbeat, remote, trial)
             except Exception as err:  # the storage under the trial's folder, outside its code
-                note = storage_failure(err, "")
-                if note is None:
+                if storage_failure(err, "") is None:
                     raise
                 heartbeat.end_trial()  # (a claim that failed never reached it)
-                final = storage_failed_final(err, trial, note)
-                reply = client.request({"worker_id": worker_id, **final}, still_wanted=still_wanted)
+                final = {"type": "final", "trial_id": trial["trial_id"], "attempt": int(trial.get("attempt", 1))}
+                reply = client.request({"worker_id": worker_id, **final, **_failed(err)}, still_wanted=still_wanted)
                 continue
             ran += 1
             if outcome["status"] == "ok" and ctx.last_decision is not Decision.CONTINUE:
